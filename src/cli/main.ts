@@ -1,0 +1,122 @@
+/**
+ * The command table and the exit-code contract: 0 success, 1 failure (one clear line on stderr),
+ * 2 usage error. Unexpected exceptions are bugs: they print their stack and exit 1.
+ */
+import { BerthError, errorMessage, UsageError } from "../util/errors.ts";
+import { VERSION } from "../version.ts";
+import { LAYOUT_VERSION } from "../store/store.ts";
+import { formatPlatform, hostPlatform } from "../registry/platform.ts";
+import { formatOptions, type OptionSpec, parseArgs } from "./args.ts";
+import { type Context, GLOBAL_OPTIONS, makeContext } from "./context.ts";
+import { pullCommand } from "./pull.ts";
+import { lsCommand } from "./ls.ts";
+import { fsckCommand } from "./fsck.ts";
+
+interface Command {
+  usage: string;
+  summary: string;
+  options: OptionSpec[];
+  run(context: Context): Promise<number>;
+}
+
+const COMMANDS: Record<string, Command> = {
+  pull: {
+    usage: "pull REF...",
+    summary: "fetch images (every blob verified, resumable) into the store",
+    options: [],
+    run: pullCommand,
+  },
+  ls: { usage: "ls", summary: "list the references in the store", options: [], run: lsCommand },
+  fsck: {
+    usage: "fsck [--repair]",
+    summary: "re-hash every blob and check every reference",
+    options: [{ name: "--repair", help: "remove corrupt blobs, stale ingests and temporary files" }],
+    run: fsckCommand,
+  },
+  version: {
+    usage: "version",
+    summary: "print versions",
+    options: [],
+    run: (context) => {
+      const info = {
+        version: VERSION,
+        deno: Deno.version.deno,
+        storeLayoutVersion: LAYOUT_VERSION,
+        platform: formatPlatform(hostPlatform()),
+      };
+      if (context.json) context.emit(info);
+      else {
+        context.say(
+          `berth ${info.version} (deno ${info.deno}, store layout ${info.storeLayoutVersion}, ${info.platform})`,
+        );
+      }
+      return Promise.resolve(0);
+    },
+  },
+};
+
+function usage(): string {
+  const commands = Object.values(COMMANDS).map((command) =>
+    `  ${command.usage.padEnd(18)}${command.summary}`
+  );
+  return [
+    "berth — delivers compose apps and their images to edge devices, robustly",
+    "",
+    "Usage: berth [global options] <command> [args]",
+    "",
+    "Commands:",
+    ...commands,
+    "",
+    "Global options:",
+    formatOptions(GLOBAL_OPTIONS),
+    "",
+    "Run 'berth <command> --help' for a command's own options.",
+  ].join("\n");
+}
+
+function commandHelp(command: Command): string {
+  return [
+    `Usage: berth [global options] ${command.usage}`,
+    "",
+    command.summary,
+    ...(command.options.length ? ["", "Options:", formatOptions(command.options)] : []),
+    "",
+    "Global options:",
+    formatOptions(GLOBAL_OPTIONS),
+  ].join("\n");
+}
+
+/** Runs berth with `argv`; returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const write = (line: string, to: typeof Deno.stdout | typeof Deno.stderr) =>
+    to.writeSync(new TextEncoder().encode(line + "\n"));
+  try {
+    const args = parseArgs(argv, GLOBAL_OPTIONS, (name) => COMMANDS[name]?.options ?? []);
+    if (args.command === undefined) {
+      write(usage(), args.options.help ? Deno.stdout : Deno.stderr);
+      return args.options.help ? 0 : 2;
+    }
+    const command = COMMANDS[args.command];
+    if (!command) throw new UsageError(`unknown command "${args.command}"; run 'berth --help' for the list`);
+    if (args.options.help) {
+      write(commandHelp(command), Deno.stdout);
+      return 0;
+    }
+    if (args.command !== "pull" && args.positional.length > 0) {
+      throw new UsageError(`${args.command} takes no arguments, got "${args.positional[0]}"`);
+    }
+    return await command.run(makeContext(args));
+  } catch (error) {
+    if (error instanceof UsageError) {
+      write(`berth: ${error.message}`, Deno.stderr);
+      return 2;
+    }
+    if (error instanceof BerthError) {
+      write(`berth: ${error.message}`, Deno.stderr);
+      return 1;
+    }
+    write(`berth: internal error: ${errorMessage(error)}`, Deno.stderr);
+    if (error instanceof Error && error.stack) write(error.stack, Deno.stderr);
+    return 1;
+  }
+}

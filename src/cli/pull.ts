@@ -1,0 +1,74 @@
+/** `berth pull REF...`: fetch images into the store, verified and resumable. */
+import { UsageError } from "../util/errors.ts";
+import { parseReference } from "../registry/reference.ts";
+import { RegistryClient } from "../registry/client.ts";
+import { formatPlatform } from "../registry/platform.ts";
+import { Store } from "../store/store.ts";
+import { pull, type PullEvent } from "../fetch/pull.ts";
+import { type Context, formatBytes, shortDigest } from "./context.ts";
+
+export async function pullCommand(context: Context): Promise<number> {
+  if (context.args.positional.length === 0) throw new UsageError("pull needs at least one reference");
+  // Every reference is checked before the store or the network is touched.
+  const refs = context.args.positional.map(parseReference);
+  const store = await Store.open(context.storePath, { write: true, command: "pull" });
+  const client = new RegistryClient(context.registry);
+  const abort = new AbortController();
+  const onSignal = () => abort.abort(new Error("interrupted"));
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    const results = await pull(client, store, refs, {
+      platform: context.platform,
+      parallel: context.parallel,
+      signal: abort.signal,
+      onEvent: (event) => report(context, event),
+    });
+    if (context.json) context.emit({ pulled: results });
+    else {
+      for (const result of results) {
+        context.say(
+          `Pulled ${result.name} ${result.digest}${
+            result.platform ? ` (${result.platform})` : ""
+          }: ${result.blobs} blobs, ` +
+            `${formatBytes(result.bytesTotal)}, ${formatBytes(result.bytesFetched)} downloaded`,
+        );
+      }
+    }
+    return 0;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+    await client.close();
+    store.close();
+  }
+}
+
+function report(context: Context, event: PullEvent): void {
+  if (context.json) return;
+  switch (event.type) {
+    case "resolved":
+      context.note(
+        `Pulling ${event.name} ${event.digest} (${event.platform ?? formatPlatform(context.platform)}): ` +
+          `${event.blobs} blobs, ${formatBytes(event.bytesTotal)}`,
+      );
+      break;
+    case "blob-start":
+      if (event.offset > 0) {
+        context.note(`  ${shortDigest(event.digest)} resuming at byte ${event.offset} of ${event.size}`);
+      }
+      break;
+    case "blob-retry":
+      context.note(`  ${shortDigest(event.digest)} retrying from byte ${event.offset}: ${event.error}`);
+      break;
+    case "blob-done":
+      context.note(
+        `  ${shortDigest(event.digest)} ${
+          event.alreadyStored
+            ? "already stored"
+            : `${formatBytes(event.size)} verified (${event.bytesFetched} bytes fetched)`
+        }`,
+      );
+      break;
+  }
+}

@@ -1,0 +1,352 @@
+/**
+ * `pull`: reference → manifest (chosen for the platform) → config and layers, into the store.
+ *
+ * Order matters for crash safety: blobs first (each verified and committed on its own), then manifests,
+ * and last the `index.json` entry. So a reference appears in the store only when everything it needs is
+ * there; a crash anywhere leaves committed blobs (kept, never fetched again) and resumable ingests.
+ */
+import { BerthError, errorMessage } from "../util/errors.ts";
+import { sha256Of } from "../util/digest.ts";
+import { backoffDelay, type Manifest, type RegistryClient, sleep } from "../registry/client.ts";
+import { isIndexType, OCI_INDEX, OCI_MANIFEST } from "../registry/mediatypes.ts";
+import { choosePlatform, formatPlatform, normalizePlatform, type Platform } from "../registry/platform.ts";
+import { formatReference, type Reference } from "../registry/reference.ts";
+import type { Store } from "../store/store.ts";
+import {
+  type Descriptor,
+  type ImageManifest,
+  MANIFEST_DIGEST,
+  PLATFORM,
+  PULLED_AT,
+  REF_NAME,
+  SOURCE_DIGEST,
+  SOURCE_MEDIA_TYPE,
+} from "../store/oci.ts";
+import { checkChildType, parseImageManifest, parseIndex } from "./manifest.ts";
+
+/** What one reference resolved to, before any blob is fetched. */
+export interface ResolvedImage {
+  ref: Reference;
+  name: string;
+  /** What the registry served for the reference: an index or the manifest itself. */
+  source: Manifest;
+  /** The image manifest chosen for the platform (equals `source` when no index). */
+  manifest: Manifest;
+  parsed: ImageManifest;
+  /** The platform from the index entry; for a lone manifest, read from its config after download. */
+  platform?: Platform;
+  /** Config and layers. */
+  blobs: Descriptor[];
+}
+
+export type PullEvent =
+  | { type: "resolved"; name: string; digest: string; platform?: string; blobs: number; bytesTotal: number }
+  | { type: "blob-start"; digest: string; size: number; offset: number }
+  | { type: "blob-progress"; digest: string; bytesDone: number; size: number }
+  | { type: "blob-retry"; digest: string; offset: number; error: string }
+  | { type: "blob-done"; digest: string; size: number; bytesFetched: number; alreadyStored: boolean }
+  | { type: "ref-done"; name: string; digest: string; platform?: string };
+
+export interface PullOptions {
+  platform: Platform;
+  /** Blobs downloaded at once. */
+  parallel: number;
+  onEvent?: (event: PullEvent) => void;
+  signal?: AbortSignal;
+}
+
+export interface PullResult {
+  name: string;
+  digest: string;
+  manifestDigest: string;
+  platform?: string;
+  blobs: number;
+  bytesTotal: number;
+  bytesFetched: number;
+}
+
+/** Fetches and checks the manifest chain of one reference; touches nothing on disk. */
+export async function resolveImage(
+  client: RegistryClient,
+  ref: Reference,
+  platform: Platform,
+  signal?: AbortSignal,
+): Promise<ResolvedImage> {
+  const name = formatReference(ref);
+  const source = await client.getManifest(ref, signal);
+  let manifest = source;
+  let chosenPlatform: Platform | undefined;
+  if (isIndexType(source.mediaType)) {
+    const index = parseIndex(source.bytes, name);
+    const entry = choosePlatform(index.manifests, platform, name);
+    checkChildType(entry, name);
+    chosenPlatform = entry.platform
+      ? normalizePlatform({
+        os: entry.platform.os,
+        architecture: entry.platform.architecture,
+        variant: entry.platform.variant,
+      })
+      : undefined;
+    manifest = await client.getManifest({ ...ref, tag: undefined, digest: entry.digest }, signal);
+    if (manifest.bytes.length !== entry.size) {
+      throw new BerthError(
+        "verification_failed",
+        `${name}: manifest ${entry.digest} is ${manifest.bytes.length} bytes, the index says ${entry.size}`,
+      );
+    }
+  }
+  const parsed = parseImageManifest(manifest.bytes, `${name} manifest ${manifest.digest}`);
+  return {
+    ref,
+    name,
+    source,
+    manifest,
+    parsed,
+    platform: chosenPlatform,
+    blobs: [parsed.config, ...parsed.layers],
+  };
+}
+
+/** Runs async jobs with at most `limit` in flight. */
+class Pool {
+  #active = 0;
+  #waiting: (() => void)[] = [];
+  constructor(readonly limit: number) {}
+  async run<T>(job: () => Promise<T>): Promise<T> {
+    if (this.#active >= this.limit) await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    this.#active++;
+    try {
+      return await job();
+    } finally {
+      this.#active--;
+      this.#waiting.shift()?.();
+    }
+  }
+}
+
+/**
+ * Downloads one blob into the store, resuming its ingest: a dropped or stalled transfer continues with a
+ * Range request from the byte reached. Consecutive failures without progress are bounded by the client's
+ * attempt count. A verification failure of a resumed download is retried once from byte 0 (the kept
+ * prefix may be what was wrong); a second one is final and names the digest.
+ */
+async function downloadBlob(
+  client: RegistryClient,
+  store: Store,
+  ref: Reference,
+  descriptor: Descriptor,
+  options: PullOptions,
+): Promise<number> {
+  const { digest, size } = descriptor;
+  let bytesFetched = 0;
+  let verificationRetried = false;
+  for (;;) {
+    const writer = await store.ingest(digest, size);
+    options.onEvent?.({ type: "blob-start", digest, size, offset: writer.offset });
+    let failures = 0;
+    try {
+      while (writer.offset < size) {
+        const before = writer.offset;
+        try {
+          const body = await client.openBlob(ref, digest, size, writer.offset, options.signal);
+          for await (const chunk of body) {
+            await writer.write(chunk);
+            bytesFetched += chunk.length;
+            options.onEvent?.({ type: "blob-progress", digest, bytesDone: writer.offset, size });
+          }
+          if (writer.offset < size) {
+            throw new BerthError(
+              "registry_unreachable",
+              `blob ${digest}: body ended at byte ${writer.offset}`,
+              {
+                transient: true,
+              },
+            );
+          }
+        } catch (error) {
+          if (options.signal?.aborted || !(error instanceof BerthError) || !error.transient) throw error;
+          failures = writer.offset > before ? 1 : failures + 1;
+          if (failures >= client.options.attempts) throw error;
+          options.onEvent?.({ type: "blob-retry", digest, offset: writer.offset, error: error.message });
+          await writer.checkpoint();
+          await sleep(backoffDelay(failures, client.options), options.signal);
+        }
+      }
+    } catch (error) {
+      await writer.close().catch(() => {});
+      throw error;
+    }
+    try {
+      await writer.commit();
+      return bytesFetched;
+    } catch (error) {
+      if (error instanceof BerthError && error.reason === "verification_failed" && !verificationRetried) {
+        verificationRetried = true;
+        options.onEvent?.({ type: "blob-retry", digest, offset: 0, error: error.message });
+        continue;
+      }
+      throw error;
+    }
+  }
+}
+
+/** Reads os/architecture/variant from a stored image config, when it has them. */
+async function platformFromConfig(store: Store, config: Descriptor): Promise<Platform | undefined> {
+  try {
+    const parsed = JSON.parse(new TextDecoder().decode(await store.readBlob(config.digest)));
+    if (typeof parsed?.os === "string" && typeof parsed?.architecture === "string") {
+      return normalizePlatform({ os: parsed.os, architecture: parsed.architecture, variant: parsed.variant });
+    }
+  } catch {
+    // artifacts (compose apps) have an empty config: no platform
+  }
+  return undefined;
+}
+
+/**
+ * The descriptor that `index.json` names for an image. skopeo 1.9 only follows OCI media types from
+ * index.json, so a Docker v2 manifest is reached through a one-entry OCI index wrapping it unchanged.
+ */
+function wrapperFor(
+  image: ResolvedImage,
+  platform?: Platform,
+): { descriptor: Descriptor; bytes?: Uint8Array } {
+  const manifestDescriptor: Descriptor = {
+    mediaType: image.manifest.mediaType,
+    digest: image.manifest.digest,
+    size: image.manifest.bytes.length,
+    ...(platform ? { platform } : {}),
+  };
+  if (image.manifest.mediaType === OCI_MANIFEST) return { descriptor: manifestDescriptor };
+  const bytes = new TextEncoder().encode(
+    JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [manifestDescriptor] }),
+  );
+  return {
+    descriptor: {
+      mediaType: OCI_INDEX,
+      digest: sha256Of(bytes),
+      size: bytes.length,
+      ...(platform ? { platform } : {}),
+    },
+    bytes,
+  };
+}
+
+/**
+ * Pulls references into the store. All references are resolved first, so bad input fails before any byte
+ * is written; then every blob not yet stored is downloaded (`parallel` at once, each once even when
+ * shared), and each reference is recorded as soon as its content is complete.
+ */
+export async function pull(
+  client: RegistryClient,
+  store: Store,
+  refs: Reference[],
+  options: PullOptions,
+): Promise<PullResult[]> {
+  const images: ResolvedImage[] = [];
+  for (const ref of refs) images.push(await resolveImage(client, ref, options.platform, options.signal));
+
+  const pool = new Pool(Math.max(1, options.parallel));
+  const downloads = new Map<string, Promise<number>>();
+  const fetchOnce = (image: ResolvedImage, descriptor: Descriptor): Promise<number> => {
+    let download = downloads.get(descriptor.digest);
+    if (!download) {
+      download = pool.run(async () => {
+        if (await store.has(descriptor.digest)) {
+          options.onEvent?.({
+            type: "blob-done",
+            digest: descriptor.digest,
+            size: descriptor.size,
+            bytesFetched: 0,
+            alreadyStored: true,
+          });
+          return 0;
+        }
+        const fetched = await downloadBlob(client, store, image.ref, descriptor, options);
+        options.onEvent?.({
+          type: "blob-done",
+          digest: descriptor.digest,
+          size: descriptor.size,
+          bytesFetched: fetched,
+          alreadyStored: false,
+        });
+        return fetched;
+      });
+      downloads.set(descriptor.digest, download);
+    }
+    return download;
+  };
+
+  // index.json is rewritten once per finished reference; one rewrite at a time.
+  let indexUpdate = Promise.resolve();
+  const results = await Promise.allSettled(images.map(async (image): Promise<PullResult> => {
+    const bytesTotal = image.blobs.reduce((sum, blob) => sum + blob.size, 0) + image.manifest.bytes.length +
+      (image.source === image.manifest ? 0 : image.source.bytes.length);
+    options.onEvent?.({
+      type: "resolved",
+      name: image.name,
+      digest: image.source.digest,
+      platform: image.platform ? formatPlatform(image.platform) : undefined,
+      blobs: image.blobs.length,
+      bytesTotal,
+    });
+    const fetched = await Promise.all(image.blobs.map((blob) => fetchOnce(image, blob)));
+    // A blob shared by two references counts for the first only; the sum is still what crossed the wire.
+    const bytesFetched = fetched.reduce((sum, bytes) => sum + bytes, 0);
+    const platform = image.platform ?? await platformFromConfig(store, image.parsed.config);
+    await store.putBlob(image.manifest.digest, image.manifest.bytes);
+    if (image.source !== image.manifest) await store.putBlob(image.source.digest, image.source.bytes);
+    const wrapper = wrapperFor(image, platform);
+    if (wrapper.bytes) await store.putBlob(wrapper.descriptor.digest, wrapper.bytes);
+    const entry: Descriptor = {
+      ...wrapper.descriptor,
+      annotations: {
+        [REF_NAME]: image.name,
+        [SOURCE_DIGEST]: image.source.digest,
+        [SOURCE_MEDIA_TYPE]: image.source.mediaType,
+        [MANIFEST_DIGEST]: image.manifest.digest,
+        ...(platform ? { [PLATFORM]: formatPlatform(platform) } : {}),
+        [PULLED_AT]: new Date().toISOString(),
+      },
+    };
+    const update = indexUpdate.then(async () => {
+      const index = await store.readIndex();
+      index.manifests = index.manifests.filter((existing) => existing.annotations?.[REF_NAME] !== image.name);
+      index.manifests.push(entry);
+      index.manifests.sort((a, b) =>
+        (a.annotations?.[REF_NAME] ?? "").localeCompare(b.annotations?.[REF_NAME] ?? "")
+      );
+      await store.writeIndex(index);
+    });
+    indexUpdate = update.catch(() => {});
+    await update;
+    options.onEvent?.({
+      type: "ref-done",
+      name: image.name,
+      digest: image.source.digest,
+      platform: platform ? formatPlatform(platform) : undefined,
+    });
+    return {
+      name: image.name,
+      digest: image.source.digest,
+      manifestDigest: image.manifest.digest,
+      platform: platform ? formatPlatform(platform) : undefined,
+      blobs: image.blobs.length,
+      bytesTotal,
+      bytesFetched,
+    };
+  }));
+  // Let downloads of other references finish or checkpoint before reporting, so nothing runs on after us.
+  await Promise.allSettled(downloads.values());
+  const failures = results.filter((result): result is PromiseRejectedResult => result.status === "rejected");
+  if (failures.length > 0) {
+    const first = failures[0].reason;
+    if (failures.length === 1) throw first;
+    throw new BerthError(
+      first instanceof BerthError ? first.reason : "registry_error",
+      `${failures.length} of ${images.length} references failed; first: ${errorMessage(first)}`,
+      { cause: first },
+    );
+  }
+  return results.map((result) => (result as PromiseFulfilledResult<PullResult>).value);
+}

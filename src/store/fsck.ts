@@ -1,0 +1,141 @@
+/**
+ * fsck: re-hashes every committed blob, walks every reference in index.json (entry → wrapper or served
+ * index → chosen manifest → config → layers) and lists what is missing or corrupt. With `repair` it removes
+ * corrupt blobs, stale ingests and leftover temporary files, so that the next pull fetches them again.
+ */
+import { errorMessage } from "../util/errors.ts";
+import { digestHex, Sha256 } from "../util/digest.ts";
+import { isIndexType } from "../registry/mediatypes.ts";
+import { readIngestState } from "./ingest.ts";
+import { type Descriptor, MANIFEST_DIGEST, REF_NAME, SOURCE_DIGEST } from "./oci.ts";
+import type { Store } from "./store.ts";
+
+export interface FsckProblem {
+  /** The reference affected ("" for a blob no reference needs). */
+  ref: string;
+  digest: string;
+  problem: "missing" | "corrupt" | "size-mismatch" | "unreadable";
+  detail: string;
+}
+
+export interface FsckReport {
+  refs: number;
+  blobs: number;
+  bytes: number;
+  corruptBlobs: string[];
+  problems: FsckProblem[];
+  staleIngests: string[];
+  tempFiles: string[];
+  repaired: boolean;
+}
+
+async function hashFile(path: string): Promise<string> {
+  const hash = new Sha256();
+  using file = await Deno.open(path, { read: true });
+  for await (const chunk of file.readable) hash.update(chunk);
+  return hash.digest();
+}
+
+/** Runs the check; `repair` needs a store opened for writing. */
+export async function fsck(store: Store, repair: boolean): Promise<FsckReport> {
+  const report: FsckReport = {
+    refs: 0,
+    blobs: 0,
+    bytes: 0,
+    corruptBlobs: [],
+    problems: [],
+    staleIngests: [],
+    tempFiles: [],
+    repaired: false,
+  };
+  const sizes = new Map<string, number>();
+  for await (const blob of store.listBlobs()) {
+    report.blobs++;
+    report.bytes += blob.size;
+    let actual: string;
+    try {
+      actual = await hashFile(store.blobPath(blob.digest));
+    } catch (error) {
+      report.problems.push({
+        ref: "",
+        digest: blob.digest,
+        problem: "unreadable",
+        detail: errorMessage(error),
+      });
+      continue;
+    }
+    if (actual === blob.digest) sizes.set(blob.digest, blob.size);
+    else report.corruptBlobs.push(blob.digest);
+  }
+
+  const index = await store.readIndex();
+  for (const entry of index.manifests) {
+    const ref = entry.annotations?.[REF_NAME] ?? entry.digest;
+    report.refs++;
+    const need = (descriptor: Pick<Descriptor, "digest" | "size">, what: string): boolean => {
+      const size = sizes.get(descriptor.digest);
+      if (size === undefined) {
+        const corrupt = report.corruptBlobs.includes(descriptor.digest);
+        report.problems.push({
+          ref,
+          digest: descriptor.digest,
+          problem: corrupt ? "corrupt" : "missing",
+          detail: `${what} ${corrupt ? "does not match its digest" : "is not in the store"}`,
+        });
+        return false;
+      }
+      if (descriptor.size >= 0 && size !== descriptor.size) {
+        report.problems.push({
+          ref,
+          digest: descriptor.digest,
+          problem: "size-mismatch",
+          detail: `${what} is ${size} bytes, its descriptor says ${descriptor.size}`,
+        });
+        return false;
+      }
+      return true;
+    };
+    const source = entry.annotations?.[SOURCE_DIGEST];
+    if (source && source !== entry.digest) {
+      need({ digest: source, size: -1 }, "the index the registry served");
+    }
+    if (!need(entry, "the index.json entry")) continue;
+    let manifestDescriptor: Descriptor = entry;
+    if (isIndexType(entry.mediaType)) {
+      const wrapper = JSON.parse(new TextDecoder().decode(await store.readBlob(entry.digest)));
+      const wanted = entry.annotations?.[MANIFEST_DIGEST];
+      const child = (wrapper.manifests as Descriptor[]).find((item) => !wanted || item.digest === wanted);
+      if (!child) {
+        report.problems.push({
+          ref,
+          digest: entry.digest,
+          problem: "missing",
+          detail: "index names no manifest",
+        });
+        continue;
+      }
+      manifestDescriptor = child;
+      if (!need(child, "the image manifest")) continue;
+    }
+    const manifest = JSON.parse(new TextDecoder().decode(await store.readBlob(manifestDescriptor.digest)));
+    if (manifest.config) need(manifest.config, "the image config");
+    for (const [position, layer] of ((manifest.layers ?? []) as Descriptor[]).entries()) {
+      need(layer, `layer ${position}`);
+    }
+  }
+
+  for (const name of await store.listIngests()) {
+    const state = await readIngestState(`${store.ingestDir}/${name}/state.json`);
+    const stale = !state || digestHex(state.digest) !== name || sizes.has(state.digest);
+    if (stale) report.staleIngests.push(name);
+  }
+  report.tempFiles = await store.listTempFiles();
+
+  if (repair) {
+    for (const digest of report.corruptBlobs) await store.deleteBlob(digest);
+    for (const name of report.staleIngests) await store.removeIngest(name);
+    for (const path of report.tempFiles) await Deno.remove(path).catch(() => {});
+    report.repaired = true;
+  }
+  return report;
+}

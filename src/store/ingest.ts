@@ -1,0 +1,266 @@
+/**
+ * Partial downloads. Each blob in flight lives in `ingest/<hex>/`: `data` (the bytes so far) and
+ * `state.json` (digest, size, the checkpoint = the offset last fsynced, and the boot id of that checkpoint).
+ *
+ * Crash rules:
+ * - Resume after a process crash (same boot id): every byte in `data` reached the page cache, keep them all.
+ * - Resume after a reboot (other boot id): only bytes up to the checkpoint are known durable; the rest is
+ *   truncated away.
+ * - Commit verifies size and digest before the blob becomes visible; a mismatch deletes the ingest, so a
+ *   bad blob is never seen in `blobs/`.
+ */
+import { BerthError } from "../util/errors.ts";
+import { digestHex, Sha256 } from "../util/digest.ts";
+import { fsyncDir, readFileIfExists, statIfExists, writeFileAtomic } from "../util/fs.ts";
+import { currentBootId } from "./boot_id.ts";
+
+/** fsync and record a checkpoint after this many new bytes… */
+const CHECKPOINT_BYTES = 8 * 1024 * 1024;
+/** …or after this long, whichever comes first, bounding what a power cut can cost. */
+const CHECKPOINT_MS = 2_000;
+const READ_CHUNK = 1024 * 1024;
+
+export interface IngestState {
+  digest: string;
+  size: number;
+  /** Bytes known to be on disk (fsynced). */
+  checkpoint: number;
+  bootId: string;
+  updatedAt: string;
+}
+
+export interface IngestPaths {
+  dir: string;
+  data: string;
+  state: string;
+}
+
+export function ingestPaths(ingestRoot: string, digest: string): IngestPaths {
+  const dir = `${ingestRoot}/${digestHex(digest)}`;
+  return { dir, data: `${dir}/data`, state: `${dir}/state.json` };
+}
+
+/** Reads an ingest's state file; undefined when missing or unreadable (the ingest is then started over). */
+export async function readIngestState(path: string): Promise<IngestState | undefined> {
+  const bytes = await readFileIfExists(path);
+  if (!bytes) return undefined;
+  try {
+    const state = JSON.parse(new TextDecoder().decode(bytes)) as IngestState;
+    if (
+      typeof state.digest !== "string" || typeof state.size !== "number" ||
+      typeof state.checkpoint !== "number"
+    ) {
+      return undefined;
+    }
+    return state;
+  } catch {
+    return undefined;
+  }
+}
+
+function storageError(error: unknown, digest: string): unknown {
+  if (
+    error instanceof Deno.errors.NotSupported || (error as { code?: string })?.code === "ENOSPC" ||
+    /No space left/i.test(String((error as Error)?.message))
+  ) {
+    return new BerthError("insufficient_storage", `no space left in the store while writing blob ${digest}`, {
+      cause: error,
+    });
+  }
+  return error;
+}
+
+/** A writer for one blob, resumable across crashes. Not safe for concurrent use. */
+export class IngestWriter {
+  readonly digest: string;
+  readonly size: number;
+  /** Bytes written and hashed so far. */
+  offset: number;
+  /** Bytes found on disk when the ingest was opened (0 for a fresh one). */
+  readonly resumedFrom: number;
+  #paths: IngestPaths;
+  #blobPath: string;
+  #file: Deno.FsFile;
+  #hash: Sha256;
+  #checkpoint: number;
+  #checkpointAt = Date.now();
+  #closed = false;
+
+  private constructor(
+    digest: string,
+    size: number,
+    paths: IngestPaths,
+    blobPath: string,
+    file: Deno.FsFile,
+    hash: Sha256,
+    offset: number,
+  ) {
+    this.digest = digest;
+    this.size = size;
+    this.#paths = paths;
+    this.#blobPath = blobPath;
+    this.#file = file;
+    this.#hash = hash;
+    this.offset = offset;
+    this.resumedFrom = offset;
+    this.#checkpoint = offset;
+  }
+
+  /**
+   * Opens the ingest of `digest` (`size` bytes), resuming what an earlier run left: the kept prefix is
+   * re-hashed from disk, since a hash state cannot be saved.
+   */
+  static async open(
+    ingestRoot: string,
+    blobPath: string,
+    digest: string,
+    size: number,
+  ): Promise<IngestWriter> {
+    const paths = ingestPaths(ingestRoot, digest);
+    const bootId = currentBootId();
+    let keep = 0;
+    const state = await readIngestState(paths.state);
+    const dataInfo = await statIfExists(paths.data);
+    if (state && state.digest === digest && state.size === size && dataInfo) {
+      const sameBoot = bootId !== "unknown" && state.bootId === bootId;
+      keep = sameBoot ? dataInfo.size : Math.min(dataInfo.size, state.checkpoint);
+      if (keep > size) keep = 0;
+    }
+    if (!state || state.digest !== digest || state.size !== size) {
+      await Deno.remove(paths.dir, { recursive: true }).catch(() => {});
+      await Deno.mkdir(paths.dir, { recursive: true });
+      await fsyncDir(ingestRoot);
+    }
+    const hash = new Sha256();
+    const file = await Deno.open(paths.data, { read: true, write: true, create: true, mode: 0o600 });
+    try {
+      await file.truncate(keep);
+      if (keep > 0) {
+        const buffer = new Uint8Array(READ_CHUNK);
+        let hashed = 0;
+        await file.seek(0, Deno.SeekMode.Start);
+        while (hashed < keep) {
+          const read = await file.read(buffer.subarray(0, Math.min(READ_CHUNK, keep - hashed)));
+          if (read === null) break;
+          hash.update(buffer.subarray(0, read));
+          hashed += read;
+        }
+        keep = hashed;
+      }
+      await file.seek(keep, Deno.SeekMode.Start);
+      const writer = new IngestWriter(digest, size, paths, blobPath, file, hash, keep);
+      // Record the checkpoint now: after a reboot, only `keep` bytes are known good.
+      await file.sync();
+      await writer.#writeState();
+      return writer;
+    } catch (error) {
+      file.close();
+      throw storageError(error, digest);
+    }
+  }
+
+  async #writeState(): Promise<void> {
+    const state: IngestState = {
+      digest: this.digest,
+      size: this.size,
+      checkpoint: this.#checkpoint,
+      bootId: currentBootId(),
+      updatedAt: new Date().toISOString(),
+    };
+    await writeFileAtomic(this.#paths.state, JSON.stringify(state) + "\n");
+  }
+
+  /** Appends bytes (hashing them); refuses to grow past the declared size. */
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.offset + chunk.length > this.size) {
+      throw new BerthError(
+        "verification_failed",
+        `blob ${this.digest}: registry sent more than the ${this.size} bytes its descriptor declares`,
+      );
+    }
+    try {
+      let written = 0;
+      while (written < chunk.length) written += await this.#file.write(chunk.subarray(written));
+    } catch (error) {
+      throw storageError(error, this.digest);
+    }
+    this.#hash.update(chunk);
+    this.offset += chunk.length;
+    if (
+      this.offset - this.#checkpoint >= CHECKPOINT_BYTES || Date.now() - this.#checkpointAt >= CHECKPOINT_MS
+    ) {
+      await this.checkpoint();
+    }
+  }
+
+  /** Makes everything written so far durable and records it as the resume point. */
+  async checkpoint(): Promise<void> {
+    try {
+      await this.#file.sync();
+      this.#checkpoint = this.offset;
+      this.#checkpointAt = Date.now();
+      await this.#writeState();
+    } catch (error) {
+      throw storageError(error, this.digest);
+    }
+  }
+
+  /**
+   * Verifies size and digest, then makes the blob visible: fsync, read-only, rename into `blobs/`, fsync
+   * the directory. Commit always closes the writer; on a mismatch the ingest is deleted and the error
+   * names the digest.
+   */
+  async commit(): Promise<void> {
+    this.#closed = true;
+    try {
+      if (this.offset !== this.size) {
+        throw new BerthError(
+          "verification_failed",
+          `blob ${this.digest}: got ${this.offset} bytes, its descriptor declares ${this.size}`,
+        );
+      }
+      const actual = this.#hash.digest();
+      if (actual !== this.digest) {
+        throw new BerthError(
+          "verification_failed",
+          `blob ${this.digest}: content hashes to ${actual}; the download was corrupt and is discarded`,
+        );
+      }
+      await this.#file.sync();
+      this.#file.close();
+      await Deno.chmod(this.#paths.data, 0o444);
+      await Deno.rename(this.#paths.data, this.#blobPath);
+      await fsyncDir(this.#blobPath.slice(0, this.#blobPath.lastIndexOf("/")));
+    } catch (error) {
+      try {
+        this.#file.close();
+      } catch {
+        // already closed
+      }
+      await Deno.remove(this.#paths.dir, { recursive: true }).catch(() => {});
+      throw storageError(error, this.digest);
+    }
+    // The blob is committed; a leftover ingest dir would only be cleaned up later.
+    await Deno.remove(this.#paths.dir, { recursive: true }).catch(() => {});
+  }
+
+  /** Stops writing but keeps the partial download (checkpointed) for a later resume. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      await this.checkpoint();
+    } finally {
+      this.#file.close();
+    }
+  }
+
+  /** Throws the partial download away (after a verification failure of resumed bytes, say). */
+  async discard(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      this.#file.close();
+    }
+    await Deno.remove(this.#paths.dir, { recursive: true }).catch(() => {});
+  }
+}

@@ -1,0 +1,39 @@
+/** The OCI shapes berth reads and writes, and the annotations it adds to `index.json` entries. */
+import type { Platform } from "../registry/platform.ts";
+
+export interface Descriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  platform?: Platform & { "os.version"?: string; "os.features"?: string[] };
+  annotations?: Record<string, string>;
+  urls?: string[];
+  artifactType?: string;
+}
+
+export interface OciIndex {
+  schemaVersion: number;
+  mediaType?: string;
+  manifests: Descriptor[];
+  annotations?: Record<string, string>;
+}
+
+export interface ImageManifest {
+  schemaVersion: number;
+  mediaType?: string;
+  artifactType?: string;
+  config: Descriptor;
+  layers: Descriptor[];
+  annotations?: Record<string, string>;
+}
+
+/** The OCI annotation skopeo and others match `oci:<dir>:<name>` against. */
+export const REF_NAME = "org.opencontainers.image.ref.name";
+/** What the reference resolved to at the registry (an index, or the manifest itself). */
+export const SOURCE_DIGEST = "io.berth.source.digest";
+export const SOURCE_MEDIA_TYPE = "io.berth.source.mediaType";
+/** The platform chosen, "linux/arm64". */
+export const PLATFORM = "io.berth.platform";
+/** The chosen image manifest (the entry itself may be a wrapper index around it). */
+export const MANIFEST_DIGEST = "io.berth.manifest.digest";
+export const PULLED_AT = "io.berth.pulledAt";

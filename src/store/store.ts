@@ -1,0 +1,283 @@
+/**
+ * berth's store: an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/<hex>`) that skopeo, umoci
+ * and crane can read, plus berth's own parts: `berth.json` (layout version), `berth.lock` (the writer lock)
+ * and `ingest/` (partial downloads).
+ *
+ * The operations, each keeping the crash rules of ingest.ts and util/fs.ts:
+ * - `open` validates the path, creates a new store, checks the layout version, and (for writers) takes the lock.
+ * - `has` / `blobPath` / `readBlob` read committed content only; nothing half-written is visible.
+ * - `ingest` begins or resumes a download; `putBlob` commits a small in-memory blob (a manifest) the same way.
+ * - `listBlobs` / `deleteBlob` / `listIngests` / `removeIngest` manage content (fsck, prune).
+ * - `readIndex` / `writeIndex` read and atomically replace `index.json`.
+ */
+import { BerthError, errorMessage } from "../util/errors.ts";
+import { digestHex, parseDigest } from "../util/digest.ts";
+import {
+  ensureDirDurable,
+  fsyncDir,
+  readFileIfExists,
+  statIfExists,
+  TEMP_SUFFIX,
+  writeFileAtomic,
+} from "../util/fs.ts";
+import { OCI_INDEX } from "../registry/mediatypes.ts";
+import { IngestWriter } from "./ingest.ts";
+import { LOCK_FILE, StoreLock } from "./lock.ts";
+import type { OciIndex } from "./oci.ts";
+
+/** The version of berth's own on-disk state; a berth meeting a newer one refuses to touch it. */
+export const LAYOUT_VERSION = 1;
+export const BERTH_FILE = "berth.json";
+const OCI_LAYOUT_FILE = "oci-layout";
+const INDEX_FILE = "index.json";
+/** Default store location on a device. */
+export const DEFAULT_STORE = "/var/lib/berth/store";
+
+/** Files a freshly created (or half-created) store may hold before `berth.json` marks it complete. */
+const INIT_ENTRIES = new Set([OCI_LAYOUT_FILE, INDEX_FILE, "blobs", "ingest", LOCK_FILE]);
+
+export interface OpenOptions {
+  /** Take the writer lock (and create the store if missing). */
+  write: boolean;
+  /** Names the holder in the lock, e.g. "pull". */
+  command: string;
+}
+
+function ioError(root: string, error: unknown): BerthError {
+  if (error instanceof BerthError) return error;
+  const message = errorMessage(error);
+  if (/read-only file system/i.test(message) || (error as { code?: string })?.code === "EROFS") {
+    return new BerthError(
+      "store_io",
+      `store ${root} is on a read-only file system; give a writable --store`,
+      {
+        cause: error,
+      },
+    );
+  }
+  if (error instanceof Deno.errors.PermissionDenied) {
+    return new BerthError("store_io", `store ${root} is not writable (permission denied)`, { cause: error });
+  }
+  return new BerthError("store_io", `store ${root}: ${message}`, { cause: error });
+}
+
+export class Store {
+  readonly root: string;
+  readonly blobsDir: string;
+  readonly ingestDir: string;
+  /** False when a reader opened a store that does not exist yet: it reads as empty. */
+  readonly exists: boolean;
+  #lock?: StoreLock;
+
+  private constructor(root: string, exists: boolean, lock?: StoreLock) {
+    this.root = root;
+    this.blobsDir = `${root}/blobs/sha256`;
+    this.ingestDir = `${root}/ingest`;
+    this.exists = exists;
+    this.#lock = lock;
+  }
+
+  /** Opens the store at `root`; see OpenOptions. Every failure names the path and the way out. */
+  static async open(root: string, options: OpenOptions): Promise<Store> {
+    const info = await statIfExists(root).catch((error) => {
+      throw ioError(root, error);
+    });
+    if (info && !info.isDirectory) {
+      throw new BerthError(
+        "store_invalid",
+        `store path ${root} is not a directory; give a directory with --store`,
+      );
+    }
+    if (!options.write) {
+      if (!info) return new Store(root, false);
+      await checkLayout(root, false);
+      return new Store(root, true);
+    }
+    let lock: StoreLock | undefined;
+    try {
+      if (!info) await ensureDirDurable(root);
+      lock = await StoreLock.acquire(root, options.command);
+      const complete = await checkLayout(root, true);
+      if (!complete) await initialise(root);
+      await Deno.mkdir(`${root}/blobs/sha256`, { recursive: true });
+      await Deno.mkdir(`${root}/ingest`, { recursive: true });
+      return new Store(root, true, lock);
+    } catch (error) {
+      lock?.release();
+      throw ioError(root, error);
+    }
+  }
+
+  /** Releases the writer lock. */
+  close(): void {
+    this.#lock?.release();
+    this.#lock = undefined;
+  }
+
+  blobPath(digest: string): string {
+    return `${this.blobsDir}/${digestHex(digest)}`;
+  }
+
+  /** Whether a committed blob exists (committed blobs were verified when written). */
+  async has(digest: string): Promise<boolean> {
+    return (await statIfExists(this.blobPath(digest)))?.isFile ?? false;
+  }
+
+  /** Reads a whole committed blob; for small ones (manifests, configs). */
+  async readBlob(digest: string): Promise<Uint8Array> {
+    const bytes = await readFileIfExists(this.blobPath(digest));
+    if (!bytes) throw new BerthError("not_found", `blob ${digest} is not in store ${this.root}`);
+    return bytes;
+  }
+
+  /** Begins or resumes the download of a blob. */
+  ingest(digest: string, size: number): Promise<IngestWriter> {
+    return IngestWriter.open(this.ingestDir, this.blobPath(digest), digest, size);
+  }
+
+  /** Commits bytes already in memory (a manifest) through the same verified path as a download. */
+  async putBlob(digest: string, bytes: Uint8Array): Promise<void> {
+    if (await this.has(digest)) return;
+    const writer = await this.ingest(digest, bytes.length);
+    if (writer.offset > 0) {
+      await writer.discard();
+      return this.putBlob(digest, bytes);
+    }
+    try {
+      await writer.write(bytes);
+    } catch (error) {
+      await writer.discard();
+      throw error;
+    }
+    await writer.commit();
+  }
+
+  /** Every committed blob, with its size. */
+  async *listBlobs(): AsyncGenerator<{ digest: string; size: number }> {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = await Array.fromAsync(Deno.readDir(this.blobsDir));
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return;
+      throw error;
+    }
+    for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
+      if (!entry.isFile) continue;
+      const info = await statIfExists(`${this.blobsDir}/${entry.name}`);
+      if (info) yield { digest: `sha256:${entry.name}`, size: info.size };
+    }
+  }
+
+  /** Removes a committed blob (prune, fsck --repair). */
+  async deleteBlob(digest: string): Promise<void> {
+    await Deno.remove(this.blobPath(digest)).catch((error) => {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    });
+    await fsyncDir(this.blobsDir);
+  }
+
+  /** Names of the directories under `ingest/` (one per blob in flight). */
+  async listIngests(): Promise<string[]> {
+    try {
+      return (await Array.fromAsync(Deno.readDir(this.ingestDir))).map((entry) => entry.name).sort();
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return [];
+      throw error;
+    }
+  }
+
+  async removeIngest(name: string): Promise<void> {
+    await Deno.remove(`${this.ingestDir}/${name}`, { recursive: true }).catch(() => {});
+  }
+
+  /** The layout's index.json (empty when the store does not exist yet). */
+  async readIndex(): Promise<OciIndex> {
+    const path = `${this.root}/${INDEX_FILE}`;
+    const bytes = this.exists ? await readFileIfExists(path) : undefined;
+    if (!bytes) return { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] };
+    try {
+      const index = JSON.parse(new TextDecoder().decode(bytes)) as OciIndex;
+      if (!Array.isArray(index.manifests)) throw new Error("no manifests array");
+      for (const [position, entry] of index.manifests.entries()) {
+        parseDigest(entry.digest, `${path}: manifests[${position}].digest`);
+      }
+      return index;
+    } catch (error) {
+      throw new BerthError("store_invalid", `${path} is not a valid OCI index: ${errorMessage(error)}`);
+    }
+  }
+
+  /** Replaces index.json atomically. Only a writer may call this. */
+  async writeIndex(index: OciIndex): Promise<void> {
+    if (!this.#lock) throw new Error("writeIndex needs the writer lock");
+    await writeFileAtomic(`${this.root}/${INDEX_FILE}`, JSON.stringify(index, null, 2) + "\n");
+  }
+
+  /** Leftover temporary files from interrupted atomic writes (removed by fsck --repair). */
+  async listTempFiles(): Promise<string[]> {
+    const found: string[] = [];
+    for (const dir of [this.root, this.ingestDir]) {
+      try {
+        for await (const entry of Deno.readDir(dir)) {
+          if (entry.isFile && entry.name.endsWith(TEMP_SUFFIX)) found.push(`${dir}/${entry.name}`);
+        }
+      } catch (error) {
+        if (!(error instanceof Deno.errors.NotFound)) throw error;
+      }
+    }
+    return found;
+  }
+}
+
+/**
+ * Checks `berth.json`. Returns true for a complete berth store, false for an empty directory or an
+ * interrupted creation (which `initialise` then finishes); throws for anything else.
+ */
+async function checkLayout(root: string, forWrite: boolean): Promise<boolean> {
+  const berthFile = await readFileIfExists(`${root}/${BERTH_FILE}`);
+  if (berthFile) {
+    let version: unknown;
+    try {
+      version =
+        (JSON.parse(new TextDecoder().decode(berthFile)) as { layoutVersion?: unknown }).layoutVersion;
+    } catch {
+      throw new BerthError("store_invalid", `${root}/${BERTH_FILE} is not valid JSON; the store is damaged`);
+    }
+    if (version !== LAYOUT_VERSION) {
+      throw new BerthError(
+        "store_invalid",
+        `store ${root} has layout version ${
+          JSON.stringify(version)
+        }; this berth only knows version ${LAYOUT_VERSION}` +
+          ` — use the berth that wrote it, or a newer one`,
+      );
+    }
+    return true;
+  }
+  const entries = await Array.fromAsync(Deno.readDir(root));
+  const foreign = entries.filter((entry) =>
+    !INIT_ENTRIES.has(entry.name) && !entry.name.endsWith(TEMP_SUFFIX)
+  );
+  const blobs = await Array.fromAsync(Deno.readDir(`${root}/blobs/sha256`)).catch(() => []);
+  if (foreign.length > 0 || blobs.length > 0) {
+    throw new BerthError(
+      "store_invalid",
+      `${root} is not a berth store (no ${BERTH_FILE}, and it is not empty); give an empty or new directory with --store`,
+    );
+  }
+  if (!forWrite) return false;
+  return false;
+}
+
+/** Creates the layout; `berth.json` is written last, so its presence means the store is complete. */
+async function initialise(root: string): Promise<void> {
+  await Deno.mkdir(`${root}/blobs/sha256`, { recursive: true });
+  await fsyncDir(`${root}/blobs`);
+  await Deno.mkdir(`${root}/ingest`, { recursive: true });
+  await writeFileAtomic(`${root}/${OCI_LAYOUT_FILE}`, JSON.stringify({ imageLayoutVersion: "1.0.0" }) + "\n");
+  await writeFileAtomic(
+    `${root}/${INDEX_FILE}`,
+    JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }, null, 2) + "\n",
+  );
+  await writeFileAtomic(`${root}/${BERTH_FILE}`, JSON.stringify({ layoutVersion: LAYOUT_VERSION }) + "\n");
+}

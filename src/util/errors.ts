@@ -1,0 +1,47 @@
+/**
+ * Typed errors: callers branch on `reason`, never on message text. The message is the one line a user sees,
+ * so it names the input (reference, digest, file, key) and, where there is one, the way out.
+ */
+
+/** Machine-readable failure kinds; the status API (and the agent's retry policy) key on these. */
+export type Reason =
+  | "usage"
+  | "invalid_reference"
+  | "invalid_input"
+  | "not_found"
+  | "auth_failed"
+  | "registry_unreachable"
+  | "registry_error"
+  | "unsupported"
+  | "verification_failed"
+  | "store_invalid"
+  | "store_locked"
+  | "store_io"
+  | "insufficient_storage";
+
+/** A failure berth expects and explains; anything else is a bug and prints its stack. */
+export class BerthError extends Error {
+  readonly reason: Reason;
+  /** Whether trying the same thing again later may succeed (network, 5xx, a busy store). */
+  readonly transient: boolean;
+
+  constructor(reason: Reason, message: string, options?: { cause?: unknown; transient?: boolean }) {
+    super(message, { cause: options?.cause });
+    this.name = "BerthError";
+    this.reason = reason;
+    this.transient = options?.transient ?? false;
+  }
+}
+
+/** A command-line usage error: exit code 2. */
+export class UsageError extends BerthError {
+  constructor(message: string) {
+    super("usage", message);
+    this.name = "UsageError";
+  }
+}
+
+/** The message of any thrown value, without a stack. */
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
