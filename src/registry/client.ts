@@ -192,6 +192,18 @@ export class RegistryClient {
         signal?.removeEventListener("abort", onAbort);
         if (signal?.aborted) throw signal.reason;
         if (error instanceof BerthError && !error.transient) throw error;
+        if (
+          /failed to lookup address|Name or service not known|No address associated/i.test(
+            errorMessage(error),
+          )
+        ) {
+          // The name does not exist: asking again at once will not change that (the agent retries later).
+          throw new BerthError(
+            "registry_unreachable",
+            `cannot resolve registry host ${apiHost(ref.registry)} for ${what}: ${errorMessage(error)}`,
+            { cause: error },
+          );
+        }
         lastError = error;
       }
     }

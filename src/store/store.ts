@@ -68,6 +68,7 @@ export class Store {
   /** False when a reader opened a store that does not exist yet: it reads as empty. */
   readonly exists: boolean;
   #lock?: StoreLock;
+  #puts = new Map<string, Promise<void>>();
 
   private constructor(root: string, exists: boolean, lock?: StoreLock) {
     this.root = root;
@@ -90,14 +91,16 @@ export class Store {
     }
     if (!options.write) {
       if (!info) return new Store(root, false);
-      await checkLayout(root, false);
+      await checkLayout(root);
       return new Store(root, true);
     }
     let lock: StoreLock | undefined;
     try {
+      // A directory that is not a store is refused before anything (even the lock file) is written in it.
       if (!info) await ensureDirDurable(root);
+      else await checkLayout(root);
       lock = await StoreLock.acquire(root, options.command);
-      const complete = await checkLayout(root, true);
+      const complete = await checkLayout(root);
       if (!complete) await initialise(root);
       await Deno.mkdir(`${root}/blobs/sha256`, { recursive: true });
       await Deno.mkdir(`${root}/ingest`, { recursive: true });
@@ -135,13 +138,26 @@ export class Store {
     return IngestWriter.open(this.ingestDir, this.blobPath(digest), digest, size);
   }
 
-  /** Commits bytes already in memory (a manifest) through the same verified path as a download. */
-  async putBlob(digest: string, bytes: Uint8Array): Promise<void> {
+  /**
+   * Commits bytes already in memory (a manifest) through the same verified path as a download. Two
+   * references may name the same manifest at once: the second waits for the first instead of sharing
+   * its ingest.
+   */
+  putBlob(digest: string, bytes: Uint8Array): Promise<void> {
+    let pending = this.#puts.get(digest);
+    if (!pending) {
+      pending = this.#put(digest, bytes).finally(() => this.#puts.delete(digest));
+      this.#puts.set(digest, pending);
+    }
+    return pending;
+  }
+
+  async #put(digest: string, bytes: Uint8Array): Promise<void> {
     if (await this.has(digest)) return;
     const writer = await this.ingest(digest, bytes.length);
     if (writer.offset > 0) {
       await writer.discard();
-      return this.putBlob(digest, bytes);
+      return this.#put(digest, bytes);
     }
     try {
       await writer.write(bytes);
@@ -233,7 +249,7 @@ export class Store {
  * Checks `berth.json`. Returns true for a complete berth store, false for an empty directory or an
  * interrupted creation (which `initialise` then finishes); throws for anything else.
  */
-async function checkLayout(root: string, forWrite: boolean): Promise<boolean> {
+async function checkLayout(root: string): Promise<boolean> {
   const berthFile = await readFileIfExists(`${root}/${BERTH_FILE}`);
   if (berthFile) {
     let version: unknown;
@@ -265,7 +281,6 @@ async function checkLayout(root: string, forWrite: boolean): Promise<boolean> {
       `${root} is not a berth store (no ${BERTH_FILE}, and it is not empty); give an empty or new directory with --store`,
     );
   }
-  if (!forWrite) return false;
   return false;
 }
 

@@ -41,7 +41,12 @@ export class UsageError extends BerthError {
   }
 }
 
-/** The message of any thrown value, without a stack. */
+/** The message of any thrown value, without a stack; fetch's bare "fetch failed" gets its cause. */
 export function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+  if (!(error instanceof Error)) return String(error);
+  if (error.cause instanceof Error && /^fetch failed$/i.test(error.message)) {
+    // "error sending request for url (…): client error (Connect): dns error: …" → the part after the URL
+    return error.cause.message.replace(/^error sending request for url \([^)]*\): /, "");
+  }
+  return error.message;
 }

@@ -1,0 +1,91 @@
+/**
+ * What integration tests share: the services the runner started (from environment variables set by
+ * run.ts), and a way to run berth as a separate process, as a user would.
+ */
+import type { TestImages } from "./images.ts";
+
+export interface TestEnv {
+  /** "127.0.0.1:PORT" of the real docker-registry. */
+  registry: string;
+  /** "unix:///…/docker.sock" of the test's own dockerd. */
+  dockerHost: string;
+  images: TestImages;
+  /** A scratch directory the runner removes afterwards. */
+  tmp: string;
+}
+
+let cached: TestEnv | undefined;
+
+/** The services, or undefined when the tests were not started by `deno task test` (those tests are ignored). */
+export function testEnv(): TestEnv | undefined {
+  if (cached) return cached;
+  const registry = Deno.env.get("BERTH_TEST_REGISTRY");
+  const dockerHost = Deno.env.get("BERTH_TEST_DOCKER_HOST");
+  const imagesFile = Deno.env.get("BERTH_TEST_IMAGES");
+  const tmp = Deno.env.get("BERTH_TEST_TMP");
+  if (!registry || !dockerHost || !imagesFile || !tmp) return undefined;
+  cached = { registry, dockerHost, images: JSON.parse(Deno.readTextFileSync(imagesFile)), tmp };
+  return cached;
+}
+
+/** Ignore integration tests when the services are absent, and say why once. */
+export const withServices = { ignore: testEnv() === undefined };
+if (testEnv() === undefined) {
+  console.warn(
+    "integration tests skipped: run them with `deno task test`, which starts the registry and dockerd",
+  );
+}
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+
+export interface BerthRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `deno run -A main.ts ARGS` to completion. */
+export async function runBerth(args: string[], env: Record<string, string> = {}): Promise<BerthRun> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", MAIN, ...args],
+    env: { NO_COLOR: "1", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
+}
+
+/** Starts berth without waiting (for kill -9 tests). */
+export function spawnBerth(args: string[], env: Record<string, string> = {}): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", MAIN, ...args],
+    env: { NO_COLOR: "1", ...env },
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+}
+
+/** A fresh directory under the runner's scratch space. */
+export async function scratchDir(prefix: string): Promise<string> {
+  const base = testEnv()?.tmp ?? Deno.env.get("TMPDIR") ?? "/tmp";
+  return await Deno.makeTempDir({ dir: base, prefix });
+}
+
+/** Every file under `dir` with its size and mode, to prove a failed command left a store untouched. */
+export async function snapshotTree(dir: string): Promise<string[]> {
+  const lines: string[] = [];
+  const walk = async (path: string) => {
+    for await (const entry of Deno.readDir(path)) {
+      const full = `${path}/${entry.name}`;
+      const info = await Deno.lstat(full);
+      if (entry.isDirectory) await walk(full);
+      else {
+        const content = entry.isFile && info.size < 65536 ? await Deno.readTextFile(full) : "";
+        lines.push(`${full.slice(dir.length)} ${info.size} ${info.mode?.toString(8)} ${content}`);
+      }
+    }
+  };
+  await walk(dir);
+  return lines.sort();
+}

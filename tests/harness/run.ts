@@ -1,0 +1,79 @@
+/**
+ * `deno task test`: the one command that runs every test on a fresh Debian machine. It checks formatting,
+ * lint and types, installs the Debian packages the tests need when they are missing, starts a real
+ * docker-registry and a real dockerd on private ports and sockets under a temporary directory, builds and
+ * pushes the test images with docker and skopeo, runs `deno test`, and stops and removes all of it.
+ */
+import { ensurePackages, startDockerd, startRegistry } from "./services.ts";
+import { buildTestImages } from "./images.ts";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+const deno = Deno.execPath();
+
+async function step(name: string, args: string[]): Promise<void> {
+  console.log(`\n== ${name}: deno ${args.join(" ")}`);
+  const { code } = await new Deno.Command(deno, { args, cwd: ROOT, stdout: "inherit", stderr: "inherit" })
+    .output();
+  if (code !== 0) throw new Error(`${name} failed (exit ${code})`);
+}
+
+async function main(): Promise<number> {
+  await step("format", ["fmt", "--check"]);
+  await step("lint", ["lint"]);
+  await step("types", ["check", "main.ts", "src/", "tests/"]);
+
+  await ensurePackages();
+  const tmp = await Deno.makeTempDir({ prefix: "berth-test-" });
+  const stops: (() => Promise<void>)[] = [];
+  const stopAll = async () => {
+    for (const stop of stops.reverse()) await stop().catch((error) => console.error(`cleanup: ${error}`));
+    stops.length = 0;
+    await Deno.remove(tmp, { recursive: true }).catch((error) => console.error(`cleanup: ${error}`));
+  };
+  const onSignal = () => {
+    stopAll().finally(() => Deno.exit(130));
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    console.log(`\n== services under ${tmp}`);
+    const registry = await startRegistry(`${tmp}/registry`);
+    stops.push(registry.stop);
+    const dockerd = await startDockerd(`${tmp}/docker`);
+    stops.push(dockerd.stop);
+    const started = Date.now();
+    const images = await buildTestImages({
+      docker: dockerd.host,
+      registry: registry.host,
+      workDir: `${tmp}/images`,
+    });
+    console.log(`test images built and pushed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    await Deno.writeTextFile(`${tmp}/images.json`, JSON.stringify(images, null, 2));
+    await Deno.mkdir(`${tmp}/scratch`);
+    console.log("\n== deno test");
+    const { code } = await new Deno.Command(deno, {
+      args: ["test", "-A", "--frozen", "tests/"],
+      cwd: ROOT,
+      env: {
+        BERTH_TEST_REGISTRY: registry.host,
+        BERTH_TEST_DOCKER_HOST: dockerd.host,
+        BERTH_TEST_IMAGES: `${tmp}/images.json`,
+        BERTH_TEST_TMP: `${tmp}/scratch`,
+      },
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+    return code;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+    await stopAll();
+  }
+}
+
+try {
+  Deno.exit(await main());
+} catch (error) {
+  console.error(`test run failed: ${error instanceof Error ? error.message : error}`);
+  Deno.exit(1);
+}

@@ -1,0 +1,402 @@
+/**
+ * Real services for integration tests: a docker-registry and a dockerd (with its own containerd), each
+ * bound to loopback or to sockets under a directory the caller owns, so nothing touches the machine's own
+ * daemons. Also the Debian packages they come from, and a small `run` helper for commands.
+ */
+
+/** Runs `cmd` to completion and returns its stdout; throws with the command, exit code and stderr tail. */
+export async function run(
+  cmd: string[],
+  opts: { env?: Record<string, string>; stdin?: Uint8Array | string; cwd?: string } = {},
+): Promise<string> {
+  const child = new Deno.Command(cmd[0], {
+    args: cmd.slice(1),
+    env: opts.env,
+    cwd: opts.cwd,
+    stdin: opts.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (opts.stdin !== undefined) {
+    const data = typeof opts.stdin === "string" ? new TextEncoder().encode(opts.stdin) : opts.stdin;
+    const writer = child.stdin.getWriter();
+    // A command that exits without reading all its input must not turn into an unhandled rejection.
+    await writer.write(data).catch(() => {});
+    await writer.close().catch(() => {});
+  }
+  const output = await child.output();
+  const decoder = new TextDecoder();
+  const stdout = decoder.decode(output.stdout);
+  if (!output.success) {
+    const stderr = decoder.decode(output.stderr);
+    const detail = tail(stderr.trim() ? stderr : stdout, 30);
+    throw new Error(`command failed (exit ${output.code}): ${cmd.join(" ")}\n${detail}`);
+  }
+  return stdout;
+}
+
+/** The last `lines` lines of `text`. */
+function tail(text: string, lines: number): string {
+  return text.trimEnd().split("\n").slice(-lines).join("\n");
+}
+
+/** The last lines of a log file, for error messages; never throws. */
+async function logTail(path: string, lines = 40): Promise<string> {
+  try {
+    return tail(await Deno.readTextFile(path), lines);
+  } catch (error) {
+    return `(no log: ${error instanceof Error ? error.message : error})`;
+  }
+}
+
+/** Whether `path` is a regular file (following symlinks). */
+function isFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether `name` is an executable file on PATH (sbin included: root's tools live there). */
+function onPath(name: string): boolean {
+  const dirs = (Deno.env.get("PATH") ?? "").split(":").concat(["/usr/sbin", "/sbin", "/usr/bin", "/bin"]);
+  return dirs.some((dir) => {
+    try {
+      const info = Deno.statSync(`${dir}/${name}`);
+      return info.isFile && ((info.mode ?? 0) & 0o111) !== 0;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * Whether the ELF file at `path` is statically linked (no PT_INTERP program header). Images copy
+ * /bin/busybox into a rootfs that has no libc, so the dynamic build from the plain busybox package would not
+ * run there.
+ */
+function isStaticElf(path: string): boolean {
+  let bytes: Uint8Array;
+  try {
+    bytes = Deno.readFileSync(path);
+  } catch {
+    return false;
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (bytes.length < 64 || view.getUint32(0) !== 0x7f454c46 || bytes[4] !== 2) return false; // ELF64 only
+  const little = bytes[5] === 1;
+  const phoff = Number(view.getBigUint64(32, little));
+  const phentsize = view.getUint16(54, little);
+  const phnum = view.getUint16(56, little);
+  for (let i = 0; i < phnum; i++) {
+    const at = phoff + i * phentsize;
+    if (at + 4 > bytes.length) return false;
+    if (view.getUint32(at, little) === 3) return false; // PT_INTERP: needs a dynamic loader
+  }
+  return true;
+}
+
+/**
+ * Installs the Debian packages the harness needs (docker.io, docker-registry, skopeo, docker-compose,
+ * busybox-static, time) when any of their tools is missing; does nothing when all are present. apt's output
+ * goes to stderr so that it shows in CI logs without mixing into test output.
+ */
+export async function ensurePackages(): Promise<void> {
+  const missing = ["dockerd", "containerd", "docker", "docker-registry", "skopeo", "docker-compose"]
+    .filter((tool) => !onPath(tool));
+  if (!isStaticElf("/bin/busybox")) missing.push("/bin/busybox (static)");
+  if (!isFile("/usr/bin/time")) missing.push("/usr/bin/time"); // the shell's `time` builtin is not enough
+  if (missing.length === 0) return;
+  console.error(`installing Debian packages for the test services (missing: ${missing.join(", ")})`);
+  const apt = async (args: string[]) => {
+    const child = new Deno.Command("apt-get", {
+      args,
+      env: { DEBIAN_FRONTEND: "noninteractive" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    await child.stdout.pipeTo(Deno.stderr.writable, { preventClose: true });
+    const { code } = await child.status;
+    if (code !== 0) throw new Error(`apt-get ${args.join(" ")} failed (exit ${code})`);
+  };
+  await apt(["update"]);
+  await apt([
+    "install",
+    "-y",
+    "--no-install-recommends",
+    "docker.io",
+    "docker-registry",
+    "skopeo",
+    "docker-compose",
+    "busybox-static",
+    "time",
+  ]);
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (listen on port 0, read it, close). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/**
+ * Starts `cmd` detached from our pipes, its stdout and stderr appended to `log`. The shell `exec`s the
+ * daemon, so the child's pid is the daemon's own and signals reach it directly; a file rather than a pipe
+ * keeps no read loop pending in this process.
+ */
+function spawnLogged(cmd: string[], log: string, cwd: string): Deno.ChildProcess {
+  return new Deno.Command("sh", {
+    args: ["-c", 'log="$1"; shift; exec "$@" >>"$log" 2>&1', "sh", log, ...cmd],
+    cwd,
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+}
+
+/** Sends SIGTERM, waits up to `graceMs`, then SIGKILL; resolves once the process has exited. */
+async function terminate(child: Deno.ChildProcess, graceMs: number): Promise<void> {
+  let exited = false;
+  const status = child.status.then(() => {
+    exited = true;
+  });
+  try {
+    child.kill("SIGTERM");
+  } catch {
+    // Already exited.
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([status, new Promise((resolve) => timer = setTimeout(resolve, graceMs))]);
+  clearTimeout(timer);
+  if (!exited) {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Exited between the check and the kill.
+    }
+    await status;
+  }
+}
+
+/** Polls `ready` every 200 ms until it returns true, the process exits, or `timeoutMs` passes. */
+async function waitReady(
+  what: string,
+  child: Deno.ChildProcess,
+  log: string,
+  timeoutMs: number,
+  ready: () => Promise<boolean>,
+): Promise<void> {
+  let exitCode: number | undefined;
+  child.status.then((status) => exitCode = status.code);
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (exitCode !== undefined) {
+      throw new Error(
+        `${what} exited with code ${exitCode} while starting; log ${log}:\n${await logTail(log)}`,
+      );
+    }
+    if (await ready().catch(() => false)) return;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(`${what} not ready after ${timeoutMs / 1000} s; log ${log}:\n${await logTail(log)}`);
+}
+
+/** Makes a stop function run its work once, however often and concurrently it is called. */
+function once(fn: () => Promise<void>): () => Promise<void> {
+  let done: Promise<void> | undefined;
+  return () => done ??= fn();
+}
+
+/** A running docker-registry. */
+export interface Registry {
+  /** "127.0.0.1:PORT", plain HTTP. */
+  host: string;
+  /** Stops the registry; safe to call more than once. */
+  stop(): Promise<void>;
+}
+
+/** Starts docker-registry on a free loopback port, storing blobs under `dir`; resolves once /v2/ answers. */
+export async function startRegistry(dir: string): Promise<Registry> {
+  await Deno.mkdir(`${dir}/data`, { recursive: true });
+  const port = freePort();
+  const host = `127.0.0.1:${port}`;
+  // JSON is YAML, so the config needs no YAML writer.
+  const config = {
+    version: 0.1,
+    log: { level: "info", accesslog: { disabled: true } },
+    storage: { filesystem: { rootdirectory: `${dir}/data` }, delete: { enabled: true } },
+    http: { addr: host },
+  };
+  await Deno.writeTextFile(`${dir}/config.yml`, JSON.stringify(config, null, 2));
+  const log = `${dir}/registry.log`;
+  const child = spawnLogged(["docker-registry", "serve", `${dir}/config.yml`], log, dir);
+  const stop = once(() => terminate(child, 10_000));
+  try {
+    await waitReady("docker-registry", child, log, 30_000, async () => {
+      const response = await fetch(`http://${host}/v2/`);
+      await response.body?.cancel();
+      return response.status === 200;
+    });
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { host, stop };
+}
+
+/** A running dockerd with its own containerd. */
+export interface Dockerd {
+  /** "unix:///…/docker.sock", for `docker -H` or DOCKER_HOST. */
+  host: string;
+  /** The socket's path. */
+  socket: string;
+  /** dockerd's --data-root. */
+  dataRoot: string;
+  /** Stops dockerd and containerd and unmounts what they left; safe to call more than once. */
+  stop(): Promise<void>;
+}
+
+/**
+ * containerd's config: all of its state, sockets and plugin dirs under `dir`. We run containerd ourselves
+ * rather than let dockerd do it because dockerd silently attaches to a system containerd when
+ * /run/containerd/containerd.sock exists, which would share state with the machine's own daemons.
+ */
+function containerdConfig(dir: string): string {
+  const q = JSON.stringify; // TOML basic strings accept JSON string syntax for plain paths
+  return [
+    "version = 2",
+    `root = ${q(`${dir}/root`)}`,
+    `state = ${q(`${dir}/state`)}`,
+    `disabled_plugins = ["io.containerd.grpc.v1.cri"]`,
+    "[grpc]",
+    `  address = ${q(`${dir}/containerd.sock`)}`,
+    "[ttrpc]",
+    `  address = ${q(`${dir}/containerd.sock.ttrpc`)}`,
+    "[debug]",
+    `  address = ""`,
+    "[plugins]",
+    `  [plugins."io.containerd.internal.v1.opt"]`,
+    `    path = ${q(`${dir}/opt`)}`,
+    "",
+  ].join("\n");
+}
+
+/** Mount points at or below any of `roots`, deepest first, read from /proc/self/mountinfo. */
+async function mountsUnder(roots: string[]): Promise<string[]> {
+  const info = await Deno.readTextFile("/proc/self/mountinfo");
+  // Field 5 is the mount point, with space, tab, newline and backslash written as octal escapes.
+  const points = info.split("\n").filter((line) => line).map((line) =>
+    line.split(" ")[4].replace(/\\([0-7]{3})/g, (_, octal) => String.fromCharCode(parseInt(octal, 8)))
+  );
+  return points.filter((point) => roots.some((root) => point === root || point.startsWith(`${root}/`)))
+    .sort((a, b) => b.length - a.length);
+}
+
+/**
+ * SIGKILLs every running container, because on SIGTERM dockerd gives each one its own stop timeout (10 s
+ * by default) before shutting down; test containers hold nothing worth a graceful stop.
+ */
+async function killContainers(host: string): Promise<void> {
+  try {
+    const ids = (await run(["docker", "-H", host, "ps", "-q"])).split("\n").filter((id) => id);
+    if (ids.length > 0) await run(["docker", "-H", host, "kill", ...ids]);
+  } catch {
+    // dockerd is not answering; its own shutdown and the SIGKILL after it still follow.
+  }
+}
+
+/** Unmounts everything at or below `roots`, so the directories can be removed. */
+async function unmountAll(roots: string[]): Promise<void> {
+  // A mount can be stacked several times on one point; a few rounds take them all off.
+  for (let round = 0; round < 5; round++) {
+    const points = await mountsUnder(roots);
+    if (points.length === 0) return;
+    for (const point of points) {
+      await run(["umount", point]).catch(() => run(["umount", "-l", point]).catch(() => {}));
+    }
+  }
+  const left = await mountsUnder(roots);
+  if (left.length > 0) throw new Error(`could not unmount: ${left.join(", ")}`);
+}
+
+/**
+ * Starts a private dockerd (overlay2, no bridge, no iptables) on a socket under `dir`, with its data root,
+ * exec root, config file, key and containerd all under `dir`. Resolves once `docker version` succeeds.
+ */
+export async function startDockerd(dir: string): Promise<Dockerd> {
+  await Deno.mkdir(dir, { recursive: true });
+  dir = await Deno.realPath(dir); // mount points in mountinfo are real paths
+  const dataRoot = `${dir}/data`;
+  const execRoot = `${dir}/exec`;
+  const ctrDir = `${dir}/containerd`;
+  const socket = `${dir}/docker.sock`;
+  const host = `unix://${socket}`;
+  for (const sub of [dataRoot, execRoot, ctrDir]) await Deno.mkdir(sub, { recursive: true });
+
+  await Deno.writeTextFile(`${ctrDir}/config.toml`, containerdConfig(ctrDir));
+  const ctrLog = `${dir}/containerd.log`;
+  const containerd = spawnLogged(["containerd", "--config", `${ctrDir}/config.toml`], ctrLog, dir);
+  let dockerd: Deno.ChildProcess | undefined;
+  const stop = once(async () => {
+    if (dockerd) {
+      await killContainers(host);
+      await terminate(dockerd, 20_000);
+    }
+    await terminate(containerd, 10_000);
+    await unmountAll([dataRoot, execRoot, ctrDir]);
+  });
+
+  try {
+    await waitReady("containerd", containerd, ctrLog, 30_000, async () => {
+      await Deno.stat(`${ctrDir}/containerd.sock`);
+      return true;
+    });
+    // Our own config file keeps a machine's /etc/docker/daemon.json (registry mirrors, storage driver…)
+    // out of the test daemon; the key path keeps dockerd from creating /etc/docker/key.json.
+    await Deno.writeTextFile(
+      `${dir}/daemon.json`,
+      JSON.stringify({ "deprecated-key-path": `${dir}/key.json` }),
+    );
+    const log = `${dir}/dockerd.log`;
+    dockerd = spawnLogged(
+      [
+        "dockerd",
+        "--config-file",
+        `${dir}/daemon.json`,
+        "--data-root",
+        dataRoot,
+        "--exec-root",
+        execRoot,
+        "-H",
+        host,
+        "--pidfile",
+        `${dir}/docker.pid`,
+        "--containerd",
+        `${ctrDir}/containerd.sock`,
+        "--iptables=false",
+        "--bridge=none",
+        "--storage-driver=overlay2",
+      ],
+      log,
+      dir,
+    );
+    const started = dockerd;
+    await waitReady("dockerd", started, log, 60_000, async () => {
+      const { success } = await new Deno.Command("docker", {
+        args: ["-H", host, "version"],
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).output();
+      return success;
+    });
+  } catch (error) {
+    await stop().catch((stopError) => console.error(`cleanup after failed start: ${stopError}`));
+    throw error;
+  }
+  return { host, socket, dataRoot, stop };
+}
