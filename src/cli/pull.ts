@@ -1,8 +1,7 @@
 /** `berth pull REF...`: fetch images into the store, verified and resumable. */
-import { UsageError } from "../util/errors.ts";
+import { BerthError, UsageError } from "../util/errors.ts";
 import { parseReference } from "../registry/reference.ts";
 import { RegistryClient } from "../registry/client.ts";
-import { formatPlatform } from "../registry/platform.ts";
 import { Store } from "../store/store.ts";
 import { pull, type PullEvent } from "../fetch/pull.ts";
 import { type Context, formatBytes, shortDigest } from "./context.ts";
@@ -14,7 +13,10 @@ export async function pullCommand(context: Context): Promise<number> {
   const store = await Store.open(context.storePath, { write: true, command: "pull" });
   const client = new RegistryClient(context.registry);
   const abort = new AbortController();
-  const onSignal = () => abort.abort(new Error("interrupted"));
+  const onSignal = () =>
+    abort.abort(
+      new BerthError("interrupted", "interrupted; partial downloads are kept and resume on the next pull"),
+    );
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
   try {
@@ -49,7 +51,7 @@ function report(context: Context, event: PullEvent): void {
   switch (event.type) {
     case "resolved":
       context.note(
-        `Pulling ${event.name} ${event.digest} (${event.platform ?? formatPlatform(context.platform)}): ` +
+        `Pulling ${event.name} ${event.digest}${event.platform ? ` (${event.platform})` : ""}: ` +
           `${event.blobs} blobs, ${formatBytes(event.bytesTotal)}`,
       );
       break;

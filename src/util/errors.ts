@@ -17,7 +17,8 @@ export type Reason =
   | "store_invalid"
   | "store_locked"
   | "store_io"
-  | "insufficient_storage";
+  | "insufficient_storage"
+  | "interrupted";
 
 /** A failure berth expects and explains; anything else is a bug and prints its stack. */
 export class BerthError extends Error {

@@ -167,3 +167,38 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "SIGTERM stops a pull cleanly: partial downloads are checkpointed and resume",
+  ...withServices,
+  async fn() {
+    const env = testEnv()!;
+    const proxy = await startFaultProxy(env.registry);
+    const ref = env.images.big.ref.replace(env.registry, proxy.host);
+    const store = await scratchDir("sigterm-");
+    try {
+      proxy.setThrottle(4 * MiB);
+      const child = spawnBerth(["--store", store, "pull", ref]);
+      const stderr = new Response(child.stderr).text();
+      await waitFor(async () => (await ingestBytes(store)) > MiB, "a partial download");
+      child.kill("SIGTERM");
+      const status = await child.status;
+      assert.equal(status.code, 1);
+      assert.match(
+        (await stderr).trim().split("\n").at(-1)!,
+        /^berth: interrupted; partial downloads are kept/,
+      );
+      const kept = await ingestFiles(store);
+      for (const file of kept) {
+        const state = JSON.parse(await Deno.readTextFile(`${store}/ingest/${file.name}/state.json`));
+        assert.equal(state.checkpoint, file.size, "everything written was checkpointed on the way out");
+      }
+      proxy.setThrottle(0);
+      const finished = await runBerth(["--store", store, "pull", ref]);
+      assert.equal(finished.code, 0, finished.stderr);
+      assert.match(finished.stderr, /resuming at byte [1-9]/);
+    } finally {
+      await proxy.close();
+    }
+  },
+});
