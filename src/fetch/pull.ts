@@ -164,7 +164,8 @@ async function downloadBlob(
             );
           }
         } catch (error) {
-          if (options.signal?.aborted || !(error instanceof BerthError) || !error.transient) throw error;
+          if (options.signal?.aborted) throw options.signal.reason;
+          if (!(error instanceof BerthError) || !error.transient) throw error;
           failures = writer.offset > before ? 1 : failures + 1;
           if (failures >= client.options.attempts) throw error;
           options.onEvent?.({ type: "blob-retry", digest, offset: writer.offset, error: error.message });

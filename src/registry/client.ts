@@ -139,7 +139,7 @@ export class RegistryClient {
     headers: Headers,
     what: string,
     signal?: AbortSignal,
-  ): Promise<{ response: Response; abort: AbortController }> {
+  ): Promise<{ response: Response; abort: AbortController; release: () => void }> {
     const scope = `repository:${ref.repository}:pull`;
     let lastError: unknown;
     for (let attempt = 1; attempt <= this.options.attempts; attempt++) {
@@ -185,8 +185,8 @@ export class RegistryClient {
           });
         }
         clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-        return { response, abort };
+        // The caller's signal keeps covering the body until the caller releases it.
+        return { response, abort, release: () => signal?.removeEventListener("abort", onAbort) };
       } catch (error) {
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
@@ -262,7 +262,7 @@ export class RegistryClient {
     const selector = manifestSelector(ref);
     const name = formatReference(ref);
     const headers = new Headers({ Accept: MANIFEST_TYPES.join(", ") });
-    const { response, abort } = await this.#request(
+    const { response, abort, release } = await this.#request(
       ref,
       `/v2/${ref.repository}/manifests/${selector}`,
       headers,
@@ -326,6 +326,7 @@ export class RegistryClient {
       }
       return { bytes, digest, mediaType };
     } finally {
+      release();
       abort.abort();
     }
   }
@@ -341,17 +342,33 @@ export class RegistryClient {
     size: number,
     offset: number,
     signal?: AbortSignal,
-  ): Promise<ReadableStream<Uint8Array>> {
+  ): Promise<AsyncIterable<Uint8Array>> {
     const headers = new Headers();
     if (offset > 0) headers.set("Range", `bytes=${offset}-${size - 1}`);
     const what = `blob ${digest}`;
-    const { response, abort } = await this.#request(
+    const { response, abort, release } = await this.#request(
       ref,
       `/v2/${ref.repository}/blobs/${digest}`,
       headers,
       what,
       signal,
     );
+    try {
+      return await this.#blobBody(response, abort, release, offset, what, ref);
+    } catch (error) {
+      release();
+      throw error;
+    }
+  }
+
+  async #blobBody(
+    response: Response,
+    abort: AbortController,
+    release: () => void,
+    offset: number,
+    what: string,
+    ref: Reference,
+  ): Promise<AsyncIterable<Uint8Array>> {
     let skip = 0;
     if (response.status === 404) {
       const detail = await registryErrorText(response);
@@ -381,7 +398,7 @@ export class RegistryClient {
     if (!response.body) {
       throw new BerthError("registry_error", `${what}: empty response body`, { transient: true });
     }
-    return watchBody(response.body, abort, skip, this.options.stallTimeoutMs, what);
+    return watchBody(response.body, abort, release, skip, this.options.stallTimeoutMs, what);
   }
 }
 
@@ -403,62 +420,62 @@ async function readCapped(response: Response, cap: number, name: string): Promis
   return bytes;
 }
 
+/** How often the stall watchdog looks at a transfer. */
+const WATCHDOG_MS = 1_000;
+
 /**
- * Wraps a body: drops the first `skip` bytes, and aborts the request when no byte arrives for `stallMs`.
- * Body read errors become transient BerthErrors so the caller resumes.
+ * Yields a body's chunks: drops the first `skip` bytes, and aborts the request when no byte arrives for
+ * `stallMs`. Read errors become transient BerthErrors so the caller resumes; an abort by the caller
+ * surfaces as the caller's reason.
  */
-function watchBody(
+async function* watchBody(
   body: ReadableStream<Uint8Array>,
   abort: AbortController,
+  release: () => void,
   skip: number,
   stallMs: number,
   what: string,
-): ReadableStream<Uint8Array> {
+): AsyncGenerator<Uint8Array> {
   const reader = body.getReader();
+  let lastByteAt = Date.now();
+  // One timer per transfer, not one per chunk: chunks arrive thousands of times a second.
+  const watchdog = setInterval(() => {
+    if (Date.now() - lastByteAt < stallMs) return;
+    abort.abort(
+      new BerthError("registry_unreachable", `${what}: no data for ${stallMs / 1000} s`, { transient: true }),
+    );
+  }, Math.min(stallMs, WATCHDOG_MS));
   let toSkip = skip;
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const stalled = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          const error = new BerthError("registry_unreachable", `${what}: no data for ${stallMs / 1000} s`, {
-            transient: true,
-          });
-          abort.abort(error);
-          reject(error);
-        }, stallMs);
-      });
+  try {
+    for (;;) {
+      let result: ReadableStreamReadResult<Uint8Array>;
       try {
-        for (;;) {
-          const { done, value } = await Promise.race([reader.read(), stalled]);
-          if (done) {
-            controller.close();
-            return;
-          }
-          if (toSkip >= value.length) {
-            toSkip -= value.length;
-            continue;
-          }
-          controller.enqueue(toSkip > 0 ? value.subarray(toSkip) : value);
-          toSkip = 0;
-          return;
-        }
+        result = await reader.read();
       } catch (error) {
-        abort.abort();
-        controller.error(
-          error instanceof BerthError ? error : new BerthError(
-            "registry_unreachable",
-            `${what}: transfer interrupted (${errorMessage(error)})`,
-            { cause: error, transient: true },
-          ),
+        if (abort.signal.aborted && abort.signal.reason instanceof BerthError) throw abort.signal.reason;
+        throw new BerthError(
+          "registry_unreachable",
+          `${what}: transfer interrupted (${errorMessage(error)})`,
+          {
+            cause: error,
+            transient: true,
+          },
         );
-      } finally {
-        clearTimeout(timer);
       }
-    },
-    cancel(reason) {
-      abort.abort(reason);
-      return reader.cancel(reason).catch(() => {});
-    },
-  });
+      if (result.done) return;
+      lastByteAt = Date.now();
+      const chunk = result.value;
+      if (toSkip >= chunk.length) {
+        toSkip -= chunk.length;
+        continue;
+      }
+      yield toSkip > 0 ? chunk.subarray(toSkip) : chunk;
+      toSkip = 0;
+    }
+  } finally {
+    clearInterval(watchdog);
+    release();
+    abort.abort();
+    reader.releaseLock();
+  }
 }

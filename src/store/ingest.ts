@@ -178,6 +178,7 @@ export class IngestWriter {
         `blob ${this.digest}: registry sent more than the ${this.size} bytes its descriptor declares`,
       );
     }
+    // Written as it arrives, not gathered: bytes held in memory would be lost to a kill, and refetched.
     try {
       let written = 0;
       while (written < chunk.length) written += await this.#file.write(chunk.subarray(written));

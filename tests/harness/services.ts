@@ -213,39 +213,59 @@ function once(fn: () => Promise<void>): () => Promise<void> {
 
 /** A running docker-registry. */
 export interface Registry {
-  /** "127.0.0.1:PORT", plain HTTP. */
+  /** "127.0.0.1:PORT"; plain HTTP unless `config.extra` configured TLS. */
   host: string;
+  /** Where the registry's filesystem storage lives (`storage.filesystem.rootdirectory`). */
+  dataDir: string;
   /** Stops the registry; safe to call more than once. */
   stop(): Promise<void>;
 }
 
+/** Optional changes to the registry `startRegistry` runs, for tests of TLS, authentication and redirects. */
+export interface RegistryConfig {
+  /**
+   * Top-level sections added to the config (`auth`, `middleware`, …); `http` and `storage` are merged key
+   * by key into the defaults, so the address and the storage directory stay as they are.
+   */
+  extra?: Record<string, unknown> & { http?: Record<string, unknown>; storage?: Record<string, unknown> };
+  /**
+   * Whether the registry is up, given its "127.0.0.1:PORT". The default (GET http://HOST/v2/ answers 200)
+   * cannot see a registry that speaks TLS or wants a login.
+   */
+  ready?: (host: string) => Promise<boolean>;
+}
+
 /** Starts docker-registry on a free loopback port, storing blobs under `dir`; resolves once /v2/ answers. */
-export async function startRegistry(dir: string): Promise<Registry> {
-  await Deno.mkdir(`${dir}/data`, { recursive: true });
+export async function startRegistry(dir: string, options: RegistryConfig = {}): Promise<Registry> {
+  const dataDir = `${dir}/data`;
+  await Deno.mkdir(dataDir, { recursive: true });
   const port = freePort();
   const host = `127.0.0.1:${port}`;
+  const { http, storage, ...sections } = options.extra ?? {};
   // JSON is YAML, so the config needs no YAML writer.
   const config = {
     version: 0.1,
     log: { level: "info", accesslog: { disabled: true } },
-    storage: { filesystem: { rootdirectory: `${dir}/data` }, delete: { enabled: true } },
-    http: { addr: host },
+    ...sections,
+    storage: { filesystem: { rootdirectory: dataDir }, delete: { enabled: true }, ...storage },
+    http: { ...http, addr: host },
   };
   await Deno.writeTextFile(`${dir}/config.yml`, JSON.stringify(config, null, 2));
   const log = `${dir}/registry.log`;
   const child = spawnLogged(["docker-registry", "serve", `${dir}/config.yml`], log, dir);
   const stop = once(() => terminate(child, 10_000));
+  const ready = options.ready ?? (async () => {
+    const response = await fetch(`http://${host}/v2/`);
+    await response.body?.cancel();
+    return response.status === 200;
+  });
   try {
-    await waitReady("docker-registry", child, log, 30_000, async () => {
-      const response = await fetch(`http://${host}/v2/`);
-      await response.body?.cancel();
-      return response.status === 200;
-    });
+    await waitReady("docker-registry", child, log, 30_000, () => ready(host));
   } catch (error) {
     await stop();
     throw error;
   }
-  return { host, stop };
+  return { host, dataDir, stop };
 }
 
 /** A running dockerd with its own containerd. */
