@@ -43,7 +43,11 @@ Deno.test({
       }
       assert.equal(proxy.stats.blobBytes.size, distinct.size);
       const files = await blobFiles(store);
-      for (const digest of distinct) assert.ok(files.includes(digest), `${digest} stored`);
+      for (const digest of distinct) {
+        assert.ok(files.includes(digest), `${digest} stored`);
+        const mode = (await Deno.stat(`${store}/${BLOBS}/${digest.slice(7)}`)).mode! & 0o777;
+        assert.equal(mode, 0o444, `${digest} is read-only once committed`);
+      }
       // Plus, per image: its manifest and the OCI wrapper index around a Docker v2 manifest.
       assert.equal(files.length, distinct.size + 3 * 2);
       for (const image of [appA, appB, appC]) {
