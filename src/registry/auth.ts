@@ -64,12 +64,16 @@ export async function answerChallenge(
   scope: string,
   credentials: Credentials | undefined,
   fetchToken: (url: URL, headers: Headers) => Promise<Response>,
+  credentialFiles: string[] = [],
 ): Promise<{ header: string; lifetimeMs: number }> {
+  const noCredentials = `no credentials for ${registry} in ${
+    credentialFiles.join(" or ") || "any credentials file"
+  }`;
   if (challenge.scheme === "basic") {
     if (!credentials) {
       throw new BerthError(
         "auth_failed",
-        `registry ${registry} requires a login and no credentials are configured`,
+        `registry ${registry} requires a login for ${scope}; ${noCredentials}`,
       );
     }
     return { header: basicHeader(credentials), lifetimeMs: Number.POSITIVE_INFINITY };
@@ -93,10 +97,10 @@ export async function answerChallenge(
     await response.body?.cancel();
     throw new BerthError(
       "auth_failed",
-      `registry ${registry} refused ${
-        credentials ? "the configured credentials" : "anonymous access"
-      } for ${scope} ` +
-        `(token service answered HTTP ${response.status})`,
+      `registry ${registry} refused ${credentials ? "the configured credentials" : "anonymous access"} ` +
+        `for ${scope} (token service answered HTTP ${response.status})${
+          credentials ? "" : `; ${noCredentials}`
+        }`,
     );
   }
   if (!response.ok) {
@@ -116,5 +120,6 @@ export async function answerChallenge(
   const seconds = typeof body.expires_in === "number" && body.expires_in > 0
     ? body.expires_in
     : DEFAULT_TOKEN_SECONDS;
-  return { header: `Bearer ${token}`, lifetimeMs: Math.max(0, seconds * 1000 - EXPIRY_MARGIN_MS) };
+  const lifetimeMs = seconds * 1000;
+  return { header: `Bearer ${token}`, lifetimeMs: lifetimeMs - Math.min(EXPIRY_MARGIN_MS, lifetimeMs / 2) };
 }

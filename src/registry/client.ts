@@ -10,7 +10,13 @@ import { answerChallenge, parseChallenge, TokenCache } from "./auth.ts";
 import { type Credentials, findCredentials } from "./credentials.ts";
 import { bareMediaType, isIndexType, isManifestType, MANIFEST_TYPES } from "./mediatypes.ts";
 import { apiHost, formatReference, manifestSelector, type Reference } from "./reference.ts";
-import { type HostTransport, resolveTransport, type TransportOptions } from "./transport.ts";
+import {
+  type HostTransport,
+  isTlsError,
+  resolveTransport,
+  tlsHint,
+  type TransportOptions,
+} from "./transport.ts";
 
 /** The distribution spec lets registries refuse manifests over 4 MiB; berth refuses to read larger ones. */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
@@ -170,9 +176,11 @@ export class RegistryClient {
             await this.#credentialsFor(ref.registry),
             (url, tokenHeaders) =>
               fetch(url, { headers: tokenHeaders, client: transport.client, signal: abort.signal }),
+            this.options.credentialFiles,
           );
           this.#tokens.set(ref.registry, scope, answer.header, answer.lifetimeMs);
-          response = await this.#follow(ref, transport, path, headers, scope, abort.signal);
+          // The fresh answer is used directly: a token may live shorter than the cache keeps it.
+          response = await this.#follow(ref, transport, path, headers, scope, abort.signal, answer.header);
           if (response.status === 401 || response.status === 403) {
             const detail = await registryErrorText(response);
             throw new BerthError("auth_failed", `registry ${ref.registry} denied ${what} (${detail})`);
@@ -192,15 +200,22 @@ export class RegistryClient {
         signal?.removeEventListener("abort", onAbort);
         if (signal?.aborted) throw signal.reason;
         if (error instanceof BerthError && !error.transient) throw error;
-        if (
-          /failed to lookup address|Name or service not known|No address associated/i.test(
-            errorMessage(error),
-          )
-        ) {
+        const message = errorMessage(error);
+        if (isTlsError(message) && !(error instanceof BerthError)) {
+          // An untrusted certificate stays untrusted however often it is asked.
+          throw new BerthError(
+            "registry_unreachable",
+            `TLS connection to registry ${apiHost(ref.registry)} failed (${message}); ${
+              tlsHint(apiHost(ref.registry), this.options.certsDirs)
+            }`,
+            { cause: error },
+          );
+        }
+        if (/failed to lookup address|Name or service not known|No address associated/i.test(message)) {
           // The name does not exist: asking again at once will not change that (the agent retries later).
           throw new BerthError(
             "registry_unreachable",
-            `cannot resolve registry host ${apiHost(ref.registry)} for ${what}: ${errorMessage(error)}`,
+            `cannot resolve registry host ${apiHost(ref.registry)} for ${what}: ${message}`,
             { cause: error },
           );
         }
@@ -225,13 +240,16 @@ export class RegistryClient {
     headers: Headers,
     scope: string,
     signal: AbortSignal,
+    freshAuthorization?: string,
   ): Promise<Response> {
     let url = new URL(transport.baseUrl + path);
     const registryOrigin = url.origin;
     for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
       const sameHost = url.origin === registryOrigin;
       const requestHeaders = new Headers(headers);
-      const authorization = sameHost ? this.#tokens.get(ref.registry, scope) : undefined;
+      const authorization = sameHost
+        ? freshAuthorization ?? this.#tokens.get(ref.registry, scope)
+        : undefined;
       if (authorization) requestHeaders.set("Authorization", authorization);
       const response = await fetch(url, {
         headers: requestHeaders,

@@ -4,13 +4,15 @@
  * certificate from `<certs dir>/<host>/` (`*.crt` CA, `*.cert` + `*.key` client pair — docker's layout).
  * Proxies: Deno's fetch honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment.
  */
-import { BerthError } from "../util/errors.ts";
+import { BerthError, errorMessage } from "../util/errors.ts";
 import { isLoopbackHost } from "./reference.ts";
 
 /** Docker's certificate directory, read as well as berth's own. */
 export const DOCKER_CERTS_DIR = "/etc/docker/certs.d";
 /** berth's own certificate directory (same layout as docker's). */
 export const DEFAULT_CERTS_DIR = "/etc/berth/certs.d";
+/** How long the HTTPS-or-HTTP probe of a loopback or insecure registry may take. */
+const PROBE_TIMEOUT_MS = 5_000;
 
 export interface TransportOptions {
   /** Hosts (host or host:port) that may be reached over plain HTTP. */
@@ -72,9 +74,22 @@ export function allowsPlainHttp(registry: string, insecureRegistries: string[]):
   return insecureRegistries.some((entry) => entry === registry || entry === hostOnly);
 }
 
+/** Whether a connection error is about TLS (certificates, handshake) rather than reachability. */
+export function isTlsError(message: string): boolean {
+  return /certificate|UnknownIssuer|handshake|\btls\b|\bssl\b/i.test(message);
+}
+
+/** The way out of a TLS failure, naming the files berth reads. */
+export function tlsHint(host: string, certsDirs: string[]): string {
+  const dir = `${certsDirs[0] ?? DEFAULT_CERTS_DIR}/${host}`;
+  return `for a private CA put it in ${dir}/ca.crt; for a client certificate, ${dir}/client.cert and client.key`;
+}
+
 /**
  * Decides the transport for `host` (the API host). Where plain HTTP is allowed, HTTPS is still tried
- * first and HTTP used only when the TLS connection fails, as docker does.
+ * first, as docker does; plain HTTP is taken only when the host really speaks it (answers /v2/ with 200
+ * or 401), so a TLS registry whose certificate is not trusted fails with that reason instead of being
+ * spoken to in plain text.
  */
 export async function resolveTransport(
   host: string,
@@ -85,15 +100,37 @@ export async function resolveTransport(
   const client = await clientFor(host, options.certsDirs);
   const https: HostTransport = { baseUrl: `https://${host}`, client };
   if (!allowsPlainHttp(registry, options.insecureRegistries)) return https;
+  const probeSignal = () =>
+    signal
+      ? AbortSignal.any([signal, AbortSignal.timeout(PROBE_TIMEOUT_MS)])
+      : AbortSignal.timeout(PROBE_TIMEOUT_MS);
+  let httpsError: unknown;
   try {
-    const response = await fetch(`https://${host}/v2/`, {
-      client,
-      signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(5_000)]) : AbortSignal.timeout(5_000),
-    });
+    const response = await fetch(`https://${host}/v2/`, { client, signal: probeSignal() });
     await response.body?.cancel();
     return https;
-  } catch {
+  } catch (error) {
     if (signal?.aborted) throw signal.reason;
-    return { baseUrl: `http://${host}`, client };
+    httpsError = error;
   }
+  let plainStatus: number | undefined;
+  try {
+    const response = await fetch(`http://${host}/v2/`, { signal: probeSignal() });
+    await response.body?.cancel();
+    plainStatus = response.status;
+  } catch (error) {
+    if (signal?.aborted) throw signal.reason;
+    // Neither answers: a reachability problem, reported (and retried) like any other.
+    throw new BerthError("registry_unreachable", `cannot reach registry ${host}: ${errorMessage(error)}`, {
+      cause: error,
+      transient: true,
+    });
+  }
+  if (plainStatus === 200 || plainStatus === 401) return { baseUrl: `http://${host}`, client };
+  const reason = errorMessage(httpsError);
+  throw new BerthError(
+    "registry_unreachable",
+    `TLS connection to registry ${host} failed (${reason}); ${tlsHint(host, options.certsDirs)}`,
+    { cause: httpsError, transient: !isTlsError(reason) },
+  );
 }

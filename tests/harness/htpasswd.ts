@@ -25,7 +25,9 @@ export async function htpasswdLine(user: string, password: string): Promise<stri
   const hash = await run(["perl", "-e", script, password, `$2b$05$${bcryptSalt()}`]).catch(() => "");
   if (isBcrypt(hash)) return `${user}:${hash}`;
   const hasHtpasswd = await run(["sh", "-c", "command -v htpasswd"]).then(() => true, () => false);
-  if (!hasHtpasswd) await aptInstall(["apache2-utils"], "this system's crypt(3) has no bcrypt; need htpasswd");
+  if (!hasHtpasswd) {
+    await aptInstall(["apache2-utils"], "this system's crypt(3) has no bcrypt; need htpasswd");
+  }
   const line = (await run(["htpasswd", "-nbB", "-C", "5", user, password])).trim();
   if (!isBcrypt(line.slice(user.length + 1))) throw new Error(`htpasswd gave no bcrypt hash: ${line}`);
   return line;

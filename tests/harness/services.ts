@@ -213,7 +213,7 @@ function once(fn: () => Promise<void>): () => Promise<void> {
 
 /** A running docker-registry. */
 export interface Registry {
-  /** "127.0.0.1:PORT"; plain HTTP unless `config.extra` configured TLS. */
+  /** "127.0.0.1:PORT"; plain HTTP unless `extra` (see RegistryConfig) configured TLS. */
   host: string;
   /** Where the registry's filesystem storage lives (`storage.filesystem.rootdirectory`). */
   dataDir: string;
