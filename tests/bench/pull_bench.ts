@@ -4,8 +4,8 @@
  * median of each, their ratio and both peak RSS figures (from GNU time). Figures, not assertions: the aims
  * are berth no slower than skopeo and under 120 MB peak RSS.
  */
-import { ensurePackages, run, startDockerd, startRegistry } from "../harness/services.ts";
-import { buildTestImages } from "../harness/images.ts";
+import { ensurePackages, run } from "../harness/services.ts";
+import { startServices } from "../harness/images.ts";
 
 const RUNS = Number(Deno.env.get("BERTH_BENCH_RUNS") ?? "5");
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
@@ -34,17 +34,9 @@ const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floo
 async function main(): Promise<void> {
   await ensurePackages();
   const tmp = await Deno.makeTempDir({ prefix: "berth-bench-" });
-  const stops: (() => Promise<void>)[] = [];
+  const services = await startServices(tmp);
   try {
-    const registry = await startRegistry(`${tmp}/registry`);
-    stops.push(registry.stop);
-    const dockerd = await startDockerd(`${tmp}/docker`);
-    stops.push(dockerd.stop);
-    const images = await buildTestImages({
-      docker: dockerd.host,
-      registry: registry.host,
-      workDir: `${tmp}/images`,
-    });
+    const { registry, dockerd, images } = services;
 
     // One larger image besides the test images: three 32 MiB layers of random bytes.
     const context = `${tmp}/large`;
@@ -146,7 +138,7 @@ async function main(): Promise<void> {
       `  ratio berth/skopeo: ${(berthSeconds / skopeoSeconds).toFixed(2)} (below 1 means berth is faster)`,
     );
   } finally {
-    for (const stop of stops.reverse()) await stop().catch((error) => console.error(`cleanup: ${error}`));
+    await services.stop();
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
   }
 }

@@ -2,8 +2,8 @@
  * A self-check of the harness itself (services and image build), run only with BERTH_HARNESS_SELFTEST=1:
  * it starts its own registry and dockerd, so it must not run inside `deno task test`, which has its own.
  */
-import { buildTestImages, type ImageInfo } from "./images.ts";
-import { ensurePackages, run, startDockerd, startRegistry } from "./services.ts";
+import { type ImageInfo, startServices } from "./images.ts";
+import { ensurePackages, run } from "./services.ts";
 
 Deno.test({
   name: "harness: services start, images build and push, everything stops",
@@ -11,19 +11,10 @@ Deno.test({
   async fn() {
     await ensurePackages();
     const tmp = await Deno.makeTempDir({ prefix: "berth-harness-" });
-    const stops: (() => Promise<void>)[] = [];
+    const services = await startServices(tmp);
     try {
-      const registry = await startRegistry(`${tmp}/registry`);
-      stops.push(registry.stop);
-      const dockerd = await startDockerd(`${tmp}/docker`);
-      stops.push(dockerd.stop);
-      const started = Date.now();
-      const images = await buildTestImages({
-        docker: dockerd.host,
-        registry: registry.host,
-        workDir: `${tmp}/images`,
-      });
-      console.log(`images built and pushed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      const { images } = services;
+      console.log(`images built and pushed in ${services.buildSeconds.toFixed(1)} s`);
 
       for (const [name, image] of Object.entries(images) as [string, ImageInfo][]) {
         const inspected = JSON.parse(
@@ -48,7 +39,7 @@ Deno.test({
       }
       console.log(JSON.stringify(images, null, 2));
     } finally {
-      for (const stop of stops.reverse()) await stop();
+      await services.stop();
       await Deno.remove(tmp, { recursive: true });
     }
   },

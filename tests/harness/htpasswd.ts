@@ -4,7 +4,7 @@
  * bcrypt), so no npm package is needed; `htpasswd -B` from apache2-utils is the fallback.
  */
 import { run } from "./services.ts";
-import { aptInstall } from "./pki.ts";
+import { aptInstall } from "./services.ts";
 
 const BCRYPT_ALPHABET = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 

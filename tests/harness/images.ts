@@ -4,7 +4,7 @@
  * made with `docker manifest`. What the registry then serves for each tag is read back over HTTP, so tests
  * compare against the registry's own digests rather than against values computed here.
  */
-import { run } from "./services.ts";
+import { type Dockerd, type Registry, run, startDockerd, startRegistry } from "./services.ts";
 
 /** One descriptor: a blob's digest and size. */
 export interface BlobRef {
@@ -280,4 +280,41 @@ async function describeImage(registry: string, repo: string, tag: string): Promi
 /** Just digest and size of each descriptor. */
 function blobRefs(descriptors: BlobRef[]): BlobRef[] {
   return descriptors.map(({ digest, size }) => ({ digest, size }));
+}
+
+/** The test services, started together, with the test images in the registry. */
+export interface TestServices {
+  registry: Registry;
+  dockerd: Dockerd;
+  images: TestImages;
+  /** Seconds the image build and push took. */
+  buildSeconds: number;
+  /** Stops both services (idempotent). */
+  stop(): Promise<void>;
+}
+
+/** Starts a registry and a dockerd under `dir` and builds the test images into them. */
+export async function startServices(dir: string): Promise<TestServices> {
+  const stops: (() => Promise<void>)[] = [];
+  const stop = async () => {
+    for (const each of stops.splice(0).reverse()) {
+      await each().catch((error) => console.error(`cleanup: ${error}`));
+    }
+  };
+  try {
+    const registry = await startRegistry(`${dir}/registry`);
+    stops.push(registry.stop);
+    const dockerd = await startDockerd(`${dir}/docker`);
+    stops.push(dockerd.stop);
+    const started = Date.now();
+    const images = await buildTestImages({
+      docker: dockerd.host,
+      registry: registry.host,
+      workDir: `${dir}/images`,
+    });
+    return { registry, dockerd, images, buildSeconds: (Date.now() - started) / 1000, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
 }

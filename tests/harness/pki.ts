@@ -4,7 +4,7 @@
  * self-signed key pair for signing registry tokens. Keys are P-256: quick to make, and accepted by rustls,
  * Go's crypto/tls and the registry's token verifier alike.
  */
-import { run } from "./services.ts";
+import { aptInstall, run } from "./services.ts";
 
 /** A certificate and its private key, both PEM files. */
 export interface KeyPair {
@@ -32,23 +32,6 @@ function onPath(name: string): boolean {
       return false;
     }
   });
-}
-
-/** Runs apt-get with its output on stderr, as services.ts does, so CI logs show it. */
-export async function aptInstall(packages: string[], why: string): Promise<void> {
-  console.error(`installing Debian packages ${packages.join(", ")} (${why})`);
-  for (const args of [["update"], ["install", "-y", "--no-install-recommends", ...packages]]) {
-    const child = new Deno.Command("apt-get", {
-      args,
-      env: { DEBIAN_FRONTEND: "noninteractive" },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    await child.stdout.pipeTo(Deno.stderr.writable, { preventClose: true });
-    const { code } = await child.status;
-    if (code !== 0) throw new Error(`apt-get ${args.join(" ")} failed (exit ${code})`);
-  }
 }
 
 /** Installs openssl from Debian when it is missing (it is not in a minimal image). */

@@ -4,8 +4,8 @@
  * docker-registry and a real dockerd on private ports and sockets under a temporary directory, builds and
  * pushes the test images with docker and skopeo, runs `deno test`, and stops and removes all of it.
  */
-import { ensurePackages, startDockerd, startRegistry } from "./services.ts";
-import { buildTestImages } from "./images.ts";
+import { ensurePackages } from "./services.ts";
+import { startServices, type TestServices } from "./images.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const deno = Deno.execPath();
@@ -24,10 +24,9 @@ async function main(): Promise<number> {
 
   await ensurePackages();
   const tmp = await Deno.makeTempDir({ prefix: "berth-test-" });
-  const stops: (() => Promise<void>)[] = [];
+  let services: TestServices | undefined;
   const stopAll = async () => {
-    for (const stop of stops.reverse()) await stop().catch((error) => console.error(`cleanup: ${error}`));
-    stops.length = 0;
+    await services?.stop();
     await Deno.remove(tmp, { recursive: true }).catch((error) => console.error(`cleanup: ${error}`));
   };
   const onSignal = () => {
@@ -37,17 +36,9 @@ async function main(): Promise<number> {
   Deno.addSignalListener("SIGTERM", onSignal);
   try {
     console.log(`\n== services under ${tmp}`);
-    const registry = await startRegistry(`${tmp}/registry`);
-    stops.push(registry.stop);
-    const dockerd = await startDockerd(`${tmp}/docker`);
-    stops.push(dockerd.stop);
-    const started = Date.now();
-    const images = await buildTestImages({
-      docker: dockerd.host,
-      registry: registry.host,
-      workDir: `${tmp}/images`,
-    });
-    console.log(`test images built and pushed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    services = await startServices(tmp);
+    const { registry, dockerd, images } = services;
+    console.log(`test images built and pushed in ${services.buildSeconds.toFixed(1)} s`);
     await Deno.writeTextFile(`${tmp}/images.json`, JSON.stringify(images, null, 2));
     await Deno.mkdir(`${tmp}/scratch`);
     console.log("\n== deno test");

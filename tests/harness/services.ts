@@ -103,13 +103,29 @@ function isStaticElf(path: string): boolean {
  * goes to stderr so that it shows in CI logs without mixing into test output.
  */
 export async function ensurePackages(): Promise<void> {
-  const missing = ["dockerd", "containerd", "docker", "docker-registry", "skopeo", "docker-compose"]
+  const missing = [
+    "dockerd",
+    "containerd",
+    "docker",
+    "docker-registry",
+    "skopeo",
+    "docker-compose",
+    "openssl",
+  ]
     .filter((tool) => !onPath(tool));
   if (!isStaticElf("/bin/busybox")) missing.push("/bin/busybox (static)");
   if (!isFile("/usr/bin/time")) missing.push("/usr/bin/time"); // the shell's `time` builtin is not enough
   if (missing.length === 0) return;
-  console.error(`installing Debian packages for the test services (missing: ${missing.join(", ")})`);
-  const apt = async (args: string[]) => {
+  await aptInstall(
+    ["docker.io", "docker-registry", "skopeo", "docker-compose", "busybox-static", "time", "openssl"],
+    `the test services need them; missing: ${missing.join(", ")}`,
+  );
+}
+
+/** Installs Debian packages, with apt-get's output on stderr so CI logs show it. */
+export async function aptInstall(packages: string[], why: string): Promise<void> {
+  console.error(`installing Debian packages ${packages.join(", ")} (${why})`);
+  for (const args of [["update"], ["install", "-y", "--no-install-recommends", ...packages]]) {
     const child = new Deno.Command("apt-get", {
       args,
       env: { DEBIAN_FRONTEND: "noninteractive" },
@@ -120,19 +136,7 @@ export async function ensurePackages(): Promise<void> {
     await child.stdout.pipeTo(Deno.stderr.writable, { preventClose: true });
     const { code } = await child.status;
     if (code !== 0) throw new Error(`apt-get ${args.join(" ")} failed (exit ${code})`);
-  };
-  await apt(["update"]);
-  await apt([
-    "install",
-    "-y",
-    "--no-install-recommends",
-    "docker.io",
-    "docker-registry",
-    "skopeo",
-    "docker-compose",
-    "busybox-static",
-    "time",
-  ]);
+  }
 }
 
 /** A TCP port on 127.0.0.1 that was free a moment ago (listen on port 0, read it, close). */
