@@ -5,6 +5,7 @@ import { hostPlatform, parsePlatform, type Platform } from "../registry/platform
 import { DEFAULT_CREDENTIALS_FILE, dockerConfigPath } from "../registry/credentials.ts";
 import { DEFAULT_CERTS_DIR, DOCKER_CERTS_DIR } from "../registry/transport.ts";
 import type { RegistryOptions } from "../registry/client.ts";
+import { DEFAULT_DOCKER_HOST } from "../docker/engine.ts";
 import type { OptionSpec, ParsedArgs } from "./args.ts";
 
 export const GLOBAL_OPTIONS: OptionSpec[] = [
@@ -30,11 +31,17 @@ export const GLOBAL_OPTIONS: OptionSpec[] = [
     help:
       `extra CAs and client certificates per registry host (default ${DEFAULT_CERTS_DIR}, then ${DOCKER_CERTS_DIR})`,
   },
+  {
+    name: "--docker-host",
+    value: "URL",
+    help: `docker engine to load into (env DOCKER_HOST; default ${DEFAULT_DOCKER_HOST})`,
+  },
   { name: "--help", short: "-h", help: "show help" },
 ];
 
 export interface Context {
   storePath: string;
+  dockerHost: string;
   json: boolean;
   platform: Platform;
   parallel: number;
@@ -77,6 +84,7 @@ export function makeContext(args: ParsedArgs): Context {
       /(.)\/+$/,
       "$1",
     ),
+    dockerHost: option(args, "docker-host") ?? Deno.env.get("DOCKER_HOST") ?? DEFAULT_DOCKER_HOST,
     json,
     platform,
     parallel,

@@ -1,6 +1,6 @@
 /** `berth ls`: the references in the store with digest, platform and size. */
 import { Store } from "../store/store.ts";
-import { MANIFEST_DIGEST, PLATFORM, PULLED_AT, REF_NAME, SOURCE_DIGEST } from "../store/oci.ts";
+import { readManifest, storedImages } from "../store/images.ts";
 import { type Context, formatBytes } from "./context.ts";
 
 export interface ListedImage {
@@ -8,34 +8,25 @@ export interface ListedImage {
   digest: string;
   manifestDigest: string;
   platform?: string;
-  /** Manifest, config and layers of the chosen platform, in bytes. */
+  /** Manifest, config and layers of the chosen platform, in bytes; -1 when the manifest is missing. */
   size: number;
   pulledAt?: string;
 }
 
-/** Reads every reference and sums its content from the stored manifest. */
+/** Every reference with the size of its content, from the stored manifests. */
 export async function listImages(store: Store): Promise<ListedImage[]> {
   const images: ListedImage[] = [];
-  for (const entry of (await store.readIndex()).manifests) {
-    const annotations = entry.annotations ?? {};
-    const manifestDigest = annotations[MANIFEST_DIGEST] ?? entry.digest;
-    let size = 0;
+  for (const image of await storedImages(store)) {
+    let size = -1; // missing manifest: fsck reports it
     try {
-      const bytes = await store.readBlob(manifestDigest);
-      const manifest = JSON.parse(new TextDecoder().decode(bytes));
-      size = bytes.length + (manifest.config?.size ?? 0) +
-        (manifest.layers ?? []).reduce((sum: number, layer: { size: number }) => sum + layer.size, 0);
+      const { manifest, size: manifestSize } = await readManifest(store, image);
+      size = manifestSize + manifest.config.size +
+        manifest.layers.reduce((sum, layer) => sum + layer.size, 0);
     } catch {
-      size = -1; // missing manifest: fsck reports it
+      // reported as incomplete
     }
-    images.push({
-      ref: annotations[REF_NAME] ?? "(unnamed)",
-      digest: annotations[SOURCE_DIGEST] ?? entry.digest,
-      manifestDigest,
-      platform: annotations[PLATFORM],
-      size,
-      pulledAt: annotations[PULLED_AT],
-    });
+    const { ref, digest, manifestDigest, platform, pulledAt } = image;
+    images.push({ ref, digest, manifestDigest, platform, size, pulledAt });
   }
   return images;
 }

@@ -10,6 +10,7 @@ import { formatOptions, type OptionSpec, parseArgs } from "./args.ts";
 import { type Context, GLOBAL_OPTIONS, makeContext } from "./context.ts";
 import { pullCommand } from "./pull.ts";
 import { lsCommand } from "./ls.ts";
+import { loadCommand } from "./load.ts";
 import { fsckCommand } from "./fsck.ts";
 
 interface Command {
@@ -25,6 +26,12 @@ const COMMANDS: Record<string, Command> = {
     summary: "fetch images (every blob verified, resumable) into the store",
     options: [],
     run: pullCommand,
+  },
+  load: {
+    usage: "load REF...",
+    summary: "load stored images into the docker engine (no network; only missing layers are sent)",
+    options: [],
+    run: loadCommand,
   },
   ls: { usage: "ls", summary: "list the references in the store", options: [], run: lsCommand },
   fsck: {
@@ -102,7 +109,7 @@ export async function main(argv: string[]): Promise<number> {
       write(commandHelp(command), Deno.stdout);
       return 0;
     }
-    if (args.command !== "pull" && args.positional.length > 0) {
+    if (args.command !== "pull" && args.command !== "load" && args.positional.length > 0) {
       throw new UsageError(`${args.command} takes no arguments, got "${args.positional[0]}"`);
     }
     return await command.run(makeContext(args));

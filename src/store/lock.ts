@@ -48,7 +48,7 @@ export class StoreLock {
 
   release(): void {
     try {
-      this.#file.truncate(0).catch(() => {});
+      this.#file.truncateSync(0);
       this.#file.unlockSync();
     } finally {
       this.#file.close();

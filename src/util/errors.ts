@@ -18,7 +18,9 @@ export type Reason =
   | "store_locked"
   | "store_io"
   | "insufficient_storage"
-  | "interrupted";
+  | "interrupted"
+  | "engine_unavailable"
+  | "engine_error";
 
 /** A failure berth expects and explains; anything else is a bug and prints its stack. */
 export class BerthError extends Error {

@@ -289,7 +289,7 @@ export interface Dockerd {
  * rather than let dockerd do it because dockerd silently attaches to a system containerd when
  * /run/containerd/containerd.sock exists, which would share state with the machine's own daemons.
  */
-function containerdConfig(dir: string): string {
+function containerdConfig(dir: string, socket: string): string {
   const q = JSON.stringify; // TOML basic strings accept JSON string syntax for plain paths
   return [
     "version = 2",
@@ -297,9 +297,9 @@ function containerdConfig(dir: string): string {
     `state = ${q(`${dir}/state`)}`,
     `disabled_plugins = ["io.containerd.grpc.v1.cri"]`,
     "[grpc]",
-    `  address = ${q(`${dir}/containerd.sock`)}`,
+    `  address = ${q(socket)}`,
     "[ttrpc]",
-    `  address = ${q(`${dir}/containerd.sock.ttrpc`)}`,
+    `  address = ${q(`${socket}.ttrpc`)}`,
     "[debug]",
     `  address = ""`,
     "[plugins]",
@@ -354,14 +354,18 @@ async function unmountAll(roots: string[]): Promise<void> {
 export async function startDockerd(dir: string): Promise<Dockerd> {
   await Deno.mkdir(dir, { recursive: true });
   dir = await Deno.realPath(dir); // mount points in mountinfo are real paths
+  // Unix socket paths are limited to about 104 bytes, and test dirs nest deep: the sockets and the exec
+  // root (which holds more sockets) live in a short directory of their own.
+  const shortDir = await Deno.realPath(await Deno.makeTempDir({ prefix: "bd-" }));
   const dataRoot = `${dir}/data`;
-  const execRoot = `${dir}/exec`;
+  const execRoot = `${shortDir}/exec`;
   const ctrDir = `${dir}/containerd`;
-  const socket = `${dir}/docker.sock`;
+  const ctrSocket = `${shortDir}/containerd.sock`;
+  const socket = `${shortDir}/docker.sock`;
   const host = `unix://${socket}`;
   for (const sub of [dataRoot, execRoot, ctrDir]) await Deno.mkdir(sub, { recursive: true });
 
-  await Deno.writeTextFile(`${ctrDir}/config.toml`, containerdConfig(ctrDir));
+  await Deno.writeTextFile(`${ctrDir}/config.toml`, containerdConfig(ctrDir, ctrSocket));
   const ctrLog = `${dir}/containerd.log`;
   const containerd = spawnLogged(["containerd", "--config", `${ctrDir}/config.toml`], ctrLog, dir);
   let dockerd: Deno.ChildProcess | undefined;
@@ -372,11 +376,12 @@ export async function startDockerd(dir: string): Promise<Dockerd> {
     }
     await terminate(containerd, 10_000);
     await unmountAll([dataRoot, execRoot, ctrDir]);
+    await Deno.remove(shortDir, { recursive: true }).catch(() => {});
   });
 
   try {
     await waitReady("containerd", containerd, ctrLog, 30_000, async () => {
-      await Deno.stat(`${ctrDir}/containerd.sock`);
+      await Deno.stat(ctrSocket);
       return true;
     });
     // Our own config file keeps a machine's /etc/docker/daemon.json (registry mirrors, storage driver…)
@@ -400,7 +405,7 @@ export async function startDockerd(dir: string): Promise<Dockerd> {
         "--pidfile",
         `${dir}/docker.pid`,
         "--containerd",
-        `${ctrDir}/containerd.sock`,
+        ctrSocket,
         "--iptables=false",
         "--bridge=none",
         "--storage-driver=overlay2",

@@ -1,0 +1,47 @@
+/** `berth load IMAGE_REF...`: stored images into the docker engine; never touches the network. */
+import { UsageError } from "../util/errors.ts";
+import { parseReference } from "../registry/reference.ts";
+import { Store } from "../store/store.ts";
+import { findStoredImage } from "../store/images.ts";
+import { Engine } from "../docker/engine.ts";
+import { engineChains, loadStoredImage } from "../docker/load.ts";
+import { type Context, formatBytes } from "./context.ts";
+
+/** The tag a loaded image gets: the reference's tag, or `sha256-<hex>` for a digest reference. */
+export function localTag(input: string): string {
+  const ref = parseReference(input);
+  const tag = ref.tag ?? `sha256-${ref.digest!.slice("sha256:".length)}`;
+  return `${ref.registry}/${ref.repository}:${tag}`;
+}
+
+export async function loadCommand(context: Context): Promise<number> {
+  if (context.args.positional.length === 0) throw new UsageError("load needs at least one image reference");
+  const store = await Store.open(context.storePath, { write: false, command: "load" });
+  const images = [];
+  for (const input of context.args.positional) images.push(await findStoredImage(store, input));
+  const engine = await Engine.connect(context.dockerHost);
+  try {
+    const chains = await engineChains(engine);
+    const results = [];
+    for (const [position, image] of images.entries()) {
+      const result = await loadStoredImage(
+        store,
+        engine,
+        image,
+        localTag(context.args.positional[position]),
+        chains,
+      );
+      results.push(result);
+      context.say(
+        result.alreadyPresent
+          ? `${result.ref}: the engine already has image ${result.imageId}`
+          : `Loaded ${result.ref} as image ${result.imageId}: ${result.layersSent} of ${result.layers} layers sent ` +
+            `(${formatBytes(result.bytesSent)})`,
+      );
+    }
+    if (context.json) context.emit({ loaded: results });
+    return 0;
+  } finally {
+    engine.close();
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * A docker-archive (the `docker save` format, the only one dockerd 20.10's image load takes), built on the
+ * fly from the store and streamed: no temporary archive on disk, layers read straight from their blobs.
+ *
+ *   manifest.json           [{"Config": "<hex>.json", "RepoTags": [...], "Layers": ["<hex>/layer.tar", ...]}]
+ *   <config hex>.json       the image config, byte for byte
+ *   <layer hex>/layer.tar   the layer blob as stored (gzip is fine: the engine detects compression)
+ *
+ * A layer whose chain the engine already holds may be left out of the archive while manifest.json still
+ * lists it: the engine never opens the files of layers it has.
+ */
+import { sha256Of } from "../util/digest.ts";
+
+const BLOCK = 512;
+const READ_CHUNK = 1024 * 1024;
+
+/** A ustar header for a regular file or directory; names here are short (digests), so no PAX is needed. */
+function tarHeader(name: string, size: number, type: "file" | "dir"): Uint8Array {
+  const header = new Uint8Array(BLOCK);
+  const encoder = new TextEncoder();
+  const put = (offset: number, length: number, value: string) =>
+    header.set(encoder.encode(value).subarray(0, length), offset);
+  const octal = (offset: number, length: number, value: number) =>
+    put(offset, length, value.toString(8).padStart(length - 1, "0") + "\0");
+  put(0, 100, name);
+  octal(100, 8, type === "dir" ? 0o755 : 0o644);
+  octal(108, 8, 0);
+  octal(116, 8, 0);
+  octal(124, 12, size);
+  octal(136, 12, 0);
+  put(148, 8, "        ");
+  put(156, 1, type === "dir" ? "5" : "0");
+  put(257, 6, "ustar\0");
+  put(263, 2, "00");
+  let checksum = 0;
+  for (const byte of header) checksum += byte;
+  put(148, 8, checksum.toString(8).padStart(6, "0") + "\0 ");
+  return header;
+}
+
+const padding = (size: number) => new Uint8Array((BLOCK - (size % BLOCK)) % BLOCK);
+
+export interface ArchiveLayer {
+  /** The layer blob's path in the store. */
+  path: string;
+  digest: string;
+  size: number;
+  /** False when the engine already holds this layer's chain: listed in manifest.json, file left out. */
+  send: boolean;
+}
+
+export interface ArchiveInput {
+  config: Uint8Array;
+  configDigest: string;
+  repoTags: string[];
+  layers: ArchiveLayer[];
+  /** Called with the size of every piece handed to the engine (for byte counts). */
+  onBytes?: (bytes: number) => void;
+}
+
+const hex = (digest: string) => digest.slice("sha256:".length);
+
+/** Streams the archive; a layer file that cannot be read errors the stream (and so the load). */
+export function dockerArchive(input: ArchiveInput): ReadableStream<Uint8Array> {
+  async function* pieces(): AsyncGenerator<Uint8Array> {
+    const manifest = new TextEncoder().encode(JSON.stringify([{
+      Config: `${hex(input.configDigest)}.json`,
+      RepoTags: input.repoTags,
+      Layers: input.layers.map((layer) => `${hex(layer.digest)}/layer.tar`),
+    }]));
+    for (
+      const [name, bytes] of [["manifest.json", manifest], [
+        `${hex(input.configDigest)}.json`,
+        input.config,
+      ]] as const
+    ) {
+      yield tarHeader(name, bytes.length, "file");
+      yield bytes;
+      yield padding(bytes.length);
+    }
+    const sent = new Set<string>();
+    for (const layer of input.layers) {
+      // The same layer may appear twice in one image; the archive holds it once.
+      if (!layer.send || sent.has(layer.digest)) continue;
+      sent.add(layer.digest);
+      yield tarHeader(`${hex(layer.digest)}/`, 0, "dir");
+      yield tarHeader(`${hex(layer.digest)}/layer.tar`, layer.size, "file");
+      using file = await Deno.open(layer.path, { read: true });
+      let remaining = layer.size;
+      while (remaining > 0) {
+        const buffer = new Uint8Array(Math.min(READ_CHUNK, remaining));
+        const read = await file.read(buffer);
+        if (read === null) {
+          throw new Error(`layer ${layer.digest} in the store is shorter than ${layer.size} bytes`);
+        }
+        remaining -= read;
+        yield read === buffer.length ? buffer : buffer.subarray(0, read);
+      }
+      yield padding(layer.size);
+    }
+    yield new Uint8Array(BLOCK * 2);
+  }
+  const iterator = pieces();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const { done, value } = await iterator.next();
+      if (done) controller.close();
+      else {
+        input.onBytes?.(value.length);
+        controller.enqueue(value);
+      }
+    },
+    async cancel() {
+      await iterator.return(undefined);
+    },
+  });
+}
+
+/** The chain IDs of a list of diff IDs, as the engine's layer store names them. */
+export function chainIds(diffIds: string[]): string[] {
+  const chains: string[] = [];
+  for (const diffId of diffIds) {
+    chains.push(
+      chains.length === 0 ? diffId : sha256Of(new TextEncoder().encode(`${chains.at(-1)} ${diffId}`)),
+    );
+  }
+  return chains;
+}

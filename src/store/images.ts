@@ -1,0 +1,72 @@
+/**
+ * Reading images back out of the store by reference: index.json entry → chosen manifest → config and
+ * layers. Used by `ls` and by everything that hands stored images to the engine.
+ */
+import { BerthError } from "../util/errors.ts";
+import { formatReference, parseReference } from "../registry/reference.ts";
+import {
+  type Descriptor,
+  type ImageManifest,
+  MANIFEST_DIGEST,
+  PLATFORM,
+  PULLED_AT,
+  REF_NAME,
+  SOURCE_DIGEST,
+} from "./oci.ts";
+import type { Store } from "./store.ts";
+
+export interface StoredImage {
+  /** The full normalised reference it was pulled as. */
+  ref: string;
+  /** What the registry served for the reference (index or manifest). */
+  digest: string;
+  manifestDigest: string;
+  platform?: string;
+  pulledAt?: string;
+  /** The index.json entry. */
+  entry: Descriptor;
+}
+
+/** Every reference in the store, as recorded in index.json. */
+export async function storedImages(store: Store): Promise<StoredImage[]> {
+  return (await store.readIndex()).manifests.map((entry) => {
+    const annotations = entry.annotations ?? {};
+    return {
+      ref: annotations[REF_NAME] ?? "(unnamed)",
+      digest: annotations[SOURCE_DIGEST] ?? entry.digest,
+      manifestDigest: annotations[MANIFEST_DIGEST] ?? entry.digest,
+      platform: annotations[PLATFORM],
+      pulledAt: annotations[PULLED_AT],
+      entry,
+    };
+  });
+}
+
+/** Finds a stored reference (given in any form docker accepts) or throws `not_found` saying how to get it. */
+export async function findStoredImage(store: Store, input: string): Promise<StoredImage> {
+  const name = formatReference(parseReference(input));
+  const found = (await storedImages(store)).find((image) => image.ref === name);
+  if (!found) {
+    throw new BerthError(
+      "not_found",
+      `${name} is not in store ${store.root}; fetch it first with 'berth pull ${name}'`,
+    );
+  }
+  return found;
+}
+
+/** The image manifest of a stored image, parsed, with its size in bytes. */
+export async function readManifest(
+  store: Store,
+  image: StoredImage,
+): Promise<{ manifest: ImageManifest; size: number }> {
+  const bytes = await store.readBlob(image.manifestDigest);
+  try {
+    return { manifest: JSON.parse(new TextDecoder().decode(bytes)) as ImageManifest, size: bytes.length };
+  } catch {
+    throw new BerthError(
+      "store_invalid",
+      `manifest ${image.manifestDigest} of ${image.ref} is not JSON; run fsck`,
+    );
+  }
+}

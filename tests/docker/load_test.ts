@@ -1,0 +1,148 @@
+/**
+ * `berth load`: stored images into a real dockerd of their own (empty at the start), streamed from the
+ * store with no network: image IDs equal the config digests, shared layers are not sent twice, a second
+ * load sends nothing, and an engine error inside the 200 answer is a failure.
+ */
+import assert from "node:assert/strict";
+import { run, startDockerd } from "../harness/services.ts";
+import { runBerth, scratchDir, testEnv, withServices } from "../harness/env.ts";
+
+Deno.test({
+  name: "load streams stored images into an empty engine, sending shared layers once",
+  ...withServices,
+  async fn() {
+    const { appA, appB, big } = testEnv()!.images;
+    const store = await scratchDir("load-");
+    const pulled = await runBerth(["--store", store, "pull", appA.ref, appB.ref, big.ref]);
+    assert.equal(pulled.code, 0, pulled.stderr);
+    const dockerd = await startDockerd(await scratchDir("load-engine-"));
+    try {
+      const docker = (...args: string[]) => run(["docker", "-H", dockerd.host, ...args]);
+      const load = async (...refs: string[]) => {
+        const result = await runBerth([
+          "--store",
+          store,
+          "--docker-host",
+          dockerd.host,
+          "--json",
+          "load",
+          ...refs,
+        ]);
+        assert.equal(result.code, 0, result.stderr);
+        return JSON.parse(result.stdout).loaded as {
+          imageId: string;
+          alreadyPresent: boolean;
+          layersSent: number;
+          bytesSent: number;
+        }[];
+      };
+      const [first] = await load(appA.ref);
+      assert.equal(first.imageId, appA.configDigest);
+      assert.equal(first.layersSent, 3);
+      assert.equal(
+        (await docker("image", "inspect", "--format", "{{.Id}}", appA.ref)).trim(),
+        appA.configDigest,
+      );
+
+      // app-b shares app-a's base layer: only its own two layers cross the socket.
+      const [second] = await load(appB.ref);
+      assert.equal(second.imageId, appB.configDigest);
+      assert.equal(second.layersSent, 2);
+      const ownBytes = appB.layers.slice(1).reduce((sum, layer) => sum + layer.size, 0);
+      assert.ok(
+        second.bytesSent < ownBytes + 64 * 1024,
+        `${second.bytesSent} bytes sent for ${ownBytes} of new layers`,
+      );
+      assert.ok(second.bytesSent < ownBytes + appB.layers[0].size, "the base layer was not sent");
+
+      const [bigLoaded] = await load(big.ref);
+      assert.equal(bigLoaded.imageId, big.configDigest);
+      const [again] = await load(appA.ref);
+      assert.equal(again.alreadyPresent, true);
+      assert.equal(again.bytesSent, 0);
+
+      // Every loaded image is whole: it runs.
+      for (const image of [appA, appB, big]) {
+        const listing = await docker(
+          "run",
+          "--rm",
+          "--network",
+          "none",
+          image.ref,
+          "/bin/busybox",
+          "ls",
+          "/bin/busybox",
+        );
+        assert.match(listing, /busybox/);
+      }
+      const ids = (await docker("image", "ls", "-q", "--no-trunc")).trim().split("\n").sort();
+      assert.deepEqual(ids, [appA.configDigest, appB.configDigest, big.configDigest].sort());
+    } finally {
+      await dockerd.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "an engine error inside the load's 200 answer fails the load with the engine's message",
+  ...withServices,
+  async fn() {
+    const { appC } = testEnv()!.images;
+    const store = await scratchDir("load-bad-");
+    assert.equal((await runBerth(["--store", store, "pull", appC.ref])).code, 0);
+    // Damage a layer after it was verified (as bit rot would): the engine must refuse it.
+    const layer = appC.layers[2];
+    const path = `${store}/blobs/sha256/${layer.digest.slice(7)}`;
+    await Deno.chmod(path, 0o644);
+    const bytes = await Deno.readFile(path);
+    bytes.fill(0x41, 16, Math.min(bytes.length, 200));
+    await Deno.writeFile(path, bytes);
+    const dockerd = await startDockerd(await scratchDir("load-bad-engine-"));
+    try {
+      const result = await runBerth(["--store", store, "--docker-host", dockerd.host, "load", appC.ref]);
+      assert.equal(result.code, 1);
+      const lines = result.stderr.trim().split("\n");
+      assert.equal(lines.length, 1, result.stderr);
+      assert.match(lines[0], /^berth: docker engine failed to load .*app-c:1: /);
+      const ids = (await run(["docker", "-H", dockerd.host, "image", "ls", "-q"])).trim();
+      assert.equal(ids, "", "no image was recorded");
+    } finally {
+      await dockerd.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "load of a reference that is not in the store fails clearly, without contacting the engine",
+  ...withServices,
+  async fn() {
+    const store = await scratchDir("load-missing-");
+    assert.equal((await runBerth(["--store", store, "pull", testEnv()!.images.base.ref])).code, 0);
+    const result = await runBerth([
+      "--store",
+      store,
+      "--docker-host",
+      "unix:///nonexistent/docker.sock",
+      "load",
+      testEnv()!.images.appA.ref,
+    ]);
+    assert.equal(result.code, 1);
+    assert.match(
+      result.stderr.trim(),
+      /^berth: .*app-a:1 is not in store .*; fetch it first with 'berth pull /,
+    );
+    const noEngine = await runBerth([
+      "--store",
+      store,
+      "--docker-host",
+      "unix:///nonexistent/docker.sock",
+      "load",
+      testEnv()!.images.base.ref,
+    ]);
+    assert.equal(noEngine.code, 1);
+    assert.match(
+      noEngine.stderr.trim(),
+      /^berth: cannot reach the docker engine at unix:\/\/\/nonexistent\/docker\.sock/,
+    );
+  },
+});
