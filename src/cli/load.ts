@@ -4,7 +4,7 @@ import { parseReference } from "../registry/reference.ts";
 import { Store } from "../store/store.ts";
 import { findStoredImage } from "../store/images.ts";
 import { Engine } from "../docker/engine.ts";
-import { engineChains, loadStoredImage } from "../docker/load.ts";
+import { loadStoredImages } from "../docker/load.ts";
 import { type Context, formatBytes } from "./context.ts";
 
 /** The tag a loaded image gets: the reference's tag, or `sha256-<hex>` for a digest reference. */
@@ -21,25 +21,20 @@ export async function loadCommand(context: Context): Promise<number> {
   for (const input of context.args.positional) images.push(await findStoredImage(store, input));
   const engine = await Engine.connect(context.dockerHost);
   try {
-    const chains = await engineChains(engine);
-    const results = [];
-    for (const [position, image] of images.entries()) {
-      const result = await loadStoredImage(
-        store,
-        engine,
-        image,
-        localTag(context.args.positional[position]),
-        chains,
-      );
-      results.push(result);
+    const result = await loadStoredImages(
+      store,
+      engine,
+      images.map((image, position) => ({ image, tag: localTag(context.args.positional[position]) })),
+    );
+    if (context.json) context.emit(result);
+    for (const image of result.images) {
       context.say(
-        result.alreadyPresent
-          ? `${result.ref}: the engine already has image ${result.imageId}`
-          : `Loaded ${result.ref} as image ${result.imageId}: ${result.layersSent} of ${result.layers} layers sent ` +
-            `(${formatBytes(result.bytesSent)})`,
+        image.alreadyPresent
+          ? `${image.ref}: the engine already has image ${image.imageId}`
+          : `Loaded ${image.ref} as image ${image.imageId}`,
       );
     }
-    if (context.json) context.emit({ loaded: results });
+    context.say(`${result.layersSent} layers sent to the engine (${formatBytes(result.bytesSent)})`);
     return 0;
   } finally {
     engine.close();

@@ -7,18 +7,28 @@ import { BerthError, errorMessage } from "../util/errors.ts";
 import { statIfExists } from "../util/fs.ts";
 import type { Store } from "../store/store.ts";
 import { readManifest, type StoredImage } from "../store/images.ts";
-import { chainIds, dockerArchive } from "./archive.ts";
+import { type ArchiveImage, chainIds, dockerArchive } from "./archive.ts";
 import type { Engine } from "./engine.ts";
 
-export interface LoadResult {
+export interface LoadedImage {
   ref: string;
   imageId: string;
-  /** The engine had the image already: nothing was sent. */
+  /** The engine had the image already: nothing was sent for it. */
   alreadyPresent: boolean;
-  layers: number;
+}
+
+export interface LoadResult {
+  images: LoadedImage[];
+  /** Distinct layer files streamed to the engine. */
   layersSent: number;
   /** Archive bytes streamed to the engine. */
   bytesSent: number;
+}
+
+/** A stored image and the tag ("repo:tag") it gets in the engine. */
+export interface LoadRequest {
+  image: StoredImage;
+  tag: string;
 }
 
 /** Chain IDs of every layer stack the engine holds, read from its images' RootFS. */
@@ -49,64 +59,72 @@ export async function syncEngine(engine: Engine): Promise<void> {
 }
 
 /**
- * Loads one stored image into the engine, tagged `tag` ("repo:tag"). `chains` is what the engine holds
- * (from `engineChains`); it is updated with what this load adds, so several loads share one look-up.
+ * Loads stored images into the engine in one archive. Images the engine has (by ID) are only tagged;
+ * layers whose chains it holds are listed but not sent; if the engine refuses such an archive, everything is
+ * sent once more before giving up. The engine's filesystem is flushed before this returns, so a caller may
+ * record the images as installed.
  */
-export async function loadStoredImage(
+export async function loadStoredImages(
   store: Store,
   engine: Engine,
-  image: StoredImage,
-  tag: string,
-  chains: Set<string>,
+  requests: LoadRequest[],
 ): Promise<LoadResult> {
-  const { manifest } = await readManifest(store, image);
-  const configDigest = manifest.config.digest;
-  const existing = await engine.inspectImage(configDigest);
-  if (existing) {
-    if (!existing.RepoTags?.includes(tag)) await tagImage(engine, configDigest, tag);
-    return {
-      ref: image.ref,
-      imageId: configDigest,
-      alreadyPresent: true,
-      layers: manifest.layers.length,
-      layersSent: 0,
-      bytesSent: 0,
-    };
-  }
-  const config = await store.readBlob(configDigest);
-  let diffIds: string[];
-  try {
-    diffIds = JSON.parse(new TextDecoder().decode(config)).rootfs.diff_ids;
-    if (!Array.isArray(diffIds) || diffIds.length !== manifest.layers.length) throw new Error("count");
-  } catch {
-    throw new BerthError(
-      "invalid_input",
-      `${image.ref}: config ${configDigest} has no rootfs.diff_ids matching its ${manifest.layers.length} layers`,
-    );
-  }
-  const imageChains = chainIds(diffIds);
-  const attempt = async (skipKnown: boolean) => {
-    let bytesSent = 0;
-    const layers = manifest.layers.map((layer, position) => ({
+  const chains = await engineChains(engine);
+  const images: LoadedImage[] = [];
+  const toSend: { request: LoadRequest; archive: ArchiveImage; chains: string[] }[] = [];
+  for (const request of requests) {
+    const { image, tag } = request;
+    const { manifest } = await readManifest(store, image);
+    const configDigest = manifest.config.digest;
+    images.push({ ref: image.ref, imageId: configDigest, alreadyPresent: false });
+    const existing = await engine.inspectImage(configDigest);
+    if (existing) {
+      if (!existing.RepoTags?.includes(tag)) await tagImage(engine, configDigest, tag);
+      images.at(-1)!.alreadyPresent = true;
+      continue;
+    }
+    const config = await store.readBlob(configDigest);
+    let diffIds: string[];
+    try {
+      diffIds = JSON.parse(new TextDecoder().decode(config)).rootfs.diff_ids;
+      if (!Array.isArray(diffIds) || diffIds.length !== manifest.layers.length) throw new Error("count");
+    } catch {
+      throw new BerthError(
+        "invalid_input",
+        `${image.ref}: config ${configDigest} has no rootfs.diff_ids matching its ${manifest.layers.length} layers`,
+      );
+    }
+    const layers = manifest.layers.map((layer) => ({
       path: store.blobPath(layer.digest),
       digest: layer.digest,
       size: layer.size,
-      send: !(skipKnown && chains.has(imageChains[position])),
+      send: true,
     }));
+    toSend.push({
+      request,
+      archive: { config, configDigest, repoTags: [tag], layers },
+      chains: chainIds(diffIds),
+    });
+  }
+  if (toSend.length === 0) return { images, layersSent: 0, bytesSent: 0 };
+
+  const what = toSend.map((item) => item.request.image.ref).join(", ");
+  const attempt = async (skipKnown: boolean) => {
+    for (const item of toSend) {
+      item.archive.layers.forEach((
+        layer,
+        position,
+      ) => (layer.send = !(skipKnown && chains.has(item.chains[position]))));
+    }
+    let bytesSent = 0;
     await engine.loadImage(
-      dockerArchive({
-        config,
-        configDigest,
-        repoTags: [tag],
-        layers,
-        onBytes: (bytes) => (bytesSent += bytes),
-      }),
-      image.ref,
+      dockerArchive(toSend.map((item) => item.archive), (bytes) => (bytesSent += bytes)),
+      what,
     );
-    return {
-      bytesSent,
-      layersSent: new Set(layers.filter((layer) => layer.send).map((layer) => layer.digest)).size,
-    };
+    const sent = new Set(
+      toSend.flatMap((item) => item.archive.layers.filter((layer) => layer.send).map((l) => l.digest)),
+    );
+    return { bytesSent, layersSent: sent.size };
   };
   let sent: { bytesSent: number; layersSent: number };
   try {
@@ -121,21 +139,15 @@ export async function loadStoredImage(
     }
   }
   await syncEngine(engine);
-  const loaded = await engine.inspectImage(configDigest);
-  if (!loaded) {
-    throw new BerthError(
-      "engine_error",
-      `docker engine accepted ${image.ref} but has no image ${configDigest} afterwards`,
-    );
+  for (const item of toSend) {
+    if (!(await engine.inspectImage(item.archive.configDigest))) {
+      throw new BerthError(
+        "engine_error",
+        `docker engine accepted ${item.request.image.ref} but has no image ${item.archive.configDigest} afterwards`,
+      );
+    }
   }
-  for (const chain of imageChains) chains.add(chain);
-  return {
-    ref: image.ref,
-    imageId: configDigest,
-    alreadyPresent: false,
-    layers: manifest.layers.length,
-    ...sent,
-  };
+  return { images, ...sent };
 }
 
 async function tagImage(engine: Engine, id: string, tag: string): Promise<void> {

@@ -29,15 +29,14 @@ Deno.test({
           ...refs,
         ]);
         assert.equal(result.code, 0, result.stderr);
-        return JSON.parse(result.stdout).loaded as {
-          imageId: string;
-          alreadyPresent: boolean;
+        return JSON.parse(result.stdout) as {
+          images: { imageId: string; alreadyPresent: boolean }[];
           layersSent: number;
           bytesSent: number;
-        }[];
+        };
       };
-      const [first] = await load(appA.ref);
-      assert.equal(first.imageId, appA.configDigest);
+      const first = await load(appA.ref);
+      assert.equal(first.images[0].imageId, appA.configDigest);
       assert.equal(first.layersSent, 3);
       assert.equal(
         (await docker("image", "inspect", "--format", "{{.Id}}", appA.ref)).trim(),
@@ -45,8 +44,8 @@ Deno.test({
       );
 
       // app-b shares app-a's base layer: only its own two layers cross the socket.
-      const [second] = await load(appB.ref);
-      assert.equal(second.imageId, appB.configDigest);
+      const second = await load(appB.ref);
+      assert.equal(second.images[0].imageId, appB.configDigest);
       assert.equal(second.layersSent, 2);
       const ownBytes = appB.layers.slice(1).reduce((sum, layer) => sum + layer.size, 0);
       assert.ok(
@@ -55,10 +54,15 @@ Deno.test({
       );
       assert.ok(second.bytesSent < ownBytes + appB.layers[0].size, "the base layer was not sent");
 
-      const [bigLoaded] = await load(big.ref);
-      assert.equal(bigLoaded.imageId, big.configDigest);
-      const [again] = await load(appA.ref);
-      assert.equal(again.alreadyPresent, true);
+      // Two at once, one of them loaded already: one archive with big's layers only.
+      const both = await load(big.ref, appA.ref);
+      assert.deepEqual(both.images.map((image) => [image.imageId, image.alreadyPresent]), [
+        [big.configDigest, false],
+        [appA.configDigest, true],
+      ]);
+      assert.equal(both.layersSent, big.layers.length - 1, "big's base layer is the engine's already");
+      const again = await load(appA.ref);
+      assert.equal(again.images[0].alreadyPresent, true);
       assert.equal(again.bytesSent, 0);
 
       // Every loaded image is whole: it runs.
