@@ -17,6 +17,17 @@ export interface EngineImage {
   RootFS?: { Type: string; Layers?: string[] };
 }
 
+export interface EngineContainer {
+  Id: string;
+  Names: string[];
+  Image: string;
+  ImageID: string;
+  /** "running", "exited", "created", … */
+  State: string;
+  Status: string;
+  Labels: Record<string, string>;
+}
+
 export interface EngineInfo {
   ServerVersion: string;
   DockerRootDir: string;
@@ -136,6 +147,15 @@ export class Engine {
   async listImages(): Promise<{ Id: string; RepoTags: string[] | null }[]> {
     const response = await this.request("/images/json?all=1", { what: "image list" });
     return (await response.json()) as { Id: string; RepoTags: string[] | null }[];
+  }
+
+  /** The containers of a compose project (running or not), from compose's own labels. */
+  async projectContainers(project: string): Promise<EngineContainer[]> {
+    const filters = JSON.stringify({ label: [`com.docker.compose.project=${project}`] });
+    const response = await this.request(`/containers/json?all=1&filters=${encodeURIComponent(filters)}`, {
+      what: `container list of ${project}`,
+    });
+    return (await response.json()) as EngineContainer[];
   }
 
   /**

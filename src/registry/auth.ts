@@ -1,6 +1,6 @@
 /**
  * Registry authentication: answers a 401's `WWW-Authenticate` challenge with a bearer token (anonymous, or
- * fetched with Basic credentials) or with Basic itself. Tokens are cached per registry and scope until
+ * fetched with Basic credentials) or with Basic itself. Tokens are cached per registry and scope set until
  * `expires_in` runs out. No credential or token is ever put in a message or a log.
  */
 import { BerthError } from "../util/errors.ts";
@@ -25,6 +25,42 @@ export function parseChallenge(header: string | null): Challenge | undefined {
   return { scheme, params };
 }
 
+/** What a request may do to a repository: read it, or read and write it (a push also checks what exists). */
+export type RepositoryAccess = "pull" | "pull,push";
+
+/** The token scope for `access` to `repository`: "repository:a/b:pull" or "repository:a/b:pull,push". */
+export function repositoryScope(repository: string, access: RepositoryAccess = "pull"): string {
+  return `repository:${repository}:${access}`;
+}
+
+/** Splits "type:name:a,b" at its first and last colon (a name may hold a registry port's colon). */
+function splitScope(scope: string): { resource: string; actions: string[] } | undefined {
+  const first = scope.indexOf(":");
+  const last = scope.lastIndexOf(":");
+  if (first < 0 || last === first) return undefined;
+  return { resource: scope.slice(0, last), actions: scope.slice(last + 1).split(",").filter(Boolean) };
+}
+
+/**
+ * The scopes to ask the token service for: ours, plus any the challenge names that ours do not cover.
+ * Ours come first because the challenge only names what the refused request needed: a push's first request
+ * (a HEAD) is challenged for `pull` alone, and a token for just that would be refused again by the upload.
+ */
+export function tokenScopes(ours: readonly string[], challenged: string | undefined): string[] {
+  const scopes = [...ours];
+  for (const theirs of (challenged ?? "").split(" ").filter(Boolean)) {
+    const wanted = splitScope(theirs);
+    const covered = scopes.some((scope) => {
+      if (scope === theirs) return true;
+      const held = splitScope(scope);
+      return wanted !== undefined && held?.resource === wanted.resource &&
+        wanted.actions.every((action) => held.actions.includes(action) || held.actions.includes("*"));
+    });
+    if (!covered) scopes.push(theirs);
+  }
+  return scopes;
+}
+
 /** Tokens live at least this long when the server gives no expires_in (the distribution spec's default). */
 const DEFAULT_TOKEN_SECONDS = 60;
 /** Renew a little before expiry so a token never dies mid-request. */
@@ -35,7 +71,10 @@ export function basicHeader(credentials: Credentials): string {
   return `Basic ${btoa(String.fromCharCode(...bytes))}`;
 }
 
-/** Caches Authorization headers per registry and scope. */
+/**
+ * Caches Authorization headers per registry and scope; a request that needs several scopes (a
+ * cross-repository mount) passes them joined by spaces, as one key.
+ */
 export class TokenCache {
   #entries = new Map<string, { header: string; expiresAt: number }>();
 
@@ -56,16 +95,19 @@ export class TokenCache {
 
 /**
  * Turns a challenge into an Authorization header and its lifetime. `fetchToken` performs the token GET
- * (so the caller's transport, certificates and timeouts apply).
+ * (so the caller's transport, certificates and timeouts apply). `scope` is what the request needs, one
+ * scope or several; see `tokenScopes` for what is asked.
  */
 export async function answerChallenge(
   challenge: Challenge,
   registry: string,
-  scope: string,
+  scope: string | readonly string[],
   credentials: Credentials | undefined,
   fetchToken: (url: URL, headers: Headers) => Promise<Response>,
   credentialFiles: string[] = [],
 ): Promise<{ header: string; lifetimeMs: number }> {
+  const scopes = typeof scope === "string" ? [scope] : scope;
+  const scopeText = scopes.join(" ");
   const noCredentials = `no credentials for ${registry} in ${
     credentialFiles.join(" or ") || "any credentials file"
   }`;
@@ -73,7 +115,7 @@ export async function answerChallenge(
     if (!credentials) {
       throw new BerthError(
         "auth_failed",
-        `registry ${registry} requires a login for ${scope}; ${noCredentials}`,
+        `registry ${registry} requires a login for ${scopeText}; ${noCredentials}`,
       );
     }
     return { header: basicHeader(credentials), lifetimeMs: Number.POSITIVE_INFINITY };
@@ -89,7 +131,7 @@ export async function answerChallenge(
     throw new BerthError("auth_failed", `registry ${registry} sent an invalid token realm "${realm}"`);
   }
   if (challenge.params.service) url.searchParams.set("service", challenge.params.service);
-  url.searchParams.set("scope", challenge.params.scope ?? scope);
+  for (const each of tokenScopes(scopes, challenge.params.scope)) url.searchParams.append("scope", each);
   const headers = new Headers();
   if (credentials) headers.set("Authorization", basicHeader(credentials));
   const response = await fetchToken(url, headers);
@@ -98,7 +140,7 @@ export async function answerChallenge(
     throw new BerthError(
       "auth_failed",
       `registry ${registry} refused ${credentials ? "the configured credentials" : "anonymous access"} ` +
-        `for ${scope} (token service answered HTTP ${response.status})${
+        `for ${scopeText} (token service answered HTTP ${response.status})${
           credentials ? "" : `; ${noCredentials}`
         }`,
     );

@@ -1,12 +1,12 @@
 /**
  * The registry client: manifests (verified against their digest, size-capped) and blob streams that start
- * at any byte offset. Connection faults, timeouts, 429 and 5xx are retried with exponential backoff;
- * 401 challenges are answered once per scope; redirects are followed here so that Authorization is never
- * sent to another host.
+ * at any byte offset, and the one request path that the push side (push.ts) builds on. Connection faults,
+ * timeouts, 429 and 5xx are retried with exponential backoff; 401 challenges are answered once per scope
+ * (pull, or pull and push); redirects are followed here so that Authorization is never sent to another host.
  */
 import { BerthError, errorMessage } from "../util/errors.ts";
 import { sha256Of } from "../util/digest.ts";
-import { answerChallenge, parseChallenge, TokenCache } from "./auth.ts";
+import { answerChallenge, parseChallenge, repositoryScope, TokenCache } from "./auth.ts";
 import { type Credentials, findCredentials } from "./credentials.ts";
 import { bareMediaType, isIndexType, isManifestType, MANIFEST_TYPES } from "./mediatypes.ts";
 import { apiHost, formatReference, manifestSelector, type Reference } from "./reference.ts";
@@ -47,6 +47,38 @@ export const DEFAULT_REGISTRY_OPTIONS: RegistryOptions = {
   maxBackoffMs: 8_000,
 };
 
+/** One exchange with the registry, as `RegistryClient.request` takes it. */
+export interface RegistryRequest {
+  /** Default GET. */
+  method?: "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
+  /** A path below the registry's base URL ("/v2/…"), or an absolute URL (an upload's Location). */
+  target: string;
+  headers?: Headers;
+  /** Sent with its Content-Length; held in memory so that a retry, a 401 or a 307 can send it again. */
+  body?: Uint8Array;
+  /**
+   * The token scopes the request needs, e.g. `repositoryScope(repo, "pull,push")`; default pull on the
+   * reference's repository. Tokens are cached per set of scopes.
+   */
+  scopes?: readonly string[];
+  /** Names the request in errors: "manifest host/a/b:1", "upload of blob sha256:… to a/b". */
+  what: string;
+  /** Attempts for this request; 1 for one that must not be repeated as it is (an upload's PUT). */
+  attempts?: number;
+  /** Milliseconds to wait for the response headers; an upload sends its body within them. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/** The final response of `RegistryClient.request`, its body unread. */
+export interface RegistryResponse {
+  response: Response;
+  /** Aborting it ends the exchange and its body: call `abort.abort()` when done. */
+  abort: AbortController;
+  /** Stops the caller's signal from covering the body. */
+  release: () => void;
+}
+
 export interface Manifest {
   bytes: Uint8Array;
   digest: string;
@@ -77,17 +109,48 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** Reads the registry's JSON error body ({errors: [{code, message}]}) into one short phrase. */
-async function registryErrorText(response: Response): Promise<string> {
+/** What a registry said when it refused something: its first error code, and one short phrase. */
+export interface RegistryErrorBody {
+  /** The distribution spec's error code ("NAME_UNKNOWN", "DENIED", …), when the body had one. */
+  code?: string;
+  /** "CODE: message", or "HTTP <status>" for a body that is not the registry's JSON. */
+  text: string;
+}
+
+/** Reads (and so consumes) the registry's JSON error body ({errors: [{code, message}]}). */
+export async function readRegistryError(response: Response): Promise<RegistryErrorBody> {
   try {
     const text = (await response.text()).slice(0, 4096);
     const parsed = JSON.parse(text) as { errors?: { code?: string; message?: string }[] };
     const first = parsed.errors?.[0];
-    if (first) return [first.code, first.message].filter(Boolean).join(": ");
+    if (first && (first.code || first.message)) {
+      return {
+        code: typeof first.code === "string" ? first.code : undefined,
+        text: [first.code, first.message].filter(Boolean).join(": "),
+      };
+    }
   } catch {
     // not JSON: the status line says enough
   }
-  return `HTTP ${response.status}`;
+  return { text: `HTTP ${response.status}` };
+}
+
+/** Reads the registry's JSON error body into one short phrase. */
+async function registryErrorText(response: Response): Promise<string> {
+  return (await readRegistryError(response)).text;
+}
+
+/** Whether any of `scopes` asks to write (a push): the refusal then names the missing push access. */
+function wantsPush(scopes: readonly string[]): boolean {
+  return scopes.some((scope) => scope.slice(scope.lastIndexOf(":") + 1).split(",").includes("push"));
+}
+
+/**
+ * fetch sends only ArrayBuffer-backed bytes; a view of a SharedArrayBuffer is copied (bodies here are
+ * manifests and blobs a caller holds in memory anyway).
+ */
+function arrayBufferBacked(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
+  return bytes.buffer instanceof ArrayBuffer ? bytes as Uint8Array<ArrayBuffer> : new Uint8Array(bytes);
 }
 
 function isRetryableStatus(status: number): boolean {
@@ -136,30 +199,29 @@ export class RegistryClient {
   }
 
   /**
-   * One HTTP exchange with retries, auth and redirects. Returns the final response with its body unread;
-   * the headers-phase timeout does not cover the body (the caller watches the body for stalls).
+   * One HTTP exchange with retries, auth and redirects: the one path every registry request takes, pulls
+   * and pushes alike. Returns the final response with its body unread; the headers-phase timeout does not
+   * cover the body (the caller watches the body for stalls). A request body is sent within that timeout.
    */
-  async #request(
-    ref: Reference,
-    path: string,
-    headers: Headers,
-    what: string,
-    signal?: AbortSignal,
-  ): Promise<{ response: Response; abort: AbortController; release: () => void }> {
-    const scope = `repository:${ref.repository}:pull`;
+  protected async request(ref: Reference, request: RegistryRequest): Promise<RegistryResponse> {
+    const { what, signal } = request;
+    const scopes = request.scopes ?? [repositoryScope(ref.repository)];
+    // One cache entry per set of scopes: a push token is not handed to a pull, nor the other way round.
+    const scopeKey = scopes.join(" ");
+    const attempts = request.attempts ?? this.options.attempts;
     let lastError: unknown;
-    for (let attempt = 1; attempt <= this.options.attempts; attempt++) {
+    for (let attempt = 1; attempt <= attempts; attempt++) {
       if (attempt > 1) await sleep(backoffDelay(attempt - 1, this.options), signal);
       const abort = new AbortController();
       const onAbort = () => abort.abort(signal!.reason);
       signal?.addEventListener("abort", onAbort, { once: true });
       const timer = setTimeout(
         () => abort.abort(new BerthError("registry_unreachable", "timed out", { transient: true })),
-        this.options.requestTimeoutMs,
+        request.timeoutMs ?? this.options.requestTimeoutMs,
       );
       try {
         const transport = await this.#transport(ref.registry, signal);
-        let response = await this.#follow(ref, transport, path, headers, scope, abort.signal);
+        let response = await this.#follow(ref, transport, request, scopeKey, abort.signal);
         if (response.status === 401) {
           const challenge = parseChallenge(response.headers.get("www-authenticate"));
           await response.body?.cancel();
@@ -172,19 +234,21 @@ export class RegistryClient {
           const answer = await answerChallenge(
             challenge,
             ref.registry,
-            scope,
+            scopes,
             await this.#credentialsFor(ref.registry),
             (url, tokenHeaders) =>
               fetch(url, { headers: tokenHeaders, client: transport.client, signal: abort.signal }),
             this.options.credentialFiles,
           );
-          this.#tokens.set(ref.registry, scope, answer.header, answer.lifetimeMs);
+          this.#tokens.set(ref.registry, scopeKey, answer.header, answer.lifetimeMs);
           // The fresh answer is used directly: a token may live shorter than the cache keeps it.
-          response = await this.#follow(ref, transport, path, headers, scope, abort.signal, answer.header);
+          response = await this.#follow(ref, transport, request, scopeKey, abort.signal, answer.header);
           if (response.status === 401 || response.status === 403) {
-            const detail = await registryErrorText(response);
-            throw new BerthError("auth_failed", `registry ${ref.registry} denied ${what} (${detail})`);
+            throw new BerthError("auth_failed", await this.#deniedMessage(ref, scopes, what, response));
           }
+        } else if (response.status === 403 && wantsPush(scopes)) {
+          // A login that may read but not write is refused with 403 and no challenge (Basic registries).
+          throw new BerthError("auth_failed", await this.#deniedMessage(ref, scopes, what, response));
         }
         if (isRetryableStatus(response.status)) {
           const detail = await registryErrorText(response);
@@ -225,40 +289,69 @@ export class RegistryClient {
     if (lastError instanceof BerthError && lastError.reason !== "registry_unreachable") throw lastError;
     throw new BerthError(
       "registry_unreachable",
-      `cannot reach registry ${ref.registry} for ${what} after ${this.options.attempts} attempts: ${
-        errorMessage(lastError)
-      }`,
+      `cannot reach registry ${ref.registry} for ${what} after ${attempts} attempt${
+        attempts === 1 ? "" : "s"
+      }: ${errorMessage(lastError)}`,
       { cause: lastError, transient: true },
     );
   }
 
-  /** GET with manual redirects: Authorization goes only to the registry's own host. */
+  /**
+   * The one line for a refused request. A push names the access that is missing and, when berth found no
+   * login for the registry, where it looked: the usual cause is a device or CI job without one.
+   */
+  async #deniedMessage(
+    ref: Reference,
+    scopes: readonly string[],
+    what: string,
+    response: Response,
+  ): Promise<string> {
+    const detail = await registryErrorText(response);
+    const denied = `registry ${ref.registry} denied ${what} (${detail})`;
+    if (!wantsPush(scopes)) return denied;
+    if (await this.#credentialsFor(ref.registry)) {
+      return `${denied}: the configured credentials were refused or have no push access to ${ref.repository}`;
+    }
+    const files = this.options.credentialFiles.join(" or ") || "any credentials file";
+    return `${denied}: push access to ${ref.repository} is missing; ` +
+      `no credentials for ${ref.registry} in ${files}`;
+  }
+
+  /**
+   * Sends `request` with manual redirects: Authorization goes only to the registry's own origin. A GET or
+   * HEAD follows any redirect; a request with a body follows only 307 and 308, which keep method and body.
+   */
   async #follow(
     ref: Reference,
     transport: HostTransport,
-    path: string,
-    headers: Headers,
-    scope: string,
+    request: RegistryRequest,
+    scopeKey: string,
     signal: AbortSignal,
     freshAuthorization?: string,
   ): Promise<Response> {
-    let url = new URL(transport.baseUrl + path);
-    const registryOrigin = url.origin;
+    const method = request.method ?? "GET";
+    const registryOrigin = new URL(transport.baseUrl).origin;
+    // An upload's Location may be absolute, and on another host (a storage front end).
+    let url = new URL(request.target, transport.baseUrl);
     for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
       const sameHost = url.origin === registryOrigin;
-      const requestHeaders = new Headers(headers);
+      const requestHeaders = new Headers(request.headers);
       const authorization = sameHost
-        ? freshAuthorization ?? this.#tokens.get(ref.registry, scope)
+        ? freshAuthorization ?? this.#tokens.get(ref.registry, scopeKey)
         : undefined;
       if (authorization) requestHeaders.set("Authorization", authorization);
       const response = await fetch(url, {
+        method,
         headers: requestHeaders,
+        body: request.body ? arrayBufferBacked(request.body) : undefined,
         redirect: "manual",
         signal,
         client: sameHost ? transport.client : undefined,
       });
       const location = response.headers.get("location");
-      if (response.status >= 300 && response.status < 400 && location) {
+      const follows = method === "GET" || method === "HEAD" || response.status === 307 ||
+        response.status === 308;
+      if (response.status >= 300 && response.status < 400 && location && follows) {
         await response.body?.cancel();
         url = new URL(location, url);
         continue;
@@ -272,6 +365,62 @@ export class RegistryClient {
   }
 
   /**
+   * The digest, media type and size a tag (or digest) points to, without downloading it when the registry
+   * says: a HEAD with the same Accept list as a pull, so the answer is what a pull would get. A registry
+   * that gives no Docker-Content-Digest on HEAD (some do not) is asked with a GET and the body hashed.
+   */
+  async resolveDigest(
+    ref: Reference,
+    signal?: AbortSignal,
+  ): Promise<{ digest: string; mediaType: string; size: number }> {
+    const name = formatReference(ref);
+    const { response, abort, release } = await this.request(ref, {
+      method: "HEAD",
+      target: `/v2/${ref.repository}/manifests/${manifestSelector(ref)}`,
+      headers: new Headers({ Accept: MANIFEST_TYPES.join(", ") }),
+      what: `manifest ${name}`,
+      signal,
+    });
+    let head: { digest: string; mediaType: string; size: number } | undefined;
+    try {
+      await response.body?.cancel();
+      if (response.status === 404) {
+        throw new BerthError("not_found", `${name}: not found in registry ${ref.registry}`);
+      }
+      if (!response.ok) {
+        throw new BerthError(
+          "registry_error",
+          `${name}: registry ${ref.registry} answered HTTP ${response.status}`,
+        );
+      }
+      const digest = response.headers.get("docker-content-digest") ?? "";
+      const mediaType = bareMediaType(response.headers.get("content-type"));
+      const size = Number(response.headers.get("content-length") ?? NaN);
+      if (
+        /^sha256:[a-f0-9]{64}$/.test(digest) && (isIndexType(mediaType) || isManifestType(mediaType)) &&
+        Number.isSafeInteger(size) && size > 0 && size <= MAX_MANIFEST_BYTES
+      ) {
+        head = { digest, mediaType, size };
+      }
+    } finally {
+      release();
+      abort.abort();
+    }
+    if (!head) {
+      // getManifest hashes the body itself and refuses what berth could not pull.
+      const manifest = await this.getManifest(ref, signal);
+      return { digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.bytes.length };
+    }
+    if (ref.digest && ref.digest !== head.digest) {
+      throw new BerthError(
+        "verification_failed",
+        `${name}: registry says the manifest's digest is ${head.digest}, not ${ref.digest}`,
+      );
+    }
+    return head;
+  }
+
+  /**
    * Fetches a manifest or index by tag or digest. The body is hashed here: it must match a digest
    * reference, and the registry's Docker-Content-Digest when given. Its `mediaType` must agree with the
    * Content-Type, and it must be one of the four supported types and at most 4 MiB.
@@ -279,14 +428,12 @@ export class RegistryClient {
   async getManifest(ref: Reference, signal?: AbortSignal): Promise<Manifest> {
     const selector = manifestSelector(ref);
     const name = formatReference(ref);
-    const headers = new Headers({ Accept: MANIFEST_TYPES.join(", ") });
-    const { response, abort, release } = await this.#request(
-      ref,
-      `/v2/${ref.repository}/manifests/${selector}`,
-      headers,
-      `manifest ${name}`,
+    const { response, abort, release } = await this.request(ref, {
+      target: `/v2/${ref.repository}/manifests/${selector}`,
+      headers: new Headers({ Accept: MANIFEST_TYPES.join(", ") }),
+      what: `manifest ${name}`,
       signal,
-    );
+    });
     try {
       if (response.status === 404) {
         const detail = await registryErrorText(response);
@@ -364,13 +511,12 @@ export class RegistryClient {
     const headers = new Headers();
     if (offset > 0) headers.set("Range", `bytes=${offset}-${size - 1}`);
     const what = `blob ${digest}`;
-    const { response, abort, release } = await this.#request(
-      ref,
-      `/v2/${ref.repository}/blobs/${digest}`,
+    const { response, abort, release } = await this.request(ref, {
+      target: `/v2/${ref.repository}/blobs/${digest}`,
       headers,
       what,
       signal,
-    );
+    });
     try {
       return await this.#blobBody(response, abort, release, offset, what, ref);
     } catch (error) {

@@ -20,7 +20,8 @@ export type Reason =
   | "insufficient_storage"
   | "interrupted"
   | "engine_unavailable"
-  | "engine_error";
+  | "engine_error"
+  | "compose_failed";
 
 /** A failure berth expects and explains; anything else is a bug and prints its stack. */
 export class BerthError extends Error {

@@ -1,7 +1,7 @@
 /**
  * A byte-counting, fault-injecting HTTP reverse proxy for tests, placed in front of a real OCI registry
  * (plain HTTP on loopback). It is not a mock: every request is forwarded to the registry and every answer
- * passed back, streamed, except where a fault is armed for a blob GET.
+ * passed back, streamed, except where a fault is armed for a blob GET or for a request (`RequestFault`).
  *
  * What a Deno `fetch` client sees for the two connection faults (checked against Deno 2.9):
  * - "drop" (response stream errored after `atByte` bytes) and "truncate" (response stream closed cleanly
@@ -40,6 +40,26 @@ export interface BlobFault {
   times?: number;
 }
 
+/**
+ * One armed fault for any request (uploads, manifest PUTs, HEADs …), matched by method and path: the
+ * client gets HTTP `status` with a small OCI error body. Blob GET body faults are `BlobFault`s.
+ */
+export interface RequestFault {
+  /** The request method, e.g. "PUT". */
+  method: string;
+  /** Tested against the path with its query, e.g. /\/blobs\/uploads\//. */
+  path: RegExp;
+  /** The status answered; default 500. */
+  status?: number;
+  /**
+   * Forward the request first and answer `status` in place of the registry's answer: the registry acted,
+   * but the client sees a failure (as when an answer is lost). Default: upstream never sees the request.
+   */
+  afterUpstream?: boolean;
+  /** How many times the fault fires before disarming itself; default 1; Infinity for always. */
+  times?: number;
+}
+
 /** What the proxy has seen since it started or since the last `resetStats()`. */
 export interface ProxyStats {
   /** Body bytes handed to clients for blob GETs, by digest. */
@@ -66,6 +86,8 @@ export interface FaultProxy {
    * registry's: a registry serving what the real one refuses to store (oversized or unsupported manifests).
    */
   overrideResponse(path: string, answer: { contentType: string; body: Uint8Array<ArrayBuffer> }): void;
+  /** Arms a request fault; the first armed one matching a request fires, before any blob fault. */
+  addRequestFault(fault: RequestFault): void;
   /** Disarms all faults and overrides. */
   clearFaults(): void;
   /** Empties `stats`. */
@@ -249,6 +271,7 @@ class BodyPump {
 export function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const stats: ProxyStats = { blobBytes: new Map(), requests: [] };
   let faults: (BlobFault & { left: number })[] = [];
+  let requestFaults: (RequestFault & { left: number })[] = [];
   let throttle = 0;
   let closed = false;
   const abort = new AbortController();
@@ -270,6 +293,24 @@ export function startFaultProxy(upstream: string): Promise<FaultProxy> {
     return fault;
   }
 
+  /** Takes one firing of the first armed request fault that matches. */
+  function takeRequestFault(method: string, path: string): RequestFault | undefined {
+    const index = requestFaults.findIndex((fault) => fault.method === method && fault.path.test(path));
+    if (index < 0) return undefined;
+    const fault = requestFaults[index];
+    fault.left -= 1;
+    if (fault.left <= 0) requestFaults.splice(index, 1);
+    return fault;
+  }
+
+  /** The answer of a "status" fault: the status and an OCI error body saying it was injected. */
+  function injectedStatus(status: number): Response {
+    const body = JSON.stringify({
+      errors: [{ code: "UNKNOWN", message: `fault-proxy: injected status ${status}`, detail: null }],
+    });
+    return new Response(body, { status, headers: { "content-type": "application/json" } });
+  }
+
   async function handle(req: Request): Promise<Response> {
     const url = new URL(req.url);
     const path = url.pathname + url.search;
@@ -279,6 +320,11 @@ export function startFaultProxy(upstream: string): Promise<FaultProxy> {
       return response;
     };
     if (closed) return record(new Response("fault proxy closed\n", { status: 503 }));
+    const requestFault = takeRequestFault(req.method, path);
+    if (requestFault && !requestFault.afterUpstream) {
+      await req.body?.cancel();
+      return record(injectedStatus(requestFault.status ?? 500));
+    }
 
     const override = req.method === "GET" ? overrides.get(url.pathname) : undefined;
     if (override) {
@@ -289,13 +335,7 @@ export function startFaultProxy(upstream: string): Promise<FaultProxy> {
     const blob = req.method === "GET" ? BLOB_PATH.exec(url.pathname) : null;
     const digest = blob?.[2];
     const fault = digest !== undefined ? takeFault(digest, range !== null) : undefined;
-    if (fault?.kind === "status") {
-      const status = fault.status ?? 500;
-      const body = JSON.stringify({
-        errors: [{ code: "UNKNOWN", message: `fault-proxy: injected status ${status}`, detail: null }],
-      });
-      return record(new Response(body, { status, headers: { "content-type": "application/json" } }));
-    }
+    if (fault?.kind === "status") return record(injectedStatus(fault.status ?? 500));
 
     const headers = endToEndHeaders(req.headers);
     // fetch sets these itself; Host cannot be overridden, so the registry learns the client-facing host
@@ -330,6 +370,10 @@ export function startFaultProxy(upstream: string): Promise<FaultProxy> {
         error instanceof Error ? error.message : error
       }`;
       return record(new Response(message + "\n", { status: 502 }));
+    }
+    if (requestFault) {
+      await answer.body?.cancel();
+      return record(injectedStatus(requestFault.status ?? 500));
     }
     const outHeaders = endToEndHeaders(answer.headers);
     if (!answer.body || req.method === "HEAD" || [204, 205, 304].includes(answer.status)) {
@@ -381,8 +425,13 @@ export function startFaultProxy(upstream: string): Promise<FaultProxy> {
           overrideResponse(path, answer) {
             overrides.set(path, answer);
           },
+          addRequestFault(fault) {
+            const left = fault.times ?? 1;
+            if (left > 0) requestFaults.push({ ...fault, left });
+          },
           clearFaults() {
             faults = [];
+            requestFaults = [];
             overrides.clear();
           },
           resetStats() {
