@@ -8,6 +8,9 @@ import type { RegistryOptions } from "../registry/client.ts";
 import { DEFAULT_DOCKER_HOST } from "../docker/engine.ts";
 import type { OptionSpec, ParsedArgs } from "./args.ts";
 
+/** Default directory of installed compose projects on a device. */
+export const DEFAULT_COMPOSE_ROOT = "/var/lib/berth/apps";
+
 export const GLOBAL_OPTIONS: OptionSpec[] = [
   { name: "--store", value: "DIR", help: `berth's store (env BERTH_STORE; default ${DEFAULT_STORE})` },
   { name: "--json", help: "machine-readable output on stdout" },
@@ -36,11 +39,24 @@ export const GLOBAL_OPTIONS: OptionSpec[] = [
     value: "URL",
     help: `docker engine to load into (env DOCKER_HOST; default ${DEFAULT_DOCKER_HOST})`,
   },
+  {
+    name: "--compose-root",
+    value: "DIR",
+    help: `where installed compose projects live (env BERTH_COMPOSE_ROOT; default ${DEFAULT_COMPOSE_ROOT})`,
+  },
+  {
+    name: "--compose",
+    value: "COMMAND",
+    help:
+      'compose to run, e.g. "docker-compose" (env BERTH_COMPOSE; default: docker compose, else docker-compose)',
+  },
   { name: "--help", short: "-h", help: "show help" },
 ];
 
 export interface Context {
   storePath: string;
+  composeRoot: string;
+  composeCommand?: string;
   dockerHost: string;
   json: boolean;
   platform: Platform;
@@ -84,6 +100,9 @@ export function makeContext(args: ParsedArgs): Context {
       /(.)\/+$/,
       "$1",
     ),
+    composeRoot: (option(args, "compose-root") ?? Deno.env.get("BERTH_COMPOSE_ROOT") ?? DEFAULT_COMPOSE_ROOT)
+      .replace(/(.)\/+$/, "$1"),
+    composeCommand: option(args, "compose") ?? Deno.env.get("BERTH_COMPOSE"),
     dockerHost: option(args, "docker-host") ?? Deno.env.get("DOCKER_HOST") ?? DEFAULT_DOCKER_HOST,
     json,
     platform,

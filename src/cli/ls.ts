@@ -1,6 +1,9 @@
 /** `berth ls`: the references in the store with digest, platform and size. */
 import { Store } from "../store/store.ts";
 import { readManifest, storedImages } from "../store/images.ts";
+import { readApps } from "../store/apps.ts";
+import { APP_NAME } from "../store/oci.ts";
+import { Engine } from "../docker/engine.ts";
 import { type Context, formatBytes } from "./context.ts";
 
 export interface ListedImage {
@@ -31,25 +34,99 @@ export async function listImages(store: Store): Promise<ListedImage[]> {
   return images;
 }
 
+export interface ListedApp {
+  name: string;
+  /** The app references in the store (every fetched version). */
+  fetched: string[];
+  /** The installed version's reference, if any. */
+  installed?: string;
+  /** Containers of the app running now; undefined when the engine cannot be asked. */
+  running?: boolean;
+  /** What berth was last told: should it run (restore starts it). */
+  shouldRun: boolean;
+}
+
+/** Apps from the store's records and its app references, with their state in the engine when reachable. */
+async function listApps(context: Context, store: Store): Promise<ListedApp[]> {
+  const records = await readApps(store);
+  const apps = new Map<string, ListedApp>();
+  const app = (name: string) => {
+    let entry = apps.get(name);
+    if (!entry) apps.set(name, entry = { name, fetched: [], shouldRun: false });
+    return entry;
+  };
+  for (const image of await storedImages(store)) {
+    const name = image.entry.annotations?.[APP_NAME];
+    if (name) app(name).fetched.push(image.ref);
+  }
+  for (const record of Object.values(records)) {
+    const entry = app(record.name);
+    if (record.installed) entry.installed = record.ref;
+    entry.shouldRun = record.running;
+  }
+  let engine: Engine | undefined;
+  try {
+    engine = await Engine.connect(context.dockerHost);
+    for (const entry of apps.values()) {
+      const containers = await engine.projectContainers(entry.name);
+      entry.running = containers.some((container) => container.State === "running");
+    }
+  } catch {
+    // ls reads the store; an absent engine only leaves "running" unknown
+  } finally {
+    engine?.close();
+  }
+  return [...apps.values()].sort((a, b) => a.name.localeCompare(b.name));
+}
+
+function printTable(context: Context, rows: string[][]): void {
+  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
+  for (const row of rows) {
+    context.say(row.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd());
+  }
+}
+
 export async function lsCommand(context: Context): Promise<number> {
   const store = await Store.open(context.storePath, { write: false, command: "ls" });
-  const images = await listImages(store);
+  const appRefs = new Set(
+    (await storedImages(store)).filter((image) => image.entry.annotations?.[APP_NAME]).map((image) =>
+      image.ref
+    ),
+  );
+  const images = (await listImages(store)).filter((image) => !appRefs.has(image.ref));
+  const apps = await listApps(context, store);
   if (context.json) {
-    context.emit({ images });
+    context.emit({
+      images,
+      apps: apps.map((app) => ({
+        ...app,
+        installed: app.installed !== undefined,
+        installedRef: app.installed,
+      })),
+    });
     return 0;
   }
-  const rows = [["REFERENCE", "DIGEST", "PLATFORM", "SIZE"]];
+  context.say("IMAGES");
+  const imageRows = [["REFERENCE", "DIGEST", "PLATFORM", "SIZE"]];
   for (const image of images) {
-    rows.push([
+    imageRows.push([
       image.ref,
       image.digest,
       image.platform ?? "-",
       image.size < 0 ? "incomplete" : formatBytes(image.size),
     ]);
   }
-  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
-  for (const row of rows) {
-    context.say(row.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd());
+  printTable(context, imageRows);
+  context.say("\nAPPS");
+  const appRows = [["NAME", "FETCHED", "INSTALLED", "RUNNING"]];
+  for (const app of apps) {
+    appRows.push([
+      app.name,
+      app.fetched.join(", ") || "-",
+      app.installed ?? "-",
+      app.running === undefined ? "unknown (engine unreachable)" : app.running ? "yes" : "no",
+    ]);
   }
+  printTable(context, appRows);
   return 0;
 }

@@ -11,6 +11,14 @@ import { type Context, GLOBAL_OPTIONS, makeContext } from "./context.ts";
 import { pullCommand } from "./pull.ts";
 import { lsCommand } from "./ls.ts";
 import { loadCommand } from "./load.ts";
+import {
+  installCommand,
+  publishCommand,
+  restoreCommand,
+  rmCommand,
+  runCommand,
+  stopCommand,
+} from "./apps.ts";
 import { fsckCommand } from "./fsck.ts";
 
 interface Command {
@@ -26,6 +34,32 @@ const COMMANDS: Record<string, Command> = {
     summary: "fetch images (every blob verified, resumable) into the store",
     options: [],
     run: pullCommand,
+  },
+  publish: {
+    usage: "publish DIR REF",
+    summary: "publish a compose project as a compose app (images pinned by digest) to a registry",
+    options: [],
+    run: publishCommand,
+  },
+  install: {
+    usage: "install APP_REF",
+    summary: "install a fetched app: project under the compose root, images loaded from the store",
+    options: [],
+    run: installCommand,
+  },
+  run: { usage: "run APP", summary: "start an installed app (compose up -d)", options: [], run: runCommand },
+  stop: { usage: "stop APP", summary: "stop an app's containers", options: [], run: stopCommand },
+  rm: {
+    usage: "rm APP",
+    summary: "remove a stopped app from the engine (its content stays stored)",
+    options: [],
+    run: rmCommand,
+  },
+  restore: {
+    usage: "restore",
+    summary: "after a factory reset: reinstall and restart every recorded app from the store, offline",
+    options: [],
+    run: restoreCommand,
   },
   load: {
     usage: "load REF...",
@@ -109,7 +143,7 @@ export async function main(argv: string[]): Promise<number> {
       write(commandHelp(command), Deno.stdout);
       return 0;
     }
-    if (args.command !== "pull" && args.command !== "load" && args.positional.length > 0) {
+    if (["ls", "fsck", "version"].includes(args.command) && args.positional.length > 0) {
       throw new UsageError(`${args.command} takes no arguments, got "${args.positional[0]}"`);
     }
     return await command.run(makeContext(args));

@@ -10,9 +10,12 @@ import { sha256Of } from "../util/digest.ts";
 import { backoffDelay, type Manifest, type RegistryClient, sleep } from "../registry/client.ts";
 import { isIndexType, OCI_INDEX, OCI_MANIFEST } from "../registry/mediatypes.ts";
 import { choosePlatform, formatPlatform, normalizePlatform, type Platform } from "../registry/platform.ts";
-import { formatReference, type Reference } from "../registry/reference.ts";
+import { formatReference, parseReference, type Reference } from "../registry/reference.ts";
+import { APP_JSON_MEDIA_TYPE, type AppManifest, isAppManifest, parseAppManifest } from "../app/bundle.ts";
+import { appImageRefs, appName, readBundleCompose } from "../app/stored.ts";
 import type { Store } from "../store/store.ts";
 import {
+  APP_NAME,
   type Descriptor,
   type ImageManifest,
   MANIFEST_DIGEST,
@@ -35,8 +38,10 @@ export interface ResolvedImage {
   parsed: ImageManifest;
   /** The platform from the index entry; for a lone manifest, read from its config after download. */
   platform?: Platform;
-  /** Config and layers. */
+  /** Config and layers (and, for an app, its bundle index). */
   blobs: Descriptor[];
+  /** Set when the manifest is a compose app rather than a container image. */
+  app?: AppManifest;
 }
 
 export type PullEvent =
@@ -63,6 +68,9 @@ export interface PullResult {
   blobs: number;
   bytesTotal: number;
   bytesFetched: number;
+  /** For an app: its name, and the images its compose file pins (pulled with it). */
+  app?: string;
+  images?: PullResult[];
 }
 
 /** Fetches and checks the manifest chain of one reference; touches nothing on disk. */
@@ -95,7 +103,22 @@ export async function resolveImage(
       );
     }
   }
-  const parsed = parseImageManifest(manifest.bytes, `${name} manifest ${manifest.digest}`);
+  const what = `${name} manifest ${manifest.digest}`;
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder().decode(manifest.bytes));
+  } catch {
+    throw new BerthError("invalid_input", `${what}: not JSON`);
+  }
+  if (isAppManifest(json)) {
+    const app = parseAppManifest(manifest.bytes, what);
+    const blobs = [...app.manifest.layers];
+    // Apps published before late 2024 name an image config without a size: it is not needed.
+    if (Number.isSafeInteger(app.manifest.config?.size)) blobs.unshift(app.manifest.config);
+    if (app.bundleIndex) blobs.push({ mediaType: APP_JSON_MEDIA_TYPE, ...app.bundleIndex });
+    return { ref, name, source, manifest, parsed: app.manifest, blobs, app };
+  }
+  const parsed = parseImageManifest(manifest.bytes, what);
   return {
     ref,
     name,
@@ -281,7 +304,7 @@ export async function pull(
   // index.json is rewritten once per finished reference; one rewrite at a time.
   let indexUpdate = Promise.resolve();
   const results = await Promise.allSettled(images.map(async (image): Promise<PullResult> => {
-    const bytesTotal = image.blobs.reduce((sum, blob) => sum + blob.size, 0) + image.manifest.bytes.length +
+    let bytesTotal = image.blobs.reduce((sum, blob) => sum + blob.size, 0) + image.manifest.bytes.length +
       (image.source === image.manifest ? 0 : image.source.bytes.length);
     options.onEvent?.({
       type: "resolved",
@@ -293,8 +316,19 @@ export async function pull(
     });
     const fetched = await Promise.all(image.blobs.map((blob) => fetchOnce(image, blob)));
     // A blob shared by two references counts for the first only; the sum is still what crossed the wire.
-    const bytesFetched = fetched.reduce((sum, bytes) => sum + bytes, 0);
-    const platform = image.platform ?? await platformFromConfig(store, image.parsed.config);
+    let bytesFetched = fetched.reduce((sum, bytes) => sum + bytes, 0);
+    let images: PullResult[] | undefined;
+    if (image.app) {
+      // An app is complete only with every image its compose file pins: those are pulled before the app's
+      // own reference is recorded.
+      const compose = await readBundleCompose(store, image.app.bundle, image.name);
+      images = await pull(client, store, appImageRefs(compose).map(parseReference), options);
+      bytesTotal += images.reduce((sum, result) => sum + result.bytesTotal, 0);
+      bytesFetched += images.reduce((sum, result) => sum + result.bytesFetched, 0);
+    }
+    const platform = image.app
+      ? undefined
+      : image.platform ?? await platformFromConfig(store, image.parsed.config);
     await store.putBlob(image.manifest.digest, image.manifest.bytes);
     if (image.source !== image.manifest) await store.putBlob(image.source.digest, image.source.bytes);
     const wrapper = wrapperFor(image, platform);
@@ -307,6 +341,7 @@ export async function pull(
         [SOURCE_MEDIA_TYPE]: image.source.mediaType,
         [MANIFEST_DIGEST]: image.manifest.digest,
         ...(platform ? { [PLATFORM]: formatPlatform(platform) } : {}),
+        ...(image.app ? { [APP_NAME]: appName(image.ref) } : {}),
         [PULLED_AT]: new Date().toISOString(),
       },
     };
@@ -335,6 +370,7 @@ export async function pull(
       blobs: image.blobs.length,
       bytesTotal,
       bytesFetched,
+      ...(images ? { app: appName(image.ref), images } : {}),
     };
   }));
   // Let downloads of other references finish or checkpoint before reporting, so nothing runs on after us.

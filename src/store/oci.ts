@@ -37,3 +37,5 @@ export const PLATFORM = "io.berth.platform";
 /** The chosen image manifest (the entry itself may be a wrapper index around it). */
 export const MANIFEST_DIGEST = "io.berth.manifest.digest";
 export const PULLED_AT = "io.berth.pulledAt";
+/** Set on the entry of a compose app: the app's name (the compose project name). */
+export const APP_NAME = "io.berth.app";

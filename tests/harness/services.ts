@@ -429,3 +429,202 @@ export async function startDockerd(dir: string): Promise<Dockerd> {
   }
   return { host, socket, dataRoot, stop };
 }
+
+/** Compose v2, as a docker CLI plugin in a config directory the harness owns. */
+export interface ComposeV2 {
+  /** A DOCKER_CONFIG directory: `cli-plugins/docker-compose` and an empty `config.json`. */
+  dockerConfigDir: string;
+  /** What `docker compose version --short` prints, e.g. "2.26.1-4". */
+  version: string;
+}
+
+/** Where `ensureComposeV2` keeps its download when the caller has no better place: the system temp dir. */
+export function harnessCacheDir(): string {
+  return `${Deno.env.get("TMPDIR") || "/tmp"}/berth-harness-cache`;
+}
+
+/** The Debian release whose `docker-compose` package is compose v2 (Debian 12's is compose v1 1.29). */
+const COMPOSE_V2_SUITE = "trixie";
+/** Where that package puts the plugin. */
+const COMPOSE_V2_PLUGIN = "usr/libexec/docker/cli-plugins/docker-compose";
+
+const composeV2ByDir = new Map<string, Promise<ComposeV2>>();
+
+/**
+ * Compose v2 for the tests, next to Debian 12's compose v1: the `docker-compose` package of Debian 13
+ * (whose plugin is a static Go binary that runs on Debian 12 and talks to dockerd 20.10), fetched with
+ * `apt-get download` through a sources list, package lists and cache of its own under `cacheDir`, so the
+ * machine's apt configuration and package state are not touched, unpacked with `dpkg-deb -x`, and its plugin
+ * put into `<cacheDir>/docker-config/cli-plugins/`. Use it as `DOCKER_CONFIG=<dockerConfigDir> docker compose
+ * …`. Downloaded once per cache dir (a few seconds on a fresh machine); later calls and runs reuse it.
+ */
+export function ensureComposeV2(cacheDir: string): Promise<ComposeV2> {
+  let pending = composeV2ByDir.get(cacheDir);
+  if (!pending) {
+    pending = provisionComposeV2(cacheDir);
+    composeV2ByDir.set(cacheDir, pending);
+    pending.catch(() => composeV2ByDir.delete(cacheDir));
+  }
+  return pending;
+}
+
+/** The version a compose plugin binary reports, or undefined when it is missing or does not run. */
+async function composeVersion(plugin: string): Promise<string | undefined> {
+  try {
+    return (await run([plugin, "version", "--short"])).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function provisionComposeV2(cacheDir: string): Promise<ComposeV2> {
+  const dockerConfigDir = `${cacheDir}/docker-config`;
+  const plugin = `${dockerConfigDir}/cli-plugins/docker-compose`;
+  const cached = await composeVersion(plugin);
+  if (cached) return { dockerConfigDir, version: cached };
+
+  const started = Date.now();
+  await Deno.mkdir(cacheDir, { recursive: true });
+  // Each provisioner works in its own directory and publishes with one rename, so concurrent test runs
+  // neither see a half-made plugin dir nor break each other.
+  const work = await Deno.makeTempDir({ dir: cacheDir, prefix: "download-" });
+  try {
+    const source = await debianSource();
+    const lists = `${work}/lists`;
+    const cache = `${work}/cache`;
+    for (const dir of [`${lists}/partial`, `${cache}/archives/partial`]) {
+      await Deno.mkdir(dir, { recursive: true });
+    }
+    const sourcesList = `${work}/sources.list`;
+    const signedBy = source.signedBy ? `[signed-by=${source.signedBy}] ` : "";
+    await Deno.writeTextFile(sourcesList, `deb ${signedBy}${source.uri} ${COMPOSE_V2_SUITE} main\n`);
+    const apt = (args: string[]) =>
+      run([
+        "apt-get",
+        "-q",
+        "-o",
+        `Dir::Etc::SourceList=${sourcesList}`,
+        "-o",
+        "Dir::Etc::SourceParts=/nonexistent",
+        "-o",
+        `Dir::State::Lists=${lists}`,
+        "-o",
+        `Dir::Cache=${cache}`,
+        "-o",
+        "Acquire::Languages=none",
+        // The download dirs are root's 0700 temp dirs, which apt's unprivileged _apt user cannot write.
+        "-o",
+        "APT::Sandbox::User=root",
+        ...args,
+      ], { cwd: work, env: { DEBIAN_FRONTEND: "noninteractive" } });
+    await apt(["update"]);
+    await apt(["download", "docker-compose"]);
+    const debs: string[] = [];
+    for await (const entry of Deno.readDir(work)) {
+      if (/^docker-compose_.*\.deb$/.test(entry.name)) debs.push(`${work}/${entry.name}`);
+    }
+    if (debs.length !== 1) throw new Error(`apt-get download docker-compose left ${debs.length} .deb files`);
+    const deb = debs[0];
+    const packageVersion = (await run(["dpkg-deb", "-f", deb, "Version"])).trim();
+    const contents = await run(["dpkg-deb", "-c", deb]);
+    if (!packageVersion.startsWith("2.") || !contents.includes(`./${COMPOSE_V2_PLUGIN}`)) {
+      throw new Error(
+        `docker-compose ${packageVersion} from ${source.uri} ${COMPOSE_V2_SUITE} is not compose v2 with ${COMPOSE_V2_PLUGIN}`,
+      );
+    }
+    await run(["dpkg-deb", "-x", deb, `${work}/root`]);
+    const staged = `${work}/docker-config`;
+    await Deno.mkdir(`${staged}/cli-plugins`, { recursive: true });
+    await Deno.rename(`${work}/root/${COMPOSE_V2_PLUGIN}`, `${staged}/cli-plugins/docker-compose`);
+    await Deno.chmod(`${staged}/cli-plugins/docker-compose`, 0o755);
+    await Deno.writeTextFile(`${staged}/config.json`, "{}\n");
+    if (!await composeVersion(`${staged}/cli-plugins/docker-compose`)) {
+      throw new Error(`the compose v2 plugin from docker-compose ${packageVersion} does not run here`);
+    }
+    try {
+      await Deno.rename(staged, dockerConfigDir);
+    } catch (error) {
+      // Another run published first, or an earlier copy is broken: keep a working one.
+      if (await composeVersion(plugin)) return { dockerConfigDir, version: (await composeVersion(plugin))! };
+      await Deno.remove(dockerConfigDir, { recursive: true }).catch(() => {});
+      await Deno.rename(staged, dockerConfigDir).catch(() => {
+        throw error;
+      });
+    }
+    const version = await composeVersion(plugin);
+    if (!version) throw new Error(`${plugin} does not run after provisioning`);
+    console.error(
+      `compose v2 ${version} (Debian ${COMPOSE_V2_SUITE} docker-compose ${packageVersion}) provisioned in ${
+        ((Date.now() - started) / 1000).toFixed(1)
+      } s under ${cacheDir}`,
+    );
+    return { dockerConfigDir, version };
+  } finally {
+    await Deno.remove(work, { recursive: true }).catch(() => {});
+  }
+}
+
+/**
+ * The Debian mirror this machine installs its own release from (the first `deb` source for the release in
+ * /etc/os-release, in one-line or deb822 form) and its keyring, so that the other suite comes from the
+ * same host with the same trust.
+ */
+async function debianSource(): Promise<{ uri: string; signedBy?: string }> {
+  const osRelease = await Deno.readTextFile("/etc/os-release");
+  const codename = osRelease.match(/^VERSION_CODENAME="?([a-z]+)"?$/m)?.[1];
+  if (!codename) throw new Error("/etc/os-release names no VERSION_CODENAME: not a Debian release?");
+  const files = ["/etc/apt/sources.list"];
+  try {
+    const parts = [];
+    for await (const entry of Deno.readDir("/etc/apt/sources.list.d")) {
+      if (/\.(list|sources)$/.test(entry.name)) parts.push(`/etc/apt/sources.list.d/${entry.name}`);
+    }
+    files.push(...parts.sort());
+  } catch {
+    // No sources.list.d.
+  }
+  const found: { uri: string; signedBy?: string }[] = [];
+  for (const file of files) {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(file);
+    } catch {
+      continue;
+    }
+    if (file.endsWith(".sources")) {
+      // deb822: stanzas of "Field: value", continued on indented lines.
+      for (const stanza of text.split(/\n\s*\n/)) {
+        const fields = new Map<string, string>();
+        let last = "";
+        for (const line of stanza.split("\n")) {
+          if (line.startsWith("#")) continue;
+          const field = line.match(/^([A-Za-z-]+):\s*(.*)$/);
+          if (field) fields.set(last = field[1].toLowerCase(), field[2].trim());
+          else if (/^\s/.test(line) && last) fields.set(last, `${fields.get(last)}\n${line.trim()}`);
+        }
+        if (fields.get("enabled")?.toLowerCase() === "no") continue;
+        const words = (name: string) => (fields.get(name) ?? "").split(/\s+/).filter((word) => word);
+        if (!words("types").includes("deb") || !words("suites").includes(codename)) continue;
+        const signedBy = fields.get("signed-by");
+        for (const uri of words("uris")) {
+          found.push({
+            uri,
+            signedBy: signedBy?.startsWith("/") && !signedBy.includes("\n") ? signedBy : undefined,
+          });
+        }
+      }
+    } else {
+      for (const line of text.split("\n")) {
+        const entry = line.trim().match(/^deb\s+(?:\[([^\]]*)\]\s+)?(\S+)\s+(\S+)/);
+        if (!entry || entry[3] !== codename) continue;
+        const signedBy = entry[1]?.match(/(?:^|\s)signed-by=(\S+)/)?.[1];
+        found.push({ uri: entry[2], signedBy });
+      }
+    }
+  }
+  if (found.length === 0) throw new Error(`no apt source for ${codename} in ${files.join(", ")}`);
+  const { uri, signedBy } = found[0];
+  const keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
+  if (signedBy && isFile(signedBy)) return { uri, signedBy };
+  return isFile(keyring) ? { uri, signedBy: keyring } : { uri };
+}

@@ -1,0 +1,230 @@
+/**
+ * An app on the device: install (project written under the compose root, images loaded from the store),
+ * run, stop, remove, and restore after a factory reset. Everything comes from the store; nothing here
+ * talks to a registry.
+ *
+ * Crash rules: the project is built in `.<name>.new-*` and swapped in by renames; the app's record in the
+ * store says "installed" only after the project is in place and the engine has flushed the images. A
+ * crash anywhere leaves either the old state or leftovers that the next install removes and redoes.
+ */
+import { BerthError } from "../util/errors.ts";
+import { ensureDirDurable, fsyncDir, statIfExists, writeFileAtomic } from "../util/fs.ts";
+import { formatReference, parseReference } from "../registry/reference.ts";
+import type { Store } from "../store/store.ts";
+import { findStoredImage } from "../store/images.ts";
+import { type AppRecord, readApps, writeApp } from "../store/apps.ts";
+import type { Engine } from "../docker/engine.ts";
+import { type LoadRequest, loadStoredImages } from "../docker/load.ts";
+import { type Compose, runCompose } from "../docker/compose.ts";
+import { COMPOSE_FILE, extractBundle, parseAppManifest, verifyBundleIndex } from "./bundle.ts";
+import { formatComposeFile, parseComposeFile, pinnedReferences, rewriteForEngine } from "./compose.ts";
+import { appName } from "./stored.ts";
+
+export interface Device {
+  store: Store;
+  engine: Engine;
+  composeRoot: string;
+  /** Found lazily: only run, stop and rm need it. */
+  compose: () => Promise<Compose>;
+}
+
+export interface InstallResult {
+  name: string;
+  ref: string;
+  digest: string;
+  alreadyInstalled: boolean;
+  imagesLoaded: number;
+  layersSent: number;
+  bytesSent: number;
+}
+
+/** The local tag an app's pinned image is loaded under: compose finds it offline, by tag. */
+export function localImageTag(pinned: string): string {
+  const ref = parseReference(pinned);
+  return `${ref.registry}/${ref.repository}:sha256-${ref.digest!.slice("sha256:".length)}`;
+}
+
+const projectDir = (device: Device, name: string) => `${device.composeRoot}/${name}`;
+
+/** Removes what an interrupted install left in the compose root for `name`. */
+async function removeLeftovers(device: Device, name: string): Promise<void> {
+  try {
+    for await (const entry of Deno.readDir(device.composeRoot)) {
+      if (entry.name.startsWith(`.${name}.new-`) || entry.name.startsWith(`.${name}.old-`)) {
+        await Deno.remove(`${device.composeRoot}/${entry.name}`, { recursive: true });
+      }
+    }
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+}
+
+/** Whether the engine holds every image the installed project names. */
+async function imagesPresent(device: Device, dir: string): Promise<boolean> {
+  try {
+    const compose = parseComposeFile(await Deno.readFile(`${dir}/${COMPOSE_FILE}`), `${dir}/${COMPOSE_FILE}`);
+    for (const service of compose.services) {
+      if (!(await device.engine.inspectImage(service.image))) return false;
+    }
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Installs the stored app `input` (a reference): idempotent — an installed app whose project and images are
+ * all in place is left as it is.
+ */
+export async function installApp(device: Device, input: string): Promise<InstallResult> {
+  const { store, engine } = device;
+  const stored = await findStoredImage(store, input);
+  const ref = parseReference(stored.ref);
+  const name = appName(ref);
+  const app = parseAppManifest(await store.readBlob(stored.manifestDigest), stored.ref);
+  const dir = projectDir(device, name);
+  const record = (await readApps(store))[name];
+  if (
+    record?.installed && record.digest === stored.manifestDigest && (await statIfExists(dir)) &&
+    await imagesPresent(device, dir)
+  ) {
+    return {
+      name,
+      ref: stored.ref,
+      digest: stored.manifestDigest,
+      alreadyInstalled: true,
+      imagesLoaded: 0,
+      layersSent: 0,
+      bytesSent: 0,
+    };
+  }
+
+  await ensureDirDurable(device.composeRoot);
+  await removeLeftovers(device, name);
+  const staging = `${device.composeRoot}/.${name}.new-${crypto.randomUUID().slice(0, 8)}`;
+  await Deno.mkdir(staging);
+  try {
+    const bundle = await Deno.open(store.blobPath(app.bundle.digest), { read: true });
+    await extractBundle(bundle.readable, staging, { what: `${stored.ref} bundle` });
+    if (app.bundleIndex) {
+      await verifyBundleIndex(staging, await store.readBlob(app.bundleIndex.digest), `${stored.ref} bundle`);
+    }
+    const composePath = `${staging}/${COMPOSE_FILE}`;
+    const compose = parseComposeFile(await Deno.readFile(composePath), `${stored.ref}: ${COMPOSE_FILE}`);
+    const pinned = pinnedReferences(compose);
+    const localRefs = new Map<string, string>();
+    const requests: LoadRequest[] = [];
+    for (const { image, reference } of pinned) {
+      const normalised = formatReference(reference);
+      const tag = localImageTag(normalised);
+      localRefs.set(image, tag);
+      if (!requests.some((request) => request.tag === tag)) {
+        requests.push({ image: await findStoredImage(store, normalised), tag });
+      }
+    }
+    const loaded = await loadStoredImages(store, engine, requests);
+    await writeFileAtomic(composePath, formatComposeFile(rewriteForEngine(compose, localRefs)));
+    await fsyncDir(staging);
+
+    // Swap the new project in: the old one (if any) is moved aside first and removed after.
+    const aside = `${device.composeRoot}/.${name}.old-${crypto.randomUUID().slice(0, 8)}`;
+    if (await statIfExists(dir)) await Deno.rename(dir, aside);
+    await Deno.rename(staging, dir);
+    await fsyncDir(device.composeRoot);
+    await Deno.remove(aside, { recursive: true }).catch(() => {});
+
+    await writeApp(store, name, {
+      name,
+      ref: stored.ref,
+      digest: stored.manifestDigest,
+      installed: true,
+      running: record?.running ?? false,
+      updatedAt: "",
+    });
+    return {
+      name,
+      ref: stored.ref,
+      digest: stored.manifestDigest,
+      alreadyInstalled: false,
+      imagesLoaded: loaded.images.filter((image) => !image.alreadyPresent).length,
+      layersSent: loaded.layersSent,
+      bytesSent: loaded.bytesSent,
+    };
+  } catch (error) {
+    await Deno.remove(staging, { recursive: true }).catch(() => {});
+    throw error;
+  }
+}
+
+/** The record of an installed app, or an error saying how to install it. */
+export async function installedApp(device: Device, name: string): Promise<AppRecord> {
+  const record = (await readApps(device.store))[name];
+  if (!record?.installed || !(await statIfExists(projectDir(device, name)))) {
+    throw new BerthError(
+      "not_found",
+      `app ${name} is not installed${record ? "" : " (no such app)"}; install it with 'berth install <ref>'`,
+    );
+  }
+  return record;
+}
+
+/** `docker compose up -d --remove-orphans` for an installed app; records that it should run. */
+export async function runApp(device: Device, name: string): Promise<void> {
+  const record = await installedApp(device, name);
+  await runCompose(await device.compose(), device.engine.host, projectDir(device, name), name, [
+    "up",
+    "-d",
+    "--remove-orphans",
+  ]);
+  await writeApp(device.store, name, { ...record, running: true });
+}
+
+/** Stops an app's containers; records that it should not run. */
+export async function stopApp(device: Device, name: string): Promise<void> {
+  const record = await installedApp(device, name);
+  await runCompose(await device.compose(), device.engine.host, projectDir(device, name), name, ["stop"]);
+  await writeApp(device.store, name, { ...record, running: false });
+}
+
+/** Removes a stopped app: its containers, its project and its record (its content stays in the store). */
+export async function removeApp(device: Device, name: string): Promise<void> {
+  await installedApp(device, name);
+  const running = (await device.engine.projectContainers(name)).filter((container) =>
+    container.State === "running"
+  );
+  if (running.length > 0) {
+    throw new BerthError(
+      "invalid_input",
+      `app ${name} is running (${
+        running.map((c) => c.Names[0]?.replace(/^\//, "")).join(", ")
+      }); stop it first`,
+    );
+  }
+  await runCompose(await device.compose(), device.engine.host, projectDir(device, name), name, ["down"]);
+  const aside = `${device.composeRoot}/.${name}.old-${crypto.randomUUID().slice(0, 8)}`;
+  await Deno.rename(projectDir(device, name), aside);
+  await fsyncDir(device.composeRoot);
+  await writeApp(device.store, name, undefined);
+  await Deno.remove(aside, { recursive: true });
+}
+
+export interface RestoreResult {
+  name: string;
+  installed: InstallResult;
+  started: boolean;
+}
+
+/**
+ * After a factory reset (engine data root and compose root wiped, store kept): re-installs every app the
+ * store records as installed and runs those recorded as running — from the store alone.
+ */
+export async function restoreApps(device: Device): Promise<RestoreResult[]> {
+  const results: RestoreResult[] = [];
+  for (const record of Object.values(await readApps(device.store))) {
+    if (!record.installed) continue;
+    const installed = await installApp(device, record.ref);
+    if (record.running) await runApp(device, record.name);
+    results.push({ name: record.name, installed, started: record.running });
+  }
+  return results;
+}

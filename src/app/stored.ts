@@ -1,0 +1,46 @@
+/**
+ * Compose apps as they sit in the store: the app manifest behind a reference, the compose file inside its
+ * bundle (read straight from the stored .tar.gz, nothing extracted), and the images it pins.
+ */
+import { BerthError } from "../util/errors.ts";
+import { formatReference, type Reference } from "../registry/reference.ts";
+import type { Store } from "../store/store.ts";
+import type { Descriptor } from "../store/oci.ts";
+import { type AppManifest, COMPOSE_FILE, parseAppManifest } from "./bundle.ts";
+import { type ComposeFile, MAX_COMPOSE_FILE_BYTES, parseComposeFile, pinnedReferences } from "./compose.ts";
+import { gunzip, readTar } from "./tar.ts";
+
+/** An app's name: the last path component of its repository (`registry/factory/shop:v2` → `shop`). */
+export function appName(ref: Reference): string {
+  return ref.repository.slice(ref.repository.lastIndexOf("/") + 1);
+}
+
+/** The compose file inside a stored bundle blob. */
+export async function readBundleCompose(
+  store: Store,
+  bundle: Descriptor,
+  what: string,
+): Promise<ComposeFile> {
+  const file = await Deno.open(store.blobPath(bundle.digest), { read: true });
+  for await (const entry of readTar(gunzip(file.readable), { what: `${what} bundle ${bundle.digest}` })) {
+    if (entry.header.name.replace(/^\.\//, "") !== COMPOSE_FILE) continue;
+    if (entry.header.size > MAX_COMPOSE_FILE_BYTES) {
+      throw new BerthError(
+        "invalid_input",
+        `${what}: ${COMPOSE_FILE} is ${entry.header.size} bytes, over the 1 MiB limit`,
+      );
+    }
+    return parseComposeFile(await entry.bytes(), `${what}: ${COMPOSE_FILE}`);
+  }
+  throw new BerthError("invalid_input", `${what}: bundle ${bundle.digest} has no ${COMPOSE_FILE}`);
+}
+
+/** The images an app pins, as normalised references, in service order without repeats. */
+export function appImageRefs(compose: ComposeFile): string[] {
+  return [...new Set(pinnedReferences(compose).map((pinned) => formatReference(pinned.reference)))];
+}
+
+/** Parses a stored manifest as an app manifest, naming the reference in errors. */
+export function parseStoredApp(bytes: Uint8Array, ref: string): AppManifest {
+  return parseAppManifest(bytes, ref);
+}
