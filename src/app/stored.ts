@@ -3,17 +3,12 @@
  * bundle (read straight from the stored .tar.gz, nothing extracted), and the images it pins.
  */
 import { BerthError } from "../util/errors.ts";
-import { formatReference, type Reference } from "../registry/reference.ts";
+import { formatReference } from "../registry/reference.ts";
 import type { Store } from "../store/store.ts";
 import type { Descriptor } from "../store/oci.ts";
 import { type AppManifest, COMPOSE_FILE, parseAppManifest } from "./bundle.ts";
 import { type ComposeFile, MAX_COMPOSE_FILE_BYTES, parseComposeFile, pinnedReferences } from "./compose.ts";
 import { gunzip, readTar } from "./tar.ts";
-
-/** An app's name: the last path component of its repository (`registry/factory/shop:v2` → `shop`). */
-export function appName(ref: Reference): string {
-  return ref.repository.slice(ref.repository.lastIndexOf("/") + 1);
-}
 
 /** The compose file inside a stored bundle blob. */
 export async function readBundleCompose(
@@ -44,3 +39,5 @@ export function appImageRefs(compose: ComposeFile): string[] {
 export function parseStoredApp(bytes: Uint8Array, ref: string): AppManifest {
   return parseAppManifest(bytes, ref);
 }
+
+export { appName } from "./name.ts";

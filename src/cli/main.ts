@@ -11,14 +11,6 @@ import { type Context, GLOBAL_OPTIONS, makeContext } from "./context.ts";
 import { pullCommand } from "./pull.ts";
 import { lsCommand } from "./ls.ts";
 import { loadCommand } from "./load.ts";
-import {
-  installCommand,
-  publishCommand,
-  restoreCommand,
-  rmCommand,
-  runCommand,
-  stopCommand,
-} from "./apps.ts";
 import { fsckCommand } from "./fsck.ts";
 
 interface Command {
@@ -39,27 +31,37 @@ const COMMANDS: Record<string, Command> = {
     usage: "publish DIR REF",
     summary: "publish a compose project as a compose app (images pinned by digest) to a registry",
     options: [],
-    run: publishCommand,
+    run: async (context) => (await import("./apps.ts")).publishCommand(context),
   },
   install: {
     usage: "install APP_REF",
     summary: "install a fetched app: project under the compose root, images loaded from the store",
     options: [],
-    run: installCommand,
+    run: async (context) => (await import("./apps.ts")).installCommand(context),
   },
-  run: { usage: "run APP", summary: "start an installed app (compose up -d)", options: [], run: runCommand },
-  stop: { usage: "stop APP", summary: "stop an app's containers", options: [], run: stopCommand },
+  run: {
+    usage: "run APP",
+    summary: "start an installed app (compose up -d)",
+    options: [],
+    run: async (context) => (await import("./apps.ts")).runCommand(context),
+  },
+  stop: {
+    usage: "stop APP",
+    summary: "stop an app's containers",
+    options: [],
+    run: async (context) => (await import("./apps.ts")).stopCommand(context),
+  },
   rm: {
     usage: "rm APP",
     summary: "remove a stopped app from the engine (its content stays stored)",
     options: [],
-    run: rmCommand,
+    run: async (context) => (await import("./apps.ts")).rmCommand(context),
   },
   restore: {
     usage: "restore",
     summary: "after a factory reset: reinstall and restart every recorded app from the store, offline",
     options: [],
-    run: restoreCommand,
+    run: async (context) => (await import("./apps.ts")).restoreCommand(context),
   },
   load: {
     usage: "load REF...",

@@ -7,7 +7,7 @@
  * 1. fetch: `berth pull` vs `skopeo copy docker://… oci:…`
  * 2. restore: `berth load` vs `skopeo copy oci:<berth store>:… docker-daemon:…` vs `docker load` of a
  *    `docker save` archive, into an emptied engine
- * 3. fetch + load vs `docker pull`, into an emptied engine
+ * 3. an app of those images: `berth pull` + `install` vs `docker pull` of the images, into an emptied engine
  */
 import { ensurePackages, run, startDockerd } from "../harness/services.ts";
 import { startServices } from "../harness/images.ts";
@@ -207,18 +207,31 @@ async function benchmarks(tmp: string, refs: string[], engineHost: string): Prom
     },
   ]);
 
-  // 3. fetch + load vs docker pull
-  const berthBoth = (round: number) =>
-    `${berth("--store", `${tmp}/both-${round}`, "pull", ...refs).join(" ")} >/dev/null && ` +
-    `${berth("--store", `${tmp}/both-${round}`, "--docker-host", engineHost, "load", ...refs).join(" ")}`;
+  // 3. an app of all the images: fetch + install vs docker pull
+  const project = `${tmp}/project`;
+  await Deno.mkdir(project);
+  await Deno.writeTextFile(
+    `${project}/docker-compose.yml`,
+    ["services:", ...refs.map((ref, n) => `  s${n}:\n    image: ${ref}\n    network_mode: none`), ""].join(
+      "\n",
+    ),
+  );
+  const appRef = `${refs[0].slice(0, refs[0].indexOf("/"))}/bench/app:1`;
+  await run(berth("publish", project, appRef));
+  const berthBoth = (round: number) => {
+    const device = ["--store", `${tmp}/both-${round}`, "--compose-root", `${tmp}/apps-${round}`];
+    return `${berth(...device, "pull", appRef).join(" ")} >/dev/null 2>&1 && ` +
+      `${berth(...device, "--docker-host", engineHost, "install", appRef).join(" ")}`;
+  };
   const dockerPull = refs.map((ref) => `docker -H ${engineHost} pull -q ${ref}`).join(" && ");
-  await compare("fetch + load", megabytes, [
+  await compare("app: fetch + install vs docker pull of its images", megabytes, [
     {
-      name: "berth pull + load",
+      name: "berth pull + install",
       run: (round) => timed(["bash", "-c", berthBoth(round)]),
       reset: async (round) => {
         await emptyEngine();
         await Deno.remove(`${tmp}/both-${round}`, { recursive: true });
+        await Deno.remove(`${tmp}/apps-${round}`, { recursive: true });
       },
     },
     { name: "docker pull", run: () => timed(["bash", "-c", dockerPull]), reset: emptyEngine },
