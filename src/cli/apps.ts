@@ -82,32 +82,25 @@ export function installCommand(context: Context): Promise<number> {
   });
 }
 
-export function runCommand(context: Context): Promise<number> {
-  const name = nameArg(context, "run");
-  return withDevice(context, "run", async (device) => {
-    await runApp(device, name);
-    context.say(`App ${name} is up`);
-    return 0;
-  });
+/** A command that acts on one installed app by name and says what it did. */
+function appAction(
+  command: string,
+  action: (device: Device, name: string) => Promise<void>,
+  done: string,
+): (context: Context) => Promise<number> {
+  return (context) => {
+    const name = nameArg(context, command);
+    return withDevice(context, command, async (device) => {
+      await action(device, name);
+      context.say(`App ${name} ${done}`);
+      return 0;
+    });
+  };
 }
 
-export function stopCommand(context: Context): Promise<number> {
-  const name = nameArg(context, "stop");
-  return withDevice(context, "stop", async (device) => {
-    await stopApp(device, name);
-    context.say(`App ${name} is stopped`);
-    return 0;
-  });
-}
-
-export function rmCommand(context: Context): Promise<number> {
-  const name = nameArg(context, "rm");
-  return withDevice(context, "rm", async (device) => {
-    await removeApp(device, name);
-    context.say(`App ${name} is removed (its content stays in the store)`);
-    return 0;
-  });
-}
+export const runCommand = appAction("run", runApp, "is up");
+export const stopCommand = appAction("stop", stopApp, "is stopped");
+export const rmCommand = appAction("rm", removeApp, "is removed (its content stays in the store)");
 
 export function restoreCommand(context: Context): Promise<number> {
   if (context.args.positional.length > 0) throw new UsageError("restore takes no arguments");

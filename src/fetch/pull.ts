@@ -12,7 +12,7 @@ import { isIndexType, OCI_INDEX, OCI_MANIFEST } from "../registry/mediatypes.ts"
 import { choosePlatform, formatPlatform, normalizePlatform, type Platform } from "../registry/platform.ts";
 import { formatReference, parseReference, type Reference } from "../registry/reference.ts";
 import { APP_JSON_MEDIA_TYPE, type AppManifest, isAppManifest, parseAppManifest } from "../app/bundle.ts";
-import { appName } from "../app/name.ts";
+import { appImageRefs, appName, readBundleCompose } from "../app/stored.ts";
 import type { Store } from "../store/store.ts";
 import {
   APP_NAME,
@@ -321,8 +321,6 @@ export async function pull(
     if (image.app) {
       // An app is complete only with every image its compose file pins: those are pulled before the app's
       // own reference is recorded.
-      // Loaded only for apps: the compose module (yaml, zod) costs start-up time and memory.
-      const { appImageRefs, readBundleCompose } = await import("../app/stored.ts");
       const compose = await readBundleCompose(store, image.app.bundle, image.name);
       images = await pull(client, store, appImageRefs(compose).map(parseReference), options);
       bytesTotal += images.reduce((sum, result) => sum + result.bytesTotal, 0);
