@@ -8,7 +8,8 @@
  * crash anywhere leaves either the old state or leftovers that the next install removes and redoes.
  */
 import { BerthError } from "../util/errors.ts";
-import { ensureDirDurable, fsyncDir, statIfExists, writeFileAtomic } from "../util/fs.ts";
+import { ensureDirDurable, fsyncDir, readFileIfExists, statIfExists, writeFileAtomic } from "../util/fs.ts";
+
 import { formatReference, parseReference } from "../registry/reference.ts";
 import type { Store } from "../store/store.ts";
 import { findStoredImage } from "../store/images.ts";
@@ -16,9 +17,12 @@ import { type AppRecord, readApps, writeApp } from "../store/apps.ts";
 import type { Engine } from "../docker/engine.ts";
 import { type LoadRequest, loadStoredImages } from "../docker/load.ts";
 import { type Compose, runCompose } from "../docker/compose.ts";
-import { COMPOSE_FILE, extractBundle, parseAppManifest, verifyBundleIndex } from "./bundle.ts";
+import { COMPOSE_FILE, extractBundle, isAppManifest, parseAppManifest, verifyBundleIndex } from "./bundle.ts";
 import { formatComposeFile, parseComposeFile, pinnedReferences, rewriteForEngine } from "./compose.ts";
 import { appName } from "./stored.ts";
+
+/** In each installed project: the app manifest digest it was installed from. */
+const VERSION_FILE = ".berth-app-digest";
 
 export interface Device {
   store: Store;
@@ -81,11 +85,28 @@ export async function installApp(device: Device, input: string): Promise<Install
   const stored = await findStoredImage(store, input);
   const ref = parseReference(stored.ref);
   const name = appName(ref);
-  const app = parseAppManifest(await store.readBlob(stored.manifestDigest), stored.ref);
+  const manifestBytes = await store.readBlob(stored.manifestDigest);
+  let manifestJson: unknown;
+  try {
+    manifestJson = JSON.parse(new TextDecoder().decode(manifestBytes));
+  } catch {
+    // parseAppManifest says what is wrong
+  }
+  if (manifestJson !== undefined && !isAppManifest(manifestJson)) {
+    throw new BerthError(
+      "invalid_input",
+      `${stored.ref} is a container image, not a compose app: install takes an app published with ` +
+        `'berth publish' (to put an image into the engine, use 'berth load ${stored.ref}')`,
+    );
+  }
+  const app = parseAppManifest(manifestBytes, stored.ref);
   const dir = projectDir(device, name);
   const record = (await readApps(store))[name];
+  await removeLeftovers(device, name);
   if (
     record?.installed && record.digest === stored.manifestDigest && (await statIfExists(dir)) &&
+    (await readFileIfExists(`${dir}/${VERSION_FILE}`).then((b) => b && new TextDecoder().decode(b))) ===
+      stored.manifestDigest &&
     await imagesPresent(device, dir)
   ) {
     return {
@@ -100,7 +121,6 @@ export async function installApp(device: Device, input: string): Promise<Install
   }
 
   await ensureDirDurable(device.composeRoot);
-  await removeLeftovers(device, name);
   const staging = `${device.composeRoot}/.${name}.new-${crypto.randomUUID().slice(0, 8)}`;
   await Deno.mkdir(staging);
   try {
@@ -124,6 +144,7 @@ export async function installApp(device: Device, input: string): Promise<Install
     }
     const loaded = await loadStoredImages(store, engine, requests);
     await writeFileAtomic(composePath, formatComposeFile(rewriteForEngine(compose, localRefs)));
+    await writeFileAtomic(`${staging}/${VERSION_FILE}`, stored.manifestDigest);
     await fsyncDir(staging);
 
     // Swap the new project in: the old one (if any) is moved aside first and removed after.

@@ -256,6 +256,13 @@ function wrapperFor(
   };
 }
 
+/** What nested pulls (an app's images) share with the pull that started them. */
+interface PullSession {
+  pool: Pool;
+  downloads: Map<string, Promise<number>>;
+  index: { update: Promise<void> };
+}
+
 /**
  * Pulls references into the store. All references are resolved first, so bad input fails before any byte
  * is written; then every blob not yet stored is downloaded (`parallel` at once, each once even when
@@ -266,12 +273,16 @@ export async function pull(
   store: Store,
   refs: Reference[],
   options: PullOptions,
+  session: PullSession = {
+    pool: new Pool(Math.max(1, options.parallel)),
+    downloads: new Map(),
+    index: { update: Promise.resolve() },
+  },
 ): Promise<PullResult[]> {
   const images: ResolvedImage[] = [];
   for (const ref of refs) images.push(await resolveImage(client, ref, options.platform, options.signal));
 
-  const pool = new Pool(Math.max(1, options.parallel));
-  const downloads = new Map<string, Promise<number>>();
+  const { pool, downloads } = session;
   const fetchOnce = (image: ResolvedImage, descriptor: Descriptor): Promise<number> => {
     let download = downloads.get(descriptor.digest);
     if (!download) {
@@ -301,8 +312,7 @@ export async function pull(
     return download;
   };
 
-  // index.json is rewritten once per finished reference; one rewrite at a time.
-  let indexUpdate = Promise.resolve();
+  // index.json is rewritten once per finished reference; one rewrite at a time (across nested pulls too).
   const results = await Promise.allSettled(images.map(async (image): Promise<PullResult> => {
     let bytesTotal = image.blobs.reduce((sum, blob) => sum + blob.size, 0) + image.manifest.bytes.length +
       (image.source === image.manifest ? 0 : image.source.bytes.length);
@@ -322,7 +332,7 @@ export async function pull(
       // An app is complete only with every image its compose file pins: those are pulled before the app's
       // own reference is recorded.
       const compose = await readBundleCompose(store, image.app.bundle, image.name);
-      images = await pull(client, store, appImageRefs(compose).map(parseReference), options);
+      images = await pull(client, store, appImageRefs(compose).map(parseReference), options, session);
       bytesTotal += images.reduce((sum, result) => sum + result.bytesTotal, 0);
       bytesFetched += images.reduce((sum, result) => sum + result.bytesFetched, 0);
     }
@@ -345,7 +355,7 @@ export async function pull(
         [PULLED_AT]: new Date().toISOString(),
       },
     };
-    const update = indexUpdate.then(async () => {
+    const update = session.index.update.then(async () => {
       const index = await store.readIndex();
       index.manifests = index.manifests.filter((existing) => existing.annotations?.[REF_NAME] !== image.name);
       index.manifests.push(entry);
@@ -354,7 +364,7 @@ export async function pull(
       );
       await store.writeIndex(index);
     });
-    indexUpdate = update.catch(() => {});
+    session.index.update = update.catch(() => {});
     await update;
     options.onEvent?.({
       type: "ref-done",
