@@ -6,7 +6,7 @@ import { BerthError } from "../util/errors.ts";
 import { formatReference } from "../registry/reference.ts";
 import type { Store } from "../store/store.ts";
 import type { Descriptor } from "../store/oci.ts";
-import { type AppManifest, COMPOSE_FILE, parseAppManifest } from "./bundle.ts";
+import { COMPOSE_FILE } from "./bundle.ts";
 import { type ComposeFile, MAX_COMPOSE_FILE_BYTES, parseComposeFile, pinnedReferences } from "./compose.ts";
 import { gunzip, readTar } from "./tar.ts";
 
@@ -33,11 +33,6 @@ export async function readBundleCompose(
 /** The images an app pins, as normalised references, in service order without repeats. */
 export function appImageRefs(compose: ComposeFile): string[] {
   return [...new Set(pinnedReferences(compose).map((pinned) => formatReference(pinned.reference)))];
-}
-
-/** Parses a stored manifest as an app manifest, naming the reference in errors. */
-export function parseStoredApp(bytes: Uint8Array, ref: string): AppManifest {
-  return parseAppManifest(bytes, ref);
 }
 
 export { appName } from "./name.ts";

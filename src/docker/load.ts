@@ -32,7 +32,7 @@ export interface LoadRequest {
 }
 
 /** Chain IDs of every layer stack the engine holds, read from its images' RootFS. */
-export async function engineChains(engine: Engine): Promise<Set<string>> {
+async function engineChains(engine: Engine): Promise<Set<string>> {
   const chains = new Set<string>();
   for (const summary of await engine.listImages()) {
     const image = await engine.inspectImage(summary.Id);
