@@ -50,6 +50,15 @@ export function localImageTag(pinned: string): string {
 
 const projectDir = (device: Device, name: string) => `${device.composeRoot}/${name}`;
 
+/** The versions before `digest`, newest first: the one being replaced goes to the front (at most 16 kept). */
+function previousVersions(record: AppRecord | undefined, digest: string): string[] {
+  if (!record) return [];
+  const earlier = record.digest === digest
+    ? record.previous ?? []
+    : [record.digest, ...(record.previous ?? [])];
+  return [...new Set(earlier)].filter((earlierDigest) => earlierDigest !== digest).slice(0, 16);
+}
+
 /** Removes what an interrupted install left in the compose root for `name`. */
 async function removeLeftovers(device: Device, name: string): Promise<void> {
   try {
@@ -160,6 +169,7 @@ export async function installApp(device: Device, input: string): Promise<Install
       digest: stored.manifestDigest,
       installed: true,
       running: record?.running ?? false,
+      previous: previousVersions(record, stored.manifestDigest),
       updatedAt: "",
     });
     return {

@@ -20,6 +20,11 @@ export interface AppRecord {
   installed: boolean;
   /** Should be running (set by run, cleared by stop). */
   running: boolean;
+  /**
+   * Earlier installed versions (app manifest digests), newest first: what a failed update rolls back to
+   * and what `prune --keep N` keeps N of. Absent in records written before it existed.
+   */
+  previous?: string[];
   updatedAt: string;
 }
 

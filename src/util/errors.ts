@@ -28,12 +28,19 @@ export class BerthError extends Error {
   readonly reason: Reason;
   /** Whether trying the same thing again later may succeed (network, 5xx, a busy store). */
   readonly transient: boolean;
+  /** Structured facts for machines (the status API), e.g. `{ needBytes, freeBytes }`; never secrets. */
+  readonly details?: Record<string, number | string>;
 
-  constructor(reason: Reason, message: string, options?: { cause?: unknown; transient?: boolean }) {
+  constructor(
+    reason: Reason,
+    message: string,
+    options?: { cause?: unknown; transient?: boolean; details?: Record<string, number | string> },
+  ) {
     super(message, { cause: options?.cause });
     this.name = "BerthError";
     this.reason = reason;
     this.transient = options?.transient ?? false;
+    this.details = options?.details;
   }
 }
 

@@ -1,0 +1,135 @@
+/**
+ * The status document `GET /status` serves, as a zod schema: the one definition the agent fills, the
+ * server validates in tests, and the README documents. Bump STATUS_SCHEMA_VERSION on any incompatible
+ * change; adding optional fields is compatible.
+ */
+import { z } from "zod";
+
+export const STATUS_SCHEMA_VERSION = 1;
+
+/** An app's state, as fleet tooling sees it. */
+export const APP_STATES = [
+  "pending", // desired, nothing done yet (or waiting for the next attempt)
+  "fetching",
+  "fetched",
+  "installing",
+  "installed",
+  "running",
+  "updating", // a new version is being fetched or installed while the old one runs
+  "blocked", // cannot proceed until something outside changes (storage); retried
+  "stalled", // a download made no progress for the stall timeout; retried
+  "failed", // the last attempt failed; retried with back-off
+  "stopping",
+] as const;
+export type AppState = typeof APP_STATES[number];
+
+const digest = z.string().regex(/^sha256:[0-9a-f]{64}$/);
+const isoTime = z.string().datetime({ offset: true });
+
+/** Why an app is blocked, stalled or failed: a machine reason, a line for people, and facts. */
+export const ReasonSchema = z.object({
+  code: z.string(),
+  message: z.string(),
+  /** e.g. needBytes and freeBytes for insufficient_storage. */
+  details: z.record(z.union([z.number(), z.string()])).optional(),
+  at: isoTime,
+});
+export type StatusReason = z.infer<typeof ReasonSchema>;
+
+export const ProgressSchema = z.object({
+  /** Every blob of the version for this platform: bundle, manifests, configs, layers. Fixed once known. */
+  bytesTotal: z.number().int().nonnegative(),
+  /** Blobs already stored count as done; partial downloads count what they hold. Never decreases. */
+  bytesDone: z.number().int().nonnegative(),
+  blobsTotal: z.number().int().nonnegative(),
+  blobsDone: z.number().int().nonnegative(),
+  /** Over the last few seconds. */
+  bytesPerSecond: z.number().nonnegative(),
+  startedAt: isoTime,
+  lastProgressAt: isoTime.optional(),
+});
+export type Progress = z.infer<typeof ProgressSchema>;
+
+export const BlobSchema = z.object({
+  digest,
+  size: z.number().int().nonnegative(),
+  bytesDone: z.number().int().nonnegative(),
+  state: z.enum(["downloading", "retrying", "stalled"]),
+});
+export type BlobStatus = z.infer<typeof BlobSchema>;
+
+export const ServiceSchema = z.object({
+  name: z.string(),
+  container: z.string().optional(),
+  /** The engine's container state: created, running, restarting, exited, … or "missing". */
+  state: z.string(),
+  exitCode: z.number().int().optional(),
+  restartCount: z.number().int().optional(),
+  /** healthy, unhealthy, starting, or absent when the service has no health check. */
+  health: z.string().optional(),
+});
+export type ServiceStatus = z.infer<typeof ServiceSchema>;
+
+export const AppSchema = z.object({
+  name: z.string(),
+  /** The reference the config asks for. */
+  ref: z.string(),
+  /** The version the tag pointed to at the last poll. */
+  desiredDigest: digest.optional(),
+  /** The version installed on the device. */
+  currentDigest: digest.optional(),
+  /** Older versions kept for roll-back, newest first. */
+  previousDigests: z.array(digest),
+  state: z.enum(APP_STATES),
+  reason: ReasonSchema.optional(),
+  progress: ProgressSchema.optional(),
+  /** Blobs being downloaded right now. */
+  blobs: z.array(BlobSchema),
+  services: z.array(ServiceSchema),
+  updatedAt: isoTime,
+});
+export type AppStatus = z.infer<typeof AppSchema>;
+
+export const StoreSchema = z.object({
+  path: z.string(),
+  bytesUsed: z.number().int().nonnegative(),
+  blobs: z.number().int().nonnegative(),
+  /** What `berth prune` would free now. */
+  reclaimableBytes: z.number().int().nonnegative(),
+  /** Free bytes on the store's filesystem. */
+  freeBytes: z.number().int().nonnegative(),
+});
+
+export const StatusSchema = z.object({
+  schemaVersion: z.literal(STATUS_SCHEMA_VERSION),
+  agent: z.object({
+    version: z.string(),
+    startedAt: isoTime,
+    /** starting → auditing → reconciling ⇄ idle → stopping. */
+    state: z.enum(["starting", "auditing", "reconciling", "idle", "stopping"]),
+    pollIntervalSeconds: z.number().positive(),
+    lastReconcileAt: isoTime.optional(),
+  }),
+  engine: z.object({
+    reachable: z.boolean(),
+    version: z.string().optional(),
+    apiVersion: z.string().optional(),
+    error: z.string().optional(),
+  }),
+  store: StoreSchema,
+  /** Whether every installed app could be brought back after a factory reset with no network. */
+  canRestoreOffline: z.boolean(),
+  apps: z.array(AppSchema),
+  lastError: ReasonSchema.extend({ app: z.string().optional() }).optional(),
+});
+export type Status = z.infer<typeof StatusSchema>;
+
+/** Counters the agent keeps for `/metrics` (monotonic since start). */
+export interface Counters {
+  bytesFetched: number;
+  blobsFetched: number;
+  errorsByReason: Record<string, number>;
+  reconciles: number;
+  /** Seconds spent, summed, and how many: fetch, install, reconcile. */
+  durations: Record<string, { sum: number; count: number }>;
+}
