@@ -17,10 +17,17 @@ async function step(name: string, args: string[]): Promise<void> {
   if (code !== 0) throw new Error(`${name} failed (exit ${code})`);
 }
 
-async function main(): Promise<number> {
-  await step("format", ["fmt", "--check"]);
-  await step("lint", ["lint"]);
-  await step("types", ["check", "main.ts", "src/", "tests/"]);
+/**
+ * With no arguments: the whole suite, after format, lint and type checks. With test files or directories
+ * (`deno task test tests/agent/`): only those, against the same services, without the static checks — for
+ * working on one part.
+ */
+async function main(paths: string[]): Promise<number> {
+  if (paths.length === 0) {
+    await step("format", ["fmt", "--check"]);
+    await step("lint", ["lint"]);
+    await step("types", ["check", "main.ts", "src/", "tests/"]);
+  }
 
   await ensurePackages();
   const tmp = await Deno.makeTempDir({ prefix: "berth-test-" });
@@ -43,7 +50,7 @@ async function main(): Promise<number> {
     await Deno.mkdir(`${tmp}/scratch`);
     console.log("\n== deno test");
     const { code } = await new Deno.Command(deno, {
-      args: ["test", "-A", "--frozen", "tests/"],
+      args: ["test", "-A", "--frozen", ...(paths.length ? paths : ["tests/"])],
       cwd: ROOT,
       env: {
         BERTH_TEST_REGISTRY: registry.host,
@@ -63,7 +70,7 @@ async function main(): Promise<number> {
 }
 
 try {
-  Deno.exit(await main());
+  Deno.exit(await main(Deno.args));
 } catch (error) {
   console.error(`test run failed: ${error instanceof Error ? error.message : error}`);
   Deno.exit(1);
