@@ -1,4 +1,7 @@
-/** What every command gets: the global options resolved (flag > environment > default) and output helpers. */
+/**
+ * What every command gets: the config file read and the global options resolved (flag > environment >
+ * config file > default, for every setting), and output helpers.
+ */
 import { UsageError } from "../util/errors.ts";
 import { DEFAULT_STORE } from "../store/store.ts";
 import { hostPlatform, parsePlatform, type Platform } from "../registry/platform.ts";
@@ -6,12 +9,20 @@ import { DEFAULT_CREDENTIALS_FILE, dockerConfigPath } from "../registry/credenti
 import { DEFAULT_CERTS_DIR, DOCKER_CERTS_DIR } from "../registry/transport.ts";
 import type { RegistryOptions } from "../registry/client.ts";
 import { DEFAULT_DOCKER_HOST } from "../docker/engine.ts";
+import { DEFAULT_CONFIG_FILE, defaultConfig } from "../config/defaults.ts";
+import type { Config } from "../config/config.ts";
+import { statIfExists } from "../util/fs.ts";
 import type { OptionSpec, ParsedArgs } from "./args.ts";
 
 /** Default directory of installed compose projects on a device. */
 export const DEFAULT_COMPOSE_ROOT = "/var/lib/berth/apps";
 
 export const GLOBAL_OPTIONS: OptionSpec[] = [
+  {
+    name: "--config",
+    value: "FILE",
+    help: `config file, YAML (env BERTH_CONFIG; default ${DEFAULT_CONFIG_FILE}, which may be absent)`,
+  },
   { name: "--store", value: "DIR", help: `berth's store (env BERTH_STORE; default ${DEFAULT_STORE})` },
   { name: "--json", help: "machine-readable output on stdout" },
   { name: "--platform", value: "OS/ARCH[/VARIANT]", help: "platform to pull (default: this host's)" },
@@ -54,6 +65,10 @@ export const GLOBAL_OPTIONS: OptionSpec[] = [
 ];
 
 export interface Context {
+  /** The config file as read (defaults when there is none); the settings below already include it. */
+  config: Config;
+  /** The config file's path, whether or not it exists. */
+  configPath: string;
   storePath: string;
   composeRoot: string;
   composeCommand?: string;
@@ -78,38 +93,79 @@ function option(args: ParsedArgs, key: string): string | undefined {
 
 const encoder = new TextEncoder();
 
-/** Builds the context from parsed arguments and the environment. */
-export function makeContext(args: ParsedArgs): Context {
+/** The environment as makeContext sees it; tests pass their own. */
+export type Environment = (name: string) => string | undefined;
+
+/**
+ * Reads the config file, unless `readConfig` is false (`version`): one a user named that is missing is an
+ * error; the default one may be absent. A file that exists costs the yaml and zod modules; none does not.
+ */
+async function readConfig(
+  args: ParsedArgs,
+  env: Environment,
+  readConfig: boolean,
+): Promise<{ config: Config; configPath: string }> {
+  const named = option(args, "config") ?? env("BERTH_CONFIG");
+  const configPath = named ?? DEFAULT_CONFIG_FILE;
+  // A default file that cannot even be stat'ed is read anyway, so that loadConfig says why.
+  const present = await statIfExists(configPath).catch(() => true);
+  if (!readConfig || (named === undefined && !present)) {
+    return { config: defaultConfig(), configPath };
+  }
+  const { loadConfig } = await import("../config/config.ts");
+  return { config: await loadConfig(configPath, { explicit: named !== undefined }), configPath };
+}
+
+/**
+ * Builds the context from parsed arguments, the environment and the config file. Throws a BerthError
+ * (exit 1) for a broken config file and a UsageError (exit 2) for a bad option, before any command touches
+ * the store, the engine or the network.
+ */
+export async function makeContext(
+  args: ParsedArgs,
+  options: { readConfig?: boolean; env?: Environment } = {},
+): Promise<Context> {
+  const env = options.env ?? ((name: string) => Deno.env.get(name));
+  const { config, configPath } = await readConfig(args, env, options.readConfig ?? true);
   const json = args.options.json === true;
-  const parallelText = option(args, "parallel") ?? Deno.env.get("BERTH_PARALLEL") ?? "3";
+  const parallelText = option(args, "parallel") ?? env("BERTH_PARALLEL") ?? String(config.parallel ?? 3);
   const parallel = Number(parallelText);
   if (!Number.isInteger(parallel) || parallel < 1 || parallel > 64) {
     throw new UsageError(`--parallel: "${parallelText}" is not a whole number from 1 to 64`);
   }
   let platform: Platform;
   try {
-    platform = option(args, "platform") ? parsePlatform(option(args, "platform")!) : hostPlatform();
+    const platformText = option(args, "platform") ?? config.platform;
+    platform = platformText ? parsePlatform(platformText) : hostPlatform();
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
-  const credentials = option(args, "credentials") ?? Deno.env.get("BERTH_CREDENTIALS") ??
-    DEFAULT_CREDENTIALS_FILE;
+  const credentials = option(args, "credentials") ?? env("BERTH_CREDENTIALS") ??
+    config.registries.credentials ?? DEFAULT_CREDENTIALS_FILE;
   const dockerConfig = dockerConfigPath();
+  const insecureFlags = (args.options["insecure-registry"] as string[] | undefined) ?? [];
   return {
-    storePath: (option(args, "store") ?? Deno.env.get("BERTH_STORE") ?? DEFAULT_STORE).replace(
+    config,
+    configPath,
+    storePath: (option(args, "store") ?? env("BERTH_STORE") ?? config.store ?? DEFAULT_STORE).replace(
       /(.)\/+$/,
       "$1",
     ),
-    composeRoot: (option(args, "compose-root") ?? Deno.env.get("BERTH_COMPOSE_ROOT") ?? DEFAULT_COMPOSE_ROOT)
+    composeRoot: (option(args, "compose-root") ?? env("BERTH_COMPOSE_ROOT") ?? config.composeRoot ??
+      DEFAULT_COMPOSE_ROOT)
       .replace(/(.)\/+$/, "$1"),
-    composeCommand: option(args, "compose") ?? Deno.env.get("BERTH_COMPOSE"),
-    dockerHost: option(args, "docker-host") ?? Deno.env.get("DOCKER_HOST") ?? DEFAULT_DOCKER_HOST,
+    composeCommand: option(args, "compose") ?? env("BERTH_COMPOSE") ?? config.compose,
+    dockerHost: option(args, "docker-host") ?? env("DOCKER_HOST") ?? config.docker.host ??
+      DEFAULT_DOCKER_HOST,
     json,
     platform,
     parallel,
     registry: {
-      insecureRegistries: (args.options["insecure-registry"] as string[] | undefined) ?? [],
-      certsDirs: [option(args, "certs-dir") ?? DEFAULT_CERTS_DIR, DOCKER_CERTS_DIR],
+      insecureRegistries: [...new Set([...config.registries.insecure, ...insecureFlags])],
+      certsDirs: [
+        option(args, "certs-dir") ?? config.registries.certsDir ?? DEFAULT_CERTS_DIR,
+        DOCKER_CERTS_DIR,
+      ],
       credentialFiles: [credentials, ...(dockerConfig ? [dockerConfig] : [])],
     },
     args,

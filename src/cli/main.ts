@@ -17,6 +17,8 @@ interface Command {
   usage: string;
   summary: string;
   options: OptionSpec[];
+  /** False for commands that must work whatever the config file holds (`version`, for bug reports). */
+  readsConfig?: boolean;
   run(context: Context): Promise<number>;
 }
 
@@ -80,6 +82,7 @@ const COMMANDS: Record<string, Command> = {
     usage: "version",
     summary: "print versions",
     options: [],
+    readsConfig: false,
     run: (context) => {
       const info = {
         version: VERSION,
@@ -148,7 +151,7 @@ export async function main(argv: string[]): Promise<number> {
     if (["ls", "fsck", "version"].includes(args.command) && args.positional.length > 0) {
       throw new UsageError(`${args.command} takes no arguments, got "${args.positional[0]}"`);
     }
-    return await command.run(makeContext(args));
+    return await command.run(await makeContext(args, { readConfig: command.readsConfig ?? true }));
   } catch (error) {
     if (error instanceof UsageError) {
       write(`berth: ${error.message}`, Deno.stderr);

@@ -1,0 +1,424 @@
+/**
+ * The config file: one YAML mapping of what the operator set (see NOTES-README.md for every key). Parsed
+ * with `yaml`, validated with zod, strictly: an unknown key is an error that names it, so a typo is caught
+ * instead of silently falling back to a default. Every error is one line naming the file, the key path and
+ * what was expected, e.g. `/etc/berth/config.yml: pollInterval: expected seconds or a duration like 30s, 5m,
+ * 1h, got "5 minutes"`.
+ *
+ * A key left out (or written with no value) takes its default; keys whose default belongs to the CLI (store,
+ * composeRoot, docker.host, …) stay undefined so that precedence (flag > environment > file > default) is
+ * decided in one place, `src/cli/context.ts`.
+ */
+import { parseDocument } from "yaml";
+import { z } from "zod";
+import { BerthError } from "../util/errors.ts";
+import { LOG_LEVELS, type LogLevel } from "../util/log.ts";
+import { parseReference } from "../registry/reference.ts";
+import { formatPlatform, parsePlatform } from "../registry/platform.ts";
+import { appName } from "../app/name.ts";
+import { parseDuration, parseSize, SIZE_UNITS } from "./units.ts";
+import { parseListenAddress } from "./listen.ts";
+import { DEFAULT_CONFIG_FILE, DEFAULT_POLL_JITTER_FRACTION, defaultConfig } from "./defaults.ts";
+
+export { DEFAULT_CONFIG_FILE, defaultConfig };
+
+export interface Config {
+  /** As --store. */
+  store?: string;
+  /** As --compose-root. */
+  composeRoot?: string;
+  /** host: as --docker-host. */
+  docker: { host?: string };
+  /** The compose command, as --compose. */
+  compose?: string;
+  /** As --platform, normalised ("linux/arm/v7"). */
+  platform?: string;
+  /** References of the apps the agent keeps installed and running, as written; each parses. */
+  apps: string[];
+  /** Seconds between checks of each app's tag. */
+  pollInterval: number;
+  /** Seconds of random extra wait per poll, at most. */
+  pollJitter: number;
+  /** The status endpoint: host:port, [v6]:port or an absolute unix socket path; a token for Bearer auth. */
+  status: { listen: string; token?: string };
+  /** Blobs downloaded at once, as --parallel. */
+  parallel?: number;
+  /** Download bytes per second; undefined is unlimited. */
+  rateLimit?: number;
+  /** watermark: maximum % of a filesystem used; reserve: bytes kept free. */
+  storage: { watermark: number; reserve: number };
+  /** As --credentials, --certs-dir and --insecure-registry (the flags add to this list). */
+  registries: { credentials?: string; certsDir?: string; insecure: string[] };
+  /** Previous app versions kept besides the current one. */
+  keep: number;
+  /** Seconds: no progress before "stalled"; services running after `up`; cap of the retry back-off. */
+  timeouts: { stall: number; start: number; retryMax: number };
+  logLevel: LogLevel;
+}
+
+/** Where a value was wrong (`apps[1]`, `status.listen`) and the sentence saying what was expected. */
+interface Problem {
+  keyPath: string;
+  message: string;
+}
+
+function configError(file: string, problem: Problem, more = 0): BerthError {
+  const where = problem.keyPath === "" ? "" : `${problem.keyPath}: `;
+  const others = more > 0 ? ` (and ${more} more problem${more === 1 ? "" : "s"})` : "";
+  return new BerthError("invalid_input", `${file}: ${where}${problem.message}${others}`);
+}
+
+/** The offending value in a message: strings quoted, anything else as compact JSON, cut to one short line. */
+function show(value: unknown): string {
+  if (value === undefined) return "nothing";
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+/** `apps[1]`, `status.listen`. */
+function formatKeyPath(path: (string | number)[]): string {
+  return path.map((part, index) => typeof part === "number" ? `[${part}]` : index === 0 ? part : `.${part}`)
+    .join("");
+}
+
+/**
+ * A leaf value: `parse` answers the value, or undefined when the input is not `expected`; `why` may add
+ * the parser's own reason (a reference's, say). Null (a key written with no value) means "not set".
+ */
+function leaf<T>(
+  expected: string,
+  parse: (input: unknown) => T | undefined,
+  why?: (input: unknown) => string,
+) {
+  return z.unknown().transform((input, context): T | undefined =>
+    input === null || input === undefined ? undefined : checked(input, context, expected, parse, why)
+  );
+}
+
+/** A list item: like a leaf, but an empty item is an error, not "not set". */
+function item<T>(
+  expected: string,
+  parse: (input: unknown) => T | undefined,
+  why?: (input: unknown) => string,
+) {
+  return z.unknown().transform((input, context): T => checked(input, context, expected, parse, why));
+}
+
+function checked<T>(
+  input: unknown,
+  context: z.RefinementCtx,
+  expected: string,
+  parse: (input: unknown) => T | undefined,
+  why?: (input: unknown) => string,
+): T {
+  const value = parse(input);
+  if (value !== undefined) return value;
+  const reason = why?.(input);
+  context.addIssue({
+    code: z.ZodIssueCode.custom,
+    message: `expected ${expected}, got ${show(input)}${reason ? ` (${reason})` : ""}`,
+  });
+  return z.NEVER;
+}
+
+const nonEmptyString = (input: unknown) =>
+  typeof input === "string" && input.trim() !== "" ? input : undefined;
+const absolutePath = (input: unknown) =>
+  typeof input === "string" && input.startsWith("/") ? input.replace(/(.)\/+$/, "$1") : undefined;
+const whole = (min: number, max: number) => (input: unknown) =>
+  typeof input === "number" && Number.isInteger(input) && input >= min && input <= max ? input : undefined;
+
+function tryParse<T>(parse: (text: string) => T): (input: unknown) => T | undefined {
+  return (input) => {
+    if (typeof input !== "string") return undefined;
+    try {
+      return parse(input);
+    } catch (error) {
+      if (error instanceof BerthError) return undefined;
+      throw error;
+    }
+  };
+}
+
+/** parseReference's own reason, without the quoted input the message already shows. */
+function referenceProblem(input: unknown): string {
+  if (typeof input !== "string") return "";
+  try {
+    parseReference(input);
+    return "";
+  } catch (error) {
+    return error instanceof BerthError ? error.message.replace(/^invalid reference "[^"]*": /, "") : "";
+  }
+}
+
+const DURATION_EXPECTED = "seconds or a duration like 30s, 5m, 1h";
+const positiveDuration = (input: unknown) => {
+  const seconds = parseDuration(input);
+  return seconds !== undefined && seconds > 0 ? seconds : undefined;
+};
+const SIZE_EXPECTED = `bytes or a size like 500KB, 2MiB (units: ${SIZE_UNITS.join(", ")})`;
+/** A rate is a size per second; "2MiB/s" reads naturally, so the "/s" is allowed. */
+const rate = (input: unknown) => {
+  const bytes = parseSize(typeof input === "string" ? input.replace(/\/s$/, "") : input);
+  return bytes !== undefined && bytes > 0 ? bytes : undefined;
+};
+/** "95" or "95%". */
+const percent = (input: unknown) => {
+  const value = typeof input === "string" && /^\d+(?:\.\d+)?%$/.test(input.trim())
+    ? Number(input.trim().slice(0, -1))
+    : input;
+  return typeof value === "number" && value >= 1 && value <= 100 ? value : undefined;
+};
+const REGISTRY_HOST =
+  /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+
+/** The keys each mapping allows, by key path, for "unknown key" and "expected a mapping" messages. */
+const MAPPING_KEYS = new Map<string, string[]>();
+
+/** A strict mapping (unknown keys are errors); null, a key written with no value, means "not set". */
+function mapping<Shape extends z.ZodRawShape>(keyPath: string, shape: Shape) {
+  MAPPING_KEYS.set(keyPath, Object.keys(shape));
+  return z.preprocess((input) => input === null ? undefined : input, z.object(shape).strict().optional());
+}
+
+function list<T extends z.ZodTypeAny>(item: T) {
+  return z.preprocess((input) => input === null ? undefined : input, z.array(item).optional());
+}
+
+const ConfigSchema = mapping("", {
+  store: leaf("an absolute directory path", absolutePath),
+  composeRoot: leaf("an absolute directory path", absolutePath),
+  docker: mapping("docker", {
+    host: leaf(
+      "unix:///path/to/docker.sock or tcp://host:port",
+      (input) =>
+        typeof input === "string" && /^(?:unix:\/\/\/|tcp:\/\/|http:\/\/)./.test(input) ? input : undefined,
+    ),
+  }),
+  compose: leaf('a command like "docker compose" or "docker-compose"', nonEmptyString),
+  platform: leaf(
+    "os/arch[/variant], e.g. linux/arm64",
+    tryParse((text) => formatPlatform(parsePlatform(text))),
+  ),
+  apps: list(
+    item(
+      "a reference like registry.example.com/repo:tag",
+      tryParse((text) => {
+        parseReference(text);
+        return text;
+      }),
+      referenceProblem,
+    ),
+  ),
+  pollInterval: leaf(DURATION_EXPECTED, positiveDuration),
+  pollJitter: leaf(DURATION_EXPECTED, parseDuration),
+  status: mapping("status", {
+    listen: leaf(
+      "host:port, [v6]:port or an absolute unix socket path",
+      (input) => typeof input === "string" && parseListenAddress(input) ? input : undefined,
+    ),
+    token: leaf("a non-empty string", nonEmptyString),
+  }),
+  parallel: leaf("a whole number from 1 to 64", whole(1, 64)),
+  rateLimit: leaf(`bytes per second or a size like 500KB, 2MiB (units: ${SIZE_UNITS.join(", ")})`, rate),
+  storage: mapping("storage", {
+    watermark: leaf("a percentage from 1 to 100", percent),
+    reserve: leaf(SIZE_EXPECTED, parseSize),
+  }),
+  registries: mapping("registries", {
+    credentials: leaf("an absolute file path", absolutePath),
+    certsDir: leaf("an absolute directory path", absolutePath),
+    insecure: list(
+      item(
+        "a registry host like registry.local:5000",
+        (input) => typeof input === "string" && REGISTRY_HOST.test(input) ? input : undefined,
+      ),
+    ),
+  }),
+  keep: leaf("a whole number, 0 or more", whole(0, Number.MAX_SAFE_INTEGER)),
+  timeouts: mapping("timeouts", {
+    stall: leaf(DURATION_EXPECTED, positiveDuration),
+    start: leaf(DURATION_EXPECTED, positiveDuration),
+    retryMax: leaf(DURATION_EXPECTED, positiveDuration),
+  }),
+  logLevel: leaf(
+    `one of ${LOG_LEVELS.join(", ")}`,
+    (input) => LOG_LEVELS.find((level) => level === input),
+  ),
+});
+
+/** The closest allowed key to a misspelt one, when it is close enough to be a typo. */
+function closestKey(key: string, allowed: string[]): string | undefined {
+  const distance = (a: string, b: string): number => {
+    const row = Array.from({ length: b.length + 1 }, (_, index) => index);
+    for (let i = 1; i <= a.length; i++) {
+      let diagonal = row[0];
+      row[0] = i;
+      for (let j = 1; j <= b.length; j++) {
+        const above = row[j];
+        row[j] = Math.min(row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
+        diagonal = above;
+      }
+    }
+    return row[b.length];
+  };
+  const scored = allowed.map((candidate) => ({
+    candidate,
+    score: distance(key.toLowerCase(), candidate.toLowerCase()),
+  }));
+  scored.sort((a, b) => a.score - b.score);
+  return scored[0] && scored[0].score <= Math.max(1, Math.floor(key.length / 3))
+    ? scored[0].candidate
+    : undefined;
+}
+
+function describeIssue(issue: z.ZodIssue, input: unknown): Problem {
+  const keyPath = formatKeyPath(issue.path);
+  if (issue.code === z.ZodIssueCode.unrecognized_keys) {
+    const allowed = MAPPING_KEYS.get(issue.path.join(".")) ?? [];
+    const key = issue.keys[0];
+    const guess = closestKey(key, allowed);
+    return {
+      keyPath: formatKeyPath([...issue.path, key]),
+      message: `unknown key${guess ? ` (did you mean ${guess}?)` : ""}; expected one of: ${
+        allowed.join(", ")
+      }`,
+    };
+  }
+  if (issue.code === z.ZodIssueCode.invalid_type) {
+    let value: unknown = input;
+    for (const part of issue.path) value = (value as Record<string | number, unknown>)?.[part];
+    if (issue.expected === "object") {
+      const keys = MAPPING_KEYS.get(issue.path.join(".")) ?? [];
+      const what = issue.path.length === 0
+        ? "a mapping of settings (key: value lines)"
+        : `a mapping with keys ${keys.join(", ")}`;
+      return { keyPath, message: `expected ${what}, got ${show(value)}` };
+    }
+    if (issue.expected === "array") return { keyPath, message: `expected a list, got ${show(value)}` };
+  }
+  return { keyPath, message: issue.message };
+}
+
+/** Checks that span keys: what each key alone cannot tell. */
+function crossChecks(config: Config): Problem | undefined {
+  const listen = parseListenAddress(config.status.listen)!;
+  if (listen.transport === "tcp" && !listen.loopback && config.status.token === undefined) {
+    return {
+      keyPath: "status.token",
+      message:
+        `required when status.listen (${config.status.listen}) is not a loopback address or a unix socket: the status endpoint must not be open to the network`,
+    };
+  }
+  const names = new Map<string, number>();
+  for (const [index, text] of config.apps.entries()) {
+    const name = appName(parseReference(text));
+    const earlier = names.get(name);
+    if (earlier !== undefined) {
+      return {
+        keyPath: `apps[${index}]`,
+        message: `"${text}" is the same app as apps[${earlier}] ("${
+          config.apps[earlier]
+        }"): both are named "${name}", and an app name is its compose project`,
+      };
+    }
+    names.set(name, index);
+  }
+  return undefined;
+}
+
+/**
+ * Parses and validates the text of a config file; `path` names the file in errors. Throws a BerthError
+ * ("invalid_input") naming the file and the key path (or line and column for YAML syntax).
+ */
+export function parseConfig(text: string, path: string): Config {
+  const document = parseDocument(text, { uniqueKeys: true });
+  const syntax = document.errors[0];
+  if (syntax) {
+    const position = syntax.linePos?.[0];
+    const at = position ? `line ${position.line}, column ${position.col}: ` : "";
+    const reason = syntax.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
+    throw new BerthError("invalid_input", `${path}: ${at}invalid YAML: ${reason}`);
+  }
+  let input: unknown;
+  try {
+    input = document.toJS();
+  } catch (error) {
+    // e.g. an alias expanding past yaml's limit (a "billion laughs" file)
+    throw new BerthError("invalid_input", `${path}: invalid YAML: ${(error as Error).message}`);
+  }
+  const result = ConfigSchema.safeParse(input);
+  if (!result.success) {
+    const issues = result.error.issues;
+    throw configError(path, describeIssue(issues[0], input), issues.length - 1);
+  }
+  const file = result.data ?? {};
+  const defaults = defaultConfig();
+  const pollInterval = file.pollInterval ?? defaults.pollInterval;
+  const config: Config = {
+    store: file.store,
+    composeRoot: file.composeRoot,
+    docker: { host: file.docker?.host },
+    compose: file.compose,
+    platform: file.platform,
+    apps: file.apps ?? defaults.apps,
+    pollInterval,
+    pollJitter: file.pollJitter ?? pollInterval * DEFAULT_POLL_JITTER_FRACTION,
+    status: { listen: file.status?.listen ?? defaults.status.listen, token: file.status?.token },
+    parallel: file.parallel,
+    rateLimit: file.rateLimit,
+    storage: {
+      watermark: file.storage?.watermark ?? defaults.storage.watermark,
+      reserve: file.storage?.reserve ?? defaults.storage.reserve,
+    },
+    registries: {
+      credentials: file.registries?.credentials,
+      certsDir: file.registries?.certsDir,
+      insecure: file.registries?.insecure ?? defaults.registries.insecure,
+    },
+    keep: file.keep ?? defaults.keep,
+    timeouts: {
+      stall: file.timeouts?.stall ?? defaults.timeouts.stall,
+      start: file.timeouts?.start ?? defaults.timeouts.start,
+      retryMax: file.timeouts?.retryMax ?? defaults.timeouts.retryMax,
+    },
+    logLevel: file.logLevel ?? defaults.logLevel,
+  };
+  const problem = crossChecks(config);
+  if (problem) throw configError(path, problem);
+  return config;
+}
+
+/**
+ * Reads and parses the config file at `path`. A missing file gives the defaults unless the operator named
+ * it (`explicit`: --config or BERTH_CONFIG), where it is an error. Needs read permission on the file.
+ */
+export async function loadConfig(path: string, options: { explicit: boolean }): Promise<Config> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      if (!options.explicit) return defaultConfig();
+      throw new BerthError(
+        "invalid_input",
+        `config file ${path} does not exist; check --config or BERTH_CONFIG`,
+        { cause: error },
+      );
+    }
+    if (error instanceof Deno.errors.PermissionDenied) {
+      throw new BerthError("invalid_input", `config file ${path}: permission denied`, { cause: error });
+    }
+    if (
+      error instanceof Deno.errors.IsADirectory || (await Deno.stat(path).catch(() => undefined))?.isDirectory
+    ) {
+      throw new BerthError("invalid_input", `config file ${path} is a directory; expected a YAML file`, {
+        cause: error,
+      });
+    }
+    throw new BerthError("invalid_input", `config file ${path}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  return parseConfig(text, path);
+}
