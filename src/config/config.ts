@@ -247,29 +247,34 @@ const ConfigSchema = mapping("", {
   ),
 });
 
-/** The closest allowed key to a misspelt one, when it is close enough to be a typo. */
-function closestKey(key: string, allowed: string[]): string | undefined {
-  const distance = (a: string, b: string): number => {
-    const row = Array.from({ length: b.length + 1 }, (_, index) => index);
-    for (let i = 1; i <= a.length; i++) {
-      let diagonal = row[0];
-      row[0] = i;
-      for (let j = 1; j <= b.length; j++) {
-        const above = row[j];
-        row[j] = Math.min(row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
-        diagonal = above;
+/** Edits between two keys, a swap of neighbours counting as one (optimal string alignment distance). */
+function editDistance(a: string, b: string): number {
+  const rows = Array.from(
+    { length: a.length + 1 },
+    (_, i) => Array.from({ length: b.length + 1 }, (_, j) => i || j),
+  );
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      rows[i][j] = Math.min(rows[i - 1][j] + 1, rows[i][j - 1] + 1, rows[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        rows[i][j] = Math.min(rows[i][j], rows[i - 2][j - 2] + 1);
       }
     }
-    return row[b.length];
-  };
+  }
+  return rows[a.length][b.length];
+}
+
+/** The allowed key a misspelt one most likely meant: about one edit in four characters, case and _ aside. */
+function closestKey(key: string, allowed: string[]): string | undefined {
+  const plain = (text: string) => text.toLowerCase().replace(/[_-]/g, "");
   const scored = allowed.map((candidate) => ({
     candidate,
-    score: distance(key.toLowerCase(), candidate.toLowerCase()),
-  }));
-  scored.sort((a, b) => a.score - b.score);
-  return scored[0] && scored[0].score <= Math.max(1, Math.floor(key.length / 3))
-    ? scored[0].candidate
-    : undefined;
+    edits: editDistance(plain(key), plain(candidate)),
+  }))
+    .sort((a, b) => a.edits - b.edits);
+  const best = scored[0];
+  return best && best.edits <= Math.max(1, Math.floor(key.length / 4)) ? best.candidate : undefined;
 }
 
 function describeIssue(issue: z.ZodIssue, input: unknown): Problem {
@@ -349,8 +354,20 @@ export function parseConfig(text: string, path: string): Config {
   }
   const result = ConfigSchema.safeParse(input);
   if (!result.success) {
-    const issues = result.error.issues;
-    throw configError(path, describeIssue(issues[0], input), issues.length - 1);
+    // The first problem in the file, not in the schema's order, is the one a person fixes first.
+    const offset = (issue: z.ZodIssue) => {
+      const keyPath = issue.code === z.ZodIssueCode.unrecognized_keys
+        ? [...issue.path, issue.keys[0]]
+        : issue.path;
+      const node = document.getIn(keyPath, true) as { range?: [number, number, number] } | undefined;
+      return node?.range?.[0] ?? Infinity;
+    };
+    const issues = [...result.error.issues].sort((a, b) => offset(a) - offset(b));
+    const problems = issues.reduce(
+      (count, issue) => count + (issue.code === z.ZodIssueCode.unrecognized_keys ? issue.keys.length : 1),
+      0,
+    );
+    throw configError(path, describeIssue(issues[0], input), problems - 1);
   }
   const file = result.data ?? {};
   const defaults = defaultConfig();
