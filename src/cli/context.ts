@@ -105,7 +105,8 @@ async function readConfig(
   env: Environment,
   readConfig: boolean,
 ): Promise<{ config: Config; configPath: string }> {
-  const named = option(args, "config") ?? env("BERTH_CONFIG");
+  // An empty BERTH_CONFIG (a unit file's `Environment=BERTH_CONFIG=`) means "not set", as unset would.
+  const named = option(args, "config") ?? (env("BERTH_CONFIG") || undefined);
   const configPath = named ?? DEFAULT_CONFIG_FILE;
   // A default file that cannot even be stat'ed is read anyway, so that loadConfig says why.
   const present = await statIfExists(configPath).catch(() => true);

@@ -8,6 +8,7 @@ import { DEFAULT_CREDENTIALS_FILE } from "../../src/registry/credentials.ts";
 import { DEFAULT_CERTS_DIR } from "../../src/registry/transport.ts";
 import { hostPlatform } from "../../src/registry/platform.ts";
 import { BerthError } from "../../src/util/errors.ts";
+import { DEFAULT_CONFIG_FILE } from "../../src/config/defaults.ts";
 
 const CONFIG = `store: /file/store
 composeRoot: /file/apps
@@ -139,6 +140,7 @@ Deno.test("the config file comes from --config, else BERTH_CONFIG; only a named 
     assert.equal(fromFlag.storePath, "/from/flag-file");
     assert.equal(fromFlag.configPath, `${dir}/flag.yml`);
     assert.equal((await context([], env)).storePath, "/from/env-file");
+    assert.equal((await context([], { BERTH_CONFIG: "" })).configPath, DEFAULT_CONFIG_FILE);
     for (
       const [argv, envVars] of [[["--config", `${dir}/absent.yml`], {}], [[], {
         BERTH_CONFIG: `${dir}/absent.yml`,
