@@ -105,13 +105,15 @@ function connectionProblem(error: unknown): string {
   return message;
 }
 
-/** "3m 20s", "2h 5m", "4d 1h". */
+/** "45s", "3m 20s", "5m", "2h 5m", "4d 1h". */
 function formatDuration(seconds: number): string {
   const s = Math.max(0, Math.round(seconds));
+  const two = (big: number, bigUnit: string, small: number, smallUnit: string) =>
+    small ? `${big}${bigUnit} ${small}${smallUnit}` : `${big}${bigUnit}`;
   if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
-  if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor(s % 3600 / 60)}m`;
-  return `${Math.floor(s / 86400)}d ${Math.floor(s % 86400 / 3600)}h`;
+  if (s < 3600) return two(Math.floor(s / 60), "m", s % 60, "s");
+  if (s < 86400) return two(Math.floor(s / 3600), "h", Math.floor(s % 3600 / 60), "m");
+  return two(Math.floor(s / 86400), "d", Math.floor(s % 86400 / 3600), "h");
 }
 
 function ago(isoTime: string, now: number): string {
