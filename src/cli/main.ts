@@ -78,6 +78,17 @@ const COMMANDS: Record<string, Command> = {
     options: [{ name: "--repair", help: "remove corrupt blobs, stale ingests and temporary files" }],
     run: fsckCommand,
   },
+  status: {
+    usage: "status",
+    summary: "show what a running agent is doing (apps, progress, store, engine), from its status endpoint",
+    options: [{
+      name: "--listen",
+      value: "ADDR",
+      help: "the agent's status.listen: host:port or a unix socket path (env BERTH_STATUS_LISTEN; " +
+        "default 127.0.0.1:8470); the token comes from env BERTH_STATUS_TOKEN",
+    }],
+    run: async (context) => (await import("./status.ts")).statusCommand(context),
+  },
   version: {
     usage: "version",
     summary: "print versions",
@@ -148,7 +159,7 @@ export async function main(argv: string[]): Promise<number> {
       write(commandHelp(command), Deno.stdout);
       return 0;
     }
-    if (["ls", "fsck", "version"].includes(args.command) && args.positional.length > 0) {
+    if (["ls", "fsck", "version", "status"].includes(args.command) && args.positional.length > 0) {
       throw new UsageError(`${args.command} takes no arguments, got "${args.positional[0]}"`);
     }
     return await command.run(await makeContext(args, { readConfig: command.readsConfig ?? true }));

@@ -21,7 +21,8 @@ export type Reason =
   | "interrupted"
   | "engine_unavailable"
   | "engine_error"
-  | "compose_failed";
+  | "compose_failed"
+  | "agent_unavailable";
 
 /** A failure berth expects and explains; anything else is a bug and prints its stack. */
 export class BerthError extends Error {

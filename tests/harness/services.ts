@@ -99,8 +99,8 @@ function isStaticElf(path: string): boolean {
 
 /**
  * Installs the Debian packages the harness needs (docker.io, docker-registry, skopeo, docker-compose,
- * busybox-static, time) when any of their tools is missing; does nothing when all are present. apt's output
- * goes to stderr so that it shows in CI logs without mixing into test output.
+ * busybox-static, time, openssl, chromium) when any of their tools is missing; does nothing when all are
+ * present. apt's output goes to stderr so that it shows in CI logs without mixing into test output.
  */
 export async function ensurePackages(): Promise<void> {
   const missing = [
@@ -111,13 +111,23 @@ export async function ensurePackages(): Promise<void> {
     "skopeo",
     "docker-compose",
     "openssl",
+    "chromium", // the status page test loads the page in headless Chromium
   ]
     .filter((tool) => !onPath(tool));
   if (!isStaticElf("/bin/busybox")) missing.push("/bin/busybox (static)");
   if (!isFile("/usr/bin/time")) missing.push("/usr/bin/time"); // the shell's `time` builtin is not enough
   if (missing.length === 0) return;
   await aptInstall(
-    ["docker.io", "docker-registry", "skopeo", "docker-compose", "busybox-static", "time", "openssl"],
+    [
+      "docker.io",
+      "docker-registry",
+      "skopeo",
+      "docker-compose",
+      "busybox-static",
+      "time",
+      "openssl",
+      "chromium",
+    ],
     `the test services need them; missing: ${missing.join(", ")}`,
   );
 }

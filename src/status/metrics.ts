@@ -1,0 +1,169 @@
+/**
+ * `GET /metrics`: the status document and the agent's counters in the Prometheus text exposition format
+ * 0.0.4. Every family has its HELP and TYPE lines even before it has a sample, so dashboards and alerts can
+ * be written against a fresh device.
+ */
+import { APP_STATES, type Counters, type Status } from "./schema.ts";
+
+export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+type Labels = Record<string, string>;
+type MetricType = "counter" | "gauge" | "summary";
+
+/** Label values: backslash, double quote and line feed are escaped, as the format requires. */
+export function escapeLabelValue(value: string): string {
+  return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+/** HELP text: backslash and line feed are escaped (quotes are not). */
+function escapeHelp(text: string): string {
+  return text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
+}
+
+/** Go's float syntax, which Prometheus parses: NaN, +Inf, -Inf, or a JavaScript number. */
+function formatValue(value: number): string {
+  if (Number.isNaN(value)) return "NaN";
+  if (value === Infinity) return "+Inf";
+  if (value === -Infinity) return "-Inf";
+  return String(value);
+}
+
+function formatLabels(labels: Labels): string {
+  const pairs = Object.entries(labels).map(([name, value]) => `${name}="${escapeLabelValue(value)}"`);
+  return pairs.length ? `{${pairs.join(",")}}` : "";
+}
+
+/** Collects families in order; each family's samples follow its HELP and TYPE lines. */
+class Exposition {
+  #lines: string[] = [];
+
+  family(name: string, type: MetricType, help: string, samples: [string, Labels, number][] = []): void {
+    this.#lines.push(`# HELP ${name} ${escapeHelp(help)}`, `# TYPE ${name} ${type}`);
+    for (const [sampleName, labels, value] of samples) {
+      this.#lines.push(`${sampleName}${formatLabels(labels)} ${formatValue(value)}`);
+    }
+  }
+
+  text(): string {
+    return this.#lines.join("\n") + "\n";
+  }
+}
+
+function seconds(isoTime: string): number {
+  return Date.parse(isoTime) / 1000;
+}
+
+/** The whole exposition for one scrape; reads only its arguments. */
+export function renderMetrics(status: Status, counters: Counters): string {
+  const out = new Exposition();
+  const gauge = (name: string, help: string, value: number) =>
+    out.family(name, "gauge", help, [[name, {}, value]]);
+  const counter = (name: string, help: string, value: number) =>
+    out.family(name, "counter", help, [[name, {}, value]]);
+
+  out.family("berth_agent_info", "gauge", "The running agent's version (always 1).", [
+    ["berth_agent_info", { version: status.agent.version }, 1],
+  ]);
+  gauge(
+    "berth_agent_start_time_seconds",
+    "When the agent started, in seconds since the epoch.",
+    seconds(status.agent.startedAt),
+  );
+  if (status.agent.lastReconcileAt) {
+    gauge(
+      "berth_agent_last_reconcile_time_seconds",
+      "When the last reconcile finished, in seconds since the epoch.",
+      seconds(status.agent.lastReconcileAt),
+    );
+  }
+  counter(
+    "berth_reconciles_total",
+    "Reconcile passes finished since the agent started.",
+    counters.reconciles,
+  );
+
+  counter(
+    "berth_fetched_bytes_total",
+    "Blob bytes downloaded from registries since the agent started.",
+    counters.bytesFetched,
+  );
+  counter(
+    "berth_fetched_blobs_total",
+    "Blobs downloaded and verified since the agent started.",
+    counters.blobsFetched,
+  );
+  out.family(
+    "berth_errors_total",
+    "counter",
+    "Failures since the agent started, by machine reason.",
+    Object.entries(counters.errorsByReason).sort(([a], [b]) => a.localeCompare(b)).map((
+      [reason, count],
+    ) => ["berth_errors_total", { reason }, count]),
+  );
+  out.family(
+    "berth_phase_duration_seconds",
+    "summary",
+    "Time spent per phase (fetch, install, reconcile): the sum in seconds and how many.",
+    Object.entries(counters.durations).sort(([a], [b]) => a.localeCompare(b)).flatMap((
+      [phase, { sum, count }],
+    ): [string, Labels, number][] => [
+      ["berth_phase_duration_seconds_sum", { phase }, sum],
+      ["berth_phase_duration_seconds_count", { phase }, count],
+    ]),
+  );
+
+  gauge("berth_store_used_bytes", "Bytes of the blobs in the store.", status.store.bytesUsed);
+  gauge("berth_store_blobs", "Blobs in the store.", status.store.blobs);
+  gauge("berth_store_reclaimable_bytes", "Bytes that pruning would free now.", status.store.reclaimableBytes);
+  gauge("berth_store_free_bytes", "Free bytes on the store's filesystem.", status.store.freeBytes);
+
+  gauge(
+    "berth_engine_reachable",
+    "Whether the docker engine answers (1) or not (0).",
+    status.engine.reachable ? 1 : 0,
+  );
+  gauge(
+    "berth_can_restore_offline",
+    "Whether every installed app could be brought back after a factory reset with no network (1) or not (0).",
+    status.canRestoreOffline ? 1 : 0,
+  );
+
+  out.family(
+    "berth_app_state",
+    "gauge",
+    "An app's state: 1 for the state it is in, 0 for the others.",
+    status.apps.flatMap((app) =>
+      APP_STATES.map((state): [string, Labels, number] => [
+        "berth_app_state",
+        { app: app.name, state },
+        app.state === state ? 1 : 0,
+      ])
+    ),
+  );
+  const withProgress = status.apps.filter((app) => app.progress);
+  out.family(
+    "berth_app_progress_done_bytes",
+    "gauge",
+    "Bytes of the app version being fetched that are stored (stored blobs count as done).",
+    withProgress.map((app) => ["berth_app_progress_done_bytes", { app: app.name }, app.progress!.bytesDone]),
+  );
+  out.family(
+    "berth_app_progress_total_bytes",
+    "gauge",
+    "Bytes of every blob of the app version being fetched, for this device's platform.",
+    withProgress.map((
+      app,
+    ) => ["berth_app_progress_total_bytes", { app: app.name }, app.progress!.bytesTotal]),
+  );
+  out.family(
+    "berth_app_progress_bytes_per_second",
+    "gauge",
+    "Download speed of the app version being fetched, over the last few seconds.",
+    withProgress.map((app) => [
+      "berth_app_progress_bytes_per_second",
+      { app: app.name },
+      app.progress!.bytesPerSecond,
+    ]),
+  );
+  return out.text();
+}
