@@ -76,6 +76,16 @@ const COMMANDS: Record<string, Command> = {
     options: [{ name: "--repair", help: "remove corrupt blobs, stale ingests and temporary files" }],
     run: fsckCommand,
   },
+  prune: {
+    usage: "prune [--keep N]",
+    summary: "remove app versions beyond the N kept, images only they used, and unreferenced content",
+    options: [{
+      name: "--keep",
+      value: "N",
+      help: "earlier versions of each app kept besides the installed one (default 1)",
+    }],
+    run: async (context) => (await import("./prune.ts")).pruneCommand(context),
+  },
   version: {
     usage: "version",
     summary: "print versions",
