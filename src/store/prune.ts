@@ -41,7 +41,8 @@ export function entryRoots(entry: Descriptor): BlobRoot[] {
 
 /**
  * Every blob reachable from `roots`: an index reaches its manifests, a manifest its config and layers, and
- * any manifest annotation whose value is a digest (a compose app names its bundle index so). `readJson`
+ * any annotation value that is a digest, on the manifest or on its descriptors (a compose app names its
+ * bundle index on the bundle's layer descriptor). `readJson`
  * returns a stored manifest or index parsed, or undefined when the blob is absent, too big or not JSON;
  * it is asked only about roots and index children, never about configs or layers. Absent children (the
  * other platforms of a served index) are marked too, which is harmless: marking only protects.
@@ -71,12 +72,19 @@ export async function reachableBlobs(
         }
       }
     }
-    const leaves: unknown[] = [node.config?.digest];
-    if (Array.isArray(node.layers)) {
-      leaves.push(...(node.layers as Partial<Descriptor>[]).map((l) => l?.digest));
-    }
-    if (typeof node.annotations === "object" && node.annotations !== null) {
-      leaves.push(...Object.values(node.annotations).filter((value) => DIGEST_VALUE.test(String(value))));
+    const leaves: unknown[] = [];
+    const named = (annotations: unknown) => {
+      if (typeof annotations !== "object" || annotations === null) return;
+      leaves.push(...Object.values(annotations).filter((value) => DIGEST_VALUE.test(String(value))));
+    };
+    named(node.annotations);
+    const descriptors = [
+      node.config,
+      ...(Array.isArray(node.layers) ? node.layers : []),
+    ] as (Partial<Descriptor> | undefined)[];
+    for (const descriptor of descriptors) {
+      leaves.push(descriptor?.digest);
+      named(descriptor?.annotations);
     }
     for (const leaf of leaves) if (typeof leaf === "string") reached.add(leaf);
   }
