@@ -77,13 +77,13 @@ const COMMANDS: Record<string, Command> = {
     run: fsckCommand,
   },
   prune: {
-    usage: "prune [--keep N]",
+    usage: "prune [--keep N] [--dry-run]",
     summary: "remove app versions beyond the N kept, images only they used, and unreferenced content",
     options: [{
       name: "--keep",
       value: "N",
       help: "earlier versions of each app kept besides the installed one (default 1)",
-    }],
+    }, { name: "--dry-run", help: "say what would be removed; change nothing" }],
     run: async (context) => (await import("./prune.ts")).pruneCommand(context),
   },
   version: {

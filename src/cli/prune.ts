@@ -23,18 +23,22 @@ export async function pruneCommand(context: Context): Promise<number> {
   let store: Store | undefined;
   try {
     store = await Store.open(context.storePath, { write: true, command: "prune" });
-    const result = await pruneStore(store, engine, { keep });
+    const dryRun = context.args.options["dry-run"] === true;
+    const result = await pruneStore(store, engine, { keep, dryRun });
     if (context.json) context.emit(result);
-    for (const ref of result.refsRemoved) context.say(`Removed ${ref}`);
-    for (const tag of result.imagesRemoved) context.say(`Removed image ${tag} from the engine`);
+    const removed = dryRun ? "Would remove" : "Removed";
+    for (const ref of result.refsRemoved) context.say(`${removed} ${ref}`);
+    for (const tag of result.imagesRemoved) context.say(`${removed} image ${tag} from the engine`);
     for (const tag of result.imagesInUse) {
       context.say(`Kept image ${tag}: a container uses it (the next prune tries again)`);
     }
     for (const warning of result.warnings) context.note(`warning: ${warning}`);
     context.say(
-      `Pruned (keeping ${keep} earlier version${keep === 1 ? "" : "s"} of each app): ` +
+      `${dryRun ? "Would prune" : "Pruned"} (keeping ${keep} earlier version${
+        keep === 1 ? "" : "s"
+      } of each app): ` +
         `${result.blobsRemoved} blobs, ${result.ingestsRemoved} partial downloads, ` +
-        `${formatBytes(result.bytesFreed)} freed`,
+        `${formatBytes(result.bytesFreed)}${dryRun ? "" : " freed"}`,
     );
     return 0;
   } finally {

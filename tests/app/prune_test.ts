@@ -12,6 +12,8 @@ import { run, startDockerd } from "../harness/services.ts";
 import { runBerth, scratchDir, spawnBerth, testEnv, withServices } from "../harness/env.ts";
 import type { ImageInfo } from "../harness/images.ts";
 import { localImageTag } from "../../src/app/lifecycle.ts";
+import { reclaimableBytes } from "../../src/app/prune.ts";
+import { Store } from "../../src/store/store.ts";
 
 async function writeProject(dir: string, images: Record<string, string>): Promise<void> {
   const services = Object.entries(images).map(([name, image]) =>
@@ -205,6 +207,32 @@ Deno.test({
             fired: async (copy, start) => (await blobNames(copy)).length < start[2].size,
           },
         ];
+      // On the first copy: what reclaimableBytes and a dry run announce is exactly what a prune frees.
+      const copyBlobs = await blobNames(copies[0]);
+      let goneBytes = 0;
+      for (const name of copyBlobs.filter((name) => !expectedBlobs.includes(name))) {
+        goneBytes += (await Deno.stat(`${copies[0]}/blobs/sha256/${name}`)).size;
+      }
+      assert.ok(goneBytes > 0);
+      const reader = await Store.open(copies[0], { write: false, command: "test" });
+      assert.equal(await reclaimableBytes(reader, 0), goneBytes);
+      assert.equal(await reclaimableBytes(reader, 1), 0);
+      const dry = await runBerth([
+        "--store",
+        copies[0],
+        "--docker-host",
+        dockerd.host,
+        "--json",
+        "prune",
+        "--keep",
+        "0",
+        "--dry-run",
+      ]);
+      assert.equal(dry.code, 0, dry.stderr);
+      assert.equal(JSON.parse(dry.stdout).blobsRemoved, copyBlobs.length - expectedBlobs.length);
+      assert.equal(JSON.parse(dry.stdout).bytesFreed, goneBytes);
+      assert.deepEqual(await blobNames(copies[0]), copyBlobs, "a dry run removes nothing");
+
       const log: string[] = [];
       for (const [round, trigger] of triggers.entries()) {
         const copy = copies[round];
