@@ -89,6 +89,16 @@ const COMMANDS: Record<string, Command> = {
     }],
     run: async (context) => (await import("./status.ts")).statusCommand(context),
   },
+  prune: {
+    usage: "prune [--keep N] [--dry-run]",
+    summary: "remove app versions beyond the N kept, images only they used, and unreferenced content",
+    options: [{
+      name: "--keep",
+      value: "N",
+      help: "earlier versions of each app kept besides the installed one (default 1)",
+    }, { name: "--dry-run", help: "say what would be removed; change nothing" }],
+    run: async (context) => (await import("./prune.ts")).pruneCommand(context),
+  },
   version: {
     usage: "version",
     summary: "print versions",
@@ -159,7 +169,7 @@ export async function main(argv: string[]): Promise<number> {
       write(commandHelp(command), Deno.stdout);
       return 0;
     }
-    if (["ls", "fsck", "version", "status"].includes(args.command) && args.positional.length > 0) {
+    if (["ls", "fsck", "version", "status", "prune"].includes(args.command) && args.positional.length > 0) {
       throw new UsageError(`${args.command} takes no arguments, got "${args.positional[0]}"`);
     }
     return await command.run(await makeContext(args, { readConfig: command.readsConfig ?? true }));

@@ -101,8 +101,11 @@ export class Engine {
     this.#client = undefined;
   }
 
-  /** One API call; `what` names it in errors. Non-2xx answers become BerthErrors with the engine's message. */
-  async request(path: string, init: RequestInit & { what: string }): Promise<Response> {
+  /**
+   * One API call; `what` names it in errors. Non-2xx answers become BerthErrors with the engine's message,
+   * except 404 and the statuses in `accept`, which the caller handles.
+   */
+  async request(path: string, init: RequestInit & { what: string; accept?: number[] }): Promise<Response> {
     let response: Response;
     try {
       response = await fetch(`${this.#base}/v${this.apiVersion}${path}`, { ...init, client: this.#client });
@@ -113,7 +116,7 @@ export class Engine {
         { cause: error, transient: true },
       );
     }
-    if (!response.ok && response.status !== 404) {
+    if (!response.ok && response.status !== 404 && !init.accept?.includes(response.status)) {
       let detail = `HTTP ${response.status}`;
       try {
         detail = ((await response.json()) as { message?: string }).message ?? detail;
@@ -147,6 +150,23 @@ export class Engine {
   async listImages(): Promise<{ Id: string; RepoTags: string[] | null }[]> {
     const response = await this.request("/images/json?all=1", { what: "image list" });
     return (await response.json()) as { Id: string; RepoTags: string[] | null }[];
+  }
+
+  /**
+   * Removes the tag `repo:tag` without force (DELETE /images/{tag}): an image with other tags only loses
+   * this one; an image with no other tag is deleted with the layers no other image uses. The engine refuses
+   * (409) when a container (running or not) uses an image this is the last tag of: "in_use", nothing
+   * changed. "absent" when the engine has no such tag.
+   */
+  async removeImageTag(tag: string): Promise<"removed" | "absent" | "in_use"> {
+    const response = await this.request(`/images/${encodeURIComponent(tag)}`, {
+      method: "DELETE",
+      what: `removal of image tag ${tag}`,
+      accept: [409],
+    });
+    await response.body?.cancel();
+    if (response.status === 404) return "absent";
+    return response.status === 409 ? "in_use" : "removed";
   }
 
   /** The containers of a compose project (running or not), from compose's own labels. */

@@ -21,6 +21,7 @@ import {
   MANIFEST_DIGEST,
   PLATFORM,
   PULLED_AT,
+  PULLED_FOR_APP,
   REF_NAME,
   SOURCE_DIGEST,
   SOURCE_MEDIA_TYPE,
@@ -261,6 +262,8 @@ interface PullSession {
   pool: Pool;
   downloads: Map<string, Promise<number>>;
   index: { update: Promise<void> };
+  /** Set for the images an app pins: the app's name, recorded on their entries (PULLED_FOR_APP). */
+  forApp?: string;
 }
 
 /**
@@ -332,7 +335,10 @@ export async function pull(
       // An app is complete only with every image its compose file pins: those are pulled before the app's
       // own reference is recorded.
       const compose = await readBundleCompose(store, image.app.bundle, image.name);
-      images = await pull(client, store, appImageRefs(compose).map(parseReference), options, session);
+      images = await pull(client, store, appImageRefs(compose).map(parseReference), options, {
+        ...session,
+        forApp: appName(image.ref),
+      });
       bytesTotal += images.reduce((sum, result) => sum + result.bytesTotal, 0);
       bytesFetched += images.reduce((sum, result) => sum + result.bytesFetched, 0);
     }
@@ -352,6 +358,7 @@ export async function pull(
         [MANIFEST_DIGEST]: image.manifest.digest,
         ...(platform ? { [PLATFORM]: formatPlatform(platform) } : {}),
         ...(image.app ? { [APP_NAME]: appName(image.ref) } : {}),
+        ...(session.forApp ? { [PULLED_FOR_APP]: session.forApp } : {}),
         [PULLED_AT]: new Date().toISOString(),
       },
     };

@@ -39,3 +39,8 @@ export const MANIFEST_DIGEST = "io.berth.manifest.digest";
 export const PULLED_AT = "io.berth.pulledAt";
 /** Set on the entry of a compose app: the app's name (the compose project name). */
 export const APP_NAME = "io.berth.app";
+/**
+ * Set on the entry of an image pulled because a compose app pins it (the app's name): prune may drop such
+ * an entry once no kept app version pins it. Entries a user pulled with `berth pull` never carry it.
+ */
+export const PULLED_FOR_APP = "io.berth.pulledForApp";
