@@ -48,7 +48,7 @@ export function localImageTag(pinned: string): string {
   return `${ref.registry}/${ref.repository}:sha256-${ref.digest!.slice("sha256:".length)}`;
 }
 
-const projectDir = (device: Device, name: string) => `${device.composeRoot}/${name}`;
+const projectDir = (device: Pick<Device, "composeRoot">, name: string) => `${device.composeRoot}/${name}`;
 
 /** The versions before `digest`, newest first: the one being replaced goes to the front (at most 16 kept). */
 function previousVersions(record: AppRecord | undefined, digest: string): string[] {
@@ -187,8 +187,11 @@ export async function installApp(device: Device, input: string): Promise<Install
   }
 }
 
-/** The record of an installed app, or an error saying how to install it. */
-export async function installedApp(device: Device, name: string): Promise<AppRecord> {
+/** The record of an installed app, or an error saying how to install it. Needs no engine. */
+export async function installedApp(
+  device: Pick<Device, "store" | "composeRoot">,
+  name: string,
+): Promise<AppRecord> {
   const record = (await readApps(device.store))[name];
   if (!record?.installed || !(await statIfExists(projectDir(device, name)))) {
     throw new BerthError(

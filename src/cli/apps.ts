@@ -6,19 +6,33 @@ import { Store } from "../store/store.ts";
 import { Engine } from "../docker/engine.ts";
 import { type Compose, findCompose } from "../docker/compose.ts";
 import { publishApp } from "../app/publish.ts";
-import { type Device, installApp, removeApp, restoreApps, runApp, stopApp } from "../app/lifecycle.ts";
+import {
+  type Device,
+  installApp,
+  installedApp,
+  removeApp,
+  restoreApps,
+  runApp,
+  stopApp,
+} from "../app/lifecycle.ts";
 import { appName } from "../app/stored.ts";
 import { type Context, formatBytes } from "./context.ts";
 
-/** Opens what app commands work on: the store (as the one writer), the engine, and compose on demand. */
+/**
+ * Opens what app commands work on: the store (as the one writer), the engine, and compose on demand.
+ * `check` runs before the engine is connected: what the store alone can refuse (an app that is not
+ * installed) is said first, not hidden behind an unreachable engine.
+ */
 async function withDevice<T>(
   context: Context,
   command: string,
   work: (device: Device) => Promise<T>,
+  check?: (local: Pick<Device, "store" | "composeRoot">) => Promise<unknown>,
 ): Promise<T> {
   const store = await Store.open(context.storePath, { write: true, command });
   let engine: Engine | undefined;
   try {
+    await check?.({ store, composeRoot: context.composeRoot });
     engine = await Engine.connect(context.dockerHost);
     let compose: Promise<Compose> | undefined;
     const device: Device = {
@@ -90,11 +104,16 @@ function appAction(
 ): (context: Context) => Promise<number> {
   return (context) => {
     const name = nameArg(context, command);
-    return withDevice(context, command, async (device) => {
-      await action(device, name);
-      context.say(`App ${name} ${done}`);
-      return 0;
-    });
+    return withDevice(
+      context,
+      command,
+      async (device) => {
+        await action(device, name);
+        context.say(`App ${name} ${done}`);
+        return 0;
+      },
+      (local) => installedApp(local, name),
+    );
   };
 }
 

@@ -5,6 +5,7 @@ import { RegistryClient } from "../registry/client.ts";
 import { Store } from "../store/store.ts";
 import { pull, type PullEvent } from "../fetch/pull.ts";
 import { type Context, formatBytes, shortDigest } from "./context.ts";
+import { TerminalProgress } from "./progress.ts";
 
 export async function pullCommand(context: Context): Promise<number> {
   if (context.args.positional.length === 0) throw new UsageError("pull needs at least one reference");
@@ -19,13 +20,18 @@ export async function pullCommand(context: Context): Promise<number> {
     );
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
+  // On a terminal a live line replaces the per-blob lines; logs and scripts get plain lines as before.
+  const progress = !context.json && Deno.stderr.isTerminal()
+    ? new TerminalProgress(writeStderr, terminalColumns)
+    : undefined;
   try {
     const results = await pull(client, store, refs, {
       platform: context.platform,
       parallel: context.parallel,
       signal: abort.signal,
-      onEvent: (event) => report(context, event),
+      onEvent: (event) => report(context, event, progress),
     });
+    progress?.finish();
     if (context.json) context.emit({ pulled: results });
     else {
       for (const result of results) {
@@ -39,6 +45,7 @@ export async function pullCommand(context: Context): Promise<number> {
     }
     return 0;
   } finally {
+    progress?.finish();
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
     await client.close();
@@ -46,25 +53,40 @@ export async function pullCommand(context: Context): Promise<number> {
   }
 }
 
-function report(context: Context, event: PullEvent): void {
+const encoder = new TextEncoder();
+const writeStderr = (text: string) => Deno.stderr.writeSync(encoder.encode(text));
+
+/** The terminal's width; 80 when it does not say (a pty whose size was never set reports 0). */
+function terminalColumns(): number {
+  try {
+    return Deno.consoleSize().columns || 80;
+  } catch {
+    return 80;
+  }
+}
+
+function report(context: Context, event: PullEvent, progress?: TerminalProgress): void {
   if (context.json) return;
+  progress?.update(event);
+  const note = progress ? (line: string) => progress.note(line) : context.note;
   switch (event.type) {
     case "resolved":
-      context.note(
+      note(
         `Pulling ${event.name} ${event.digest}${event.platform ? ` (${event.platform})` : ""}: ` +
           `${event.blobs} blobs, ${formatBytes(event.bytesTotal)}`,
       );
       break;
     case "blob-start":
       if (event.offset > 0) {
-        context.note(`  ${shortDigest(event.digest)} resuming at byte ${event.offset} of ${event.size}`);
+        note(`  ${shortDigest(event.digest)} resuming at byte ${event.offset} of ${event.size}`);
       }
       break;
     case "blob-retry":
-      context.note(`  ${shortDigest(event.digest)} retrying from byte ${event.offset}: ${event.error}`);
+      note(`  ${shortDigest(event.digest)} retrying from byte ${event.offset}: ${event.error}`);
       break;
     case "blob-done":
-      context.note(
+      if (progress) break;
+      note(
         `  ${shortDigest(event.digest)} ${
           event.alreadyStored
             ? "already stored"

@@ -12,7 +12,8 @@ import { isIndexType, OCI_INDEX, OCI_MANIFEST } from "../registry/mediatypes.ts"
 import { choosePlatform, formatPlatform, normalizePlatform, type Platform } from "../registry/platform.ts";
 import { formatReference, parseReference, type Reference } from "../registry/reference.ts";
 import { APP_JSON_MEDIA_TYPE, type AppManifest, isAppManifest, parseAppManifest } from "../app/bundle.ts";
-import { appImageRefs, appName, readBundleCompose } from "../app/stored.ts";
+// Compose parsing (app/stored.ts: yaml, zod) is imported only when an app is pulled: it costs start-up time.
+import { appName } from "../app/name.ts";
 import type { Store } from "../store/store.ts";
 import {
   APP_NAME,
@@ -334,6 +335,7 @@ export async function pull(
     if (image.app) {
       // An app is complete only with every image its compose file pins: those are pulled before the app's
       // own reference is recorded.
+      const { appImageRefs, readBundleCompose } = await import("../app/stored.ts");
       const compose = await readBundleCompose(store, image.app.bundle, image.name);
       images = await pull(client, store, appImageRefs(compose).map(parseReference), options, {
         ...session,

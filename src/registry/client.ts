@@ -450,7 +450,7 @@ export class RegistryClient {
           `${name}: manifest is ${length} bytes, over the ${MAX_MANIFEST_BYTES}-byte limit`,
         );
       }
-      const bytes = await readCapped(response, MAX_MANIFEST_BYTES, name);
+      const bytes = await readCapped(response, MAX_MANIFEST_BYTES, name, abort.signal);
       const digest = sha256Of(bytes);
       if (ref.digest && ref.digest !== digest) {
         throw new BerthError(
@@ -566,14 +566,49 @@ export class RegistryClient {
   }
 }
 
-/** Reads a whole response body, refusing more than `cap` bytes. */
-async function readCapped(response: Response, cap: number, name: string): Promise<Uint8Array> {
+/**
+ * Ties a body's reader to `signal`: an abort cancels the reader at once, so a pending `read()` settles
+ * (done) and the connection is closed. Returns the function that unties them.
+ *
+ * fetch's own signal is not enough once the headers are in: Deno (2.x) forwards an abort to the body only
+ * through the Request object's internal signal, which the caller's signal holds weakly. When the Request is
+ * unreachable (fetch returned) and a garbage collection ran, the abort never reaches the body and the read
+ * runs to the end. Whether that collection happens depends on the heap, so an abort used to work or not
+ * depending on which modules were loaded.
+ */
+function cancelOnAbort(reader: ReadableStreamDefaultReader<Uint8Array>, signal: AbortSignal): () => void {
+  const onAbort = () => reader.cancel(signal.reason).catch(() => {});
+  if (signal.aborted) onAbort();
+  else signal.addEventListener("abort", onAbort, { once: true });
+  return () => signal.removeEventListener("abort", onAbort);
+}
+
+/** Reads a whole response body, refusing more than `cap` bytes; an abort of `signal` ends it at once. */
+async function readCapped(
+  response: Response,
+  cap: number,
+  name: string,
+  signal: AbortSignal,
+): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let total = 0;
-  for await (const chunk of response.body ?? new ReadableStream<Uint8Array>()) {
-    total += chunk.length;
-    if (total > cap) throw new BerthError("unsupported", `${name}: manifest is over the ${cap}-byte limit`);
-    chunks.push(chunk);
+  const reader = (response.body ?? new ReadableStream<Uint8Array>()).getReader();
+  const untie = cancelOnAbort(reader, signal);
+  try {
+    for (;;) {
+      const result = await reader.read().catch((error) => {
+        if (signal.aborted) throw signal.reason;
+        throw error;
+      });
+      if (signal.aborted) throw signal.reason;
+      if (result.done) break;
+      total += result.value.length;
+      if (total > cap) throw new BerthError("unsupported", `${name}: manifest is over the ${cap}-byte limit`);
+      chunks.push(result.value);
+    }
+  } finally {
+    untie();
+    reader.releaseLock();
   }
   const bytes = new Uint8Array(total);
   let at = 0;
@@ -589,8 +624,8 @@ const WATCHDOG_MS = 1_000;
 
 /**
  * Yields a body's chunks: drops the first `skip` bytes, and aborts the request when no byte arrives for
- * `stallMs`. Read errors become transient BerthErrors so the caller resumes; an abort by the caller
- * surfaces as the caller's reason.
+ * `stallMs`. Read errors become transient BerthErrors so the caller resumes; an abort (the caller's, or
+ * the stall watchdog's) ends the read at once and surfaces as the abort's reason.
  */
 async function* watchBody(
   body: ReadableStream<Uint8Array>,
@@ -601,6 +636,7 @@ async function* watchBody(
   what: string,
 ): AsyncGenerator<Uint8Array> {
   const reader = body.getReader();
+  const untie = cancelOnAbort(reader, abort.signal);
   let lastByteAt = Date.now();
   // One timer per transfer, not one per chunk: chunks arrive thousands of times a second.
   const watchdog = setInterval(() => {
@@ -616,7 +652,7 @@ async function* watchBody(
       try {
         result = await reader.read();
       } catch (error) {
-        if (abort.signal.aborted && abort.signal.reason instanceof BerthError) throw abort.signal.reason;
+        if (abort.signal.aborted) throw abort.signal.reason;
         throw new BerthError(
           "registry_unreachable",
           `${what}: transfer interrupted (${errorMessage(error)})`,
@@ -626,6 +662,8 @@ async function* watchBody(
           },
         );
       }
+      // A cancelled reader reports done: that is the abort, not the end of the body.
+      if (abort.signal.aborted) throw abort.signal.reason;
       if (result.done) return;
       lastByteAt = Date.now();
       const chunk = result.value;
@@ -639,7 +677,9 @@ async function* watchBody(
   } finally {
     clearInterval(watchdog);
     release();
+    // A consumer that stops early leaves the body open: cancelling it closes the connection for sure.
     abort.abort();
+    untie();
     reader.releaseLock();
   }
 }
