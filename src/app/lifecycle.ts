@@ -12,7 +12,7 @@ import { ensureDirDurable, fsyncDir, readFileIfExists, statIfExists, writeFileAt
 
 import { formatReference, parseReference } from "../registry/reference.ts";
 import type { Store } from "../store/store.ts";
-import { findStoredImage } from "../store/images.ts";
+import { findStoredImage, readManifest } from "../store/images.ts";
 import { type AppRecord, readApps, writeApp } from "../store/apps.ts";
 import type { Engine } from "../docker/engine.ts";
 import { type LoadRequest, loadStoredImages } from "../docker/load.ts";
@@ -72,12 +72,25 @@ async function removeLeftovers(device: Device, name: string): Promise<void> {
   }
 }
 
-/** Whether the engine holds every image the installed project names. */
+/** The pinned reference a local tag was made from (see localImageTag). */
+function pinnedFromLocalTag(tag: string): string | undefined {
+  const match = /^(.+):sha256-([0-9a-f]{64})$/.exec(tag);
+  return match ? `${match[1]}@sha256:${match[2]}` : undefined;
+}
+
+/**
+ * Whether the engine holds every image the installed project names, checked by config digest (the image
+ * ID): a tag alone could point at something else.
+ */
 async function imagesPresent(device: Device, dir: string): Promise<boolean> {
   try {
     const compose = parseComposeFile(await Deno.readFile(`${dir}/${COMPOSE_FILE}`), `${dir}/${COMPOSE_FILE}`);
     for (const service of compose.services) {
-      if (!(await device.engine.inspectImage(service.image))) return false;
+      const pinned = pinnedFromLocalTag(service.image);
+      if (!pinned) return false;
+      const { manifest } = await readManifest(device.store, await findStoredImage(device.store, pinned));
+      const image = await device.engine.inspectImage(manifest.config.digest);
+      if (!image?.RepoTags?.includes(service.image)) return false;
     }
     return true;
   } catch {
@@ -85,13 +98,26 @@ async function imagesPresent(device: Device, dir: string): Promise<boolean> {
   }
 }
 
+/** The services an installed app's project defines, in file order. */
+export async function installedServices(device: Device, name: string): Promise<string[]> {
+  const path = `${projectDir(device, name)}/${COMPOSE_FILE}`;
+  return parseComposeFile(await Deno.readFile(path), path).services.map((service) => service.name);
+}
+
+/** An app version in the store: the reference it was pulled as and its app manifest's digest. */
+export interface AppVersion {
+  ref: string;
+  manifestDigest: string;
+}
+
 /**
- * Installs the stored app `input` (a reference): idempotent — an installed app whose project and images are
+ * Installs the stored app `input` (a reference, or a version whose reference may no longer be in the
+ * index, as an earlier version rolled back to): idempotent — an installed app whose project and images are
  * all in place is left as it is.
  */
-export async function installApp(device: Device, input: string): Promise<InstallResult> {
+export async function installApp(device: Device, input: string | AppVersion): Promise<InstallResult> {
   const { store, engine } = device;
-  const stored = await findStoredImage(store, input);
+  const stored = typeof input === "string" ? await findStoredImage(store, input) : input;
   const ref = parseReference(stored.ref);
   const name = appName(ref);
   const manifestBytes = await store.readBlob(stored.manifestDigest);

@@ -29,6 +29,12 @@ const COMMANDS: Record<string, Command> = {
     options: [],
     run: pullCommand,
   },
+  check: {
+    usage: "check REF...",
+    summary: "storage pre-flight: would these references fit in the store and the engine? (no layer fetched)",
+    options: [],
+    run: async (context) => (await import("./check.ts")).checkCommand(context),
+  },
   publish: {
     usage: "publish DIR REF",
     summary: "publish a compose project as a compose app (images pinned by digest) to a registry",
@@ -65,6 +71,13 @@ const COMMANDS: Record<string, Command> = {
     options: [],
     run: async (context) => (await import("./apps.ts")).restoreCommand(context),
   },
+  agent: {
+    usage: "agent",
+    summary:
+      "run unattended: keep the config's apps fetched, installed, running and updated; serve the status",
+    options: [],
+    run: async (context) => (await import("./agent.ts")).agentCommand(context),
+  },
   load: {
     usage: "load REF...",
     summary: "load stored images into the docker engine (no network; only missing layers are sent)",
@@ -85,7 +98,7 @@ const COMMANDS: Record<string, Command> = {
       name: "--listen",
       value: "ADDR",
       help: "the agent's status.listen: host:port or a unix socket path (env BERTH_STATUS_LISTEN; " +
-        "default 127.0.0.1:8470); the token comes from env BERTH_STATUS_TOKEN",
+        "default: the config's status.listen); the token: env BERTH_STATUS_TOKEN, else status.token",
     }],
     run: async (context) => (await import("./status.ts")).statusCommand(context),
   },

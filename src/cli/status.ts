@@ -184,17 +184,16 @@ export function formatStatus(status: Status, now = Date.now()): string[] {
 }
 
 /**
- * Where `berth status` looks: `--listen`, else BERTH_STATUS_LISTEN, else the default; the token from
- * BERTH_STATUS_TOKEN (not a flag: command lines are visible to every user of the device).
- * TODO(lead): once src/config/ exists, fall back to the config's status.listen and status.token
- * (flag > environment > config file > default).
+ * Where `berth status` looks: `--listen`, else BERTH_STATUS_LISTEN, else the config's status.listen (which
+ * has the default); the token from BERTH_STATUS_TOKEN, else the config's status.token (not a flag: command
+ * lines are visible to every user of the device).
  */
 export function statusTargetFrom(context: Context): StatusTarget {
   const flag = context.args.options.listen;
   return {
     listen: (typeof flag === "string" ? flag : undefined) ?? Deno.env.get("BERTH_STATUS_LISTEN") ??
-      DEFAULT_STATUS_LISTEN,
-    token: Deno.env.get("BERTH_STATUS_TOKEN") || undefined,
+      context.config.status.listen ?? DEFAULT_STATUS_LISTEN,
+    token: Deno.env.get("BERTH_STATUS_TOKEN") || context.config.status.token || undefined,
   };
 }
 

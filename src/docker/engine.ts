@@ -28,6 +28,18 @@ export interface EngineContainer {
   Labels: Record<string, string>;
 }
 
+export interface ContainerDetails {
+  Id: string;
+  Name: string;
+  RestartCount: number;
+  State: {
+    Status: string;
+    ExitCode: number;
+    Health?: { Status: string };
+  };
+  HostConfig: { RestartPolicy?: { Name?: string } };
+}
+
 export interface EngineInfo {
   ServerVersion: string;
   DockerRootDir: string;
@@ -176,6 +188,18 @@ export class Engine {
       what: `container list of ${project}`,
     });
     return (await response.json()) as EngineContainer[];
+  }
+
+  /** One container's details (state, health, restart count), or undefined when it is gone. */
+  async inspectContainer(id: string): Promise<ContainerDetails | undefined> {
+    const response = await this.request(`/containers/${encodeURIComponent(id)}/json`, {
+      what: `inspect of container ${id}`,
+    });
+    if (response.status === 404) {
+      await response.body?.cancel();
+      return undefined;
+    }
+    return (await response.json()) as ContainerDetails;
   }
 
   /**

@@ -15,6 +15,8 @@ import { APP_JSON_MEDIA_TYPE, type AppManifest, isAppManifest, parseAppManifest 
 // Compose parsing (app/stored.ts: yaml, zod) is imported only when an app is pulled: it costs start-up time.
 import { appName } from "../app/name.ts";
 import type { Store } from "../store/store.ts";
+import { ingestPaths } from "../store/ingest.ts";
+import { statIfExists } from "../util/fs.ts";
 import {
   APP_NAME,
   type Descriptor,
@@ -47,6 +49,16 @@ export interface ResolvedImage {
 }
 
 export type PullEvent =
+  | {
+    type: "planned";
+    name: string;
+    digest: string;
+    bytesTotal: number;
+    bytesDone: number;
+    blobsTotal: number;
+    blobsDone: number;
+    blobs: PlannedBlob[];
+  }
   | { type: "resolved"; name: string; digest: string; platform?: string; blobs: number; bytesTotal: number }
   | { type: "blob-start"; digest: string; size: number; offset: number }
   | { type: "blob-progress"; digest: string; bytesDone: number; size: number }
@@ -60,6 +72,8 @@ export interface PullOptions {
   parallel: number;
   onEvent?: (event: PullEvent) => void;
   signal?: AbortSignal;
+  /** Called with the plan before any layer is downloaded; throwing stops the pull there. */
+  preflight?: (plan: PullPlan) => Promise<void>;
 }
 
 export interface PullResult {
@@ -267,25 +281,129 @@ interface PullSession {
   forApp?: string;
 }
 
+/** A top-level reference once resolved, with (for an app) the images its compose file pins. */
+interface PlannedImage {
+  image: ResolvedImage;
+  nested: ResolvedImage[];
+}
+
+/** One blob of a plan: how much of it the store already holds. */
+export interface PlannedBlob {
+  digest: string;
+  size: number;
+  /** The whole size when stored; what a partial download holds; else 0. */
+  bytesDone: number;
+}
+
+/** One reference of a plan: every blob and manifest of that version for the platform. */
+export interface PlannedRef {
+  name: string;
+  digest: string;
+  /** Blobs (bundle, configs, layers …) and manifests; fixed once known. */
+  bytesTotal: number;
+  /** Stored blobs and manifests count in full, partial downloads by what they hold. */
+  bytesDone: number;
+  blobs: PlannedBlob[];
+  /** The container images (the reference itself, or those an app pins): what the engine will unpack. */
+  images: { name: string; configDigest: string; layers: Descriptor[] }[];
+  /** An app's layers meta (`layers-meta` v1), when it has one: unpacked sizes per layer and arch. */
+  layersMetaDigest?: string;
+}
+
+/** What a pull will fetch, known before any layer is downloaded (the storage pre-flight reads it). */
+export interface PullPlan {
+  refs: PlannedRef[];
+  /** Every distinct blob of every reference. */
+  blobs: Map<string, PlannedBlob>;
+  /** Manifest bytes still to be written. */
+  manifestBytes: number;
+}
+
+/** What an ingest of `digest` already holds on disk (0 when there is none). */
+async function ingestHeld(store: Store, digest: string, size: number): Promise<number> {
+  const info = await statIfExists(ingestPaths(store.ingestDir, digest).data).catch(() => undefined);
+  return info ? Math.min(info.size, size) : 0;
+}
+
+const manifestBytesOf = (image: ResolvedImage) =>
+  image.manifest.bytes.length + (image.source === image.manifest ? 0 : image.source.bytes.length);
+
+/** The plan of resolved references: per blob, stored or how far along. */
+async function buildPlan(store: Store, planned: PlannedImage[]): Promise<PullPlan> {
+  const blobs = new Map<string, PlannedBlob>();
+  const blobOf = async (descriptor: Descriptor): Promise<PlannedBlob> => {
+    let blob = blobs.get(descriptor.digest);
+    if (!blob) {
+      const bytesDone = await store.has(descriptor.digest)
+        ? descriptor.size
+        : await ingestHeld(store, descriptor.digest, descriptor.size);
+      blob = { digest: descriptor.digest, size: descriptor.size, bytesDone };
+      blobs.set(descriptor.digest, blob);
+    }
+    return blob;
+  };
+  const refs: PlannedRef[] = [];
+  let manifestBytes = 0;
+  for (const { image, nested } of planned) {
+    const all = [image, ...nested];
+    const own = new Map<string, PlannedBlob>();
+    for (const member of all) {
+      for (const descriptor of member.blobs) own.set(descriptor.digest, await blobOf(descriptor));
+    }
+    const manifests = all.reduce((sum, member) => sum + manifestBytesOf(member), 0);
+    manifestBytes += manifests;
+    const ownBlobs = [...own.values()];
+    refs.push({
+      name: image.name,
+      digest: image.source.digest,
+      bytesTotal: manifests + ownBlobs.reduce((sum, blob) => sum + blob.size, 0),
+      bytesDone: manifests + ownBlobs.reduce((sum, blob) => sum + blob.bytesDone, 0),
+      blobs: ownBlobs,
+      images: all.filter((member) => !member.app).map((member) => ({
+        name: member.name,
+        configDigest: member.parsed.config.digest,
+        layers: member.parsed.layers,
+      })),
+      ...(image.app?.layersMeta ? { layersMetaDigest: image.app.layersMeta.digest } : {}),
+    });
+  }
+  return { refs, blobs, manifestBytes };
+}
+
+/** Throws the first failure of settled results (or one naming how many failed); else their values. */
+function settled<T>(results: PromiseSettledResult<T>[]): T[] {
+  const failures = results.filter((result): result is PromiseRejectedResult => result.status === "rejected");
+  if (failures.length > 0) {
+    const first = failures[0].reason;
+    if (failures.length === 1) throw first;
+    throw new BerthError(
+      first instanceof BerthError ? first.reason : "registry_error",
+      `${failures.length} of ${results.length} references failed; first: ${errorMessage(first)}`,
+      { cause: first },
+    );
+  }
+  return results.map((result) => (result as PromiseFulfilledResult<T>).value);
+}
+
 /**
- * Pulls references into the store. All references are resolved first, so bad input fails before any byte
- * is written; then every blob not yet stored is downloaded (`parallel` at once, each once even when
- * shared), and each reference is recorded as soon as its content is complete.
+ * Pulls references into the store, in two phases. Plan: every reference is resolved (for an app, its
+ * small blobs — config, bundle, bundle index, layers meta — are fetched to read which images it pins, and
+ * those are resolved too), so bad input fails before any layer is written and the whole size is known;
+ * `preflight` then sees the plan and may refuse it. Fetch: every blob not yet stored is downloaded
+ * (`parallel` at once, each once even when shared), and each reference is recorded as soon as its content
+ * is complete.
  */
 export async function pull(
   client: RegistryClient,
   store: Store,
   refs: Reference[],
   options: PullOptions,
-  session: PullSession = {
+): Promise<PullResult[]> {
+  const session: PullSession = {
     pool: new Pool(Math.max(1, options.parallel)),
     downloads: new Map(),
     index: { update: Promise.resolve() },
-  },
-): Promise<PullResult[]> {
-  const images: ResolvedImage[] = [];
-  for (const ref of refs) images.push(await resolveImage(client, ref, options.platform, options.signal));
-
+  };
   const { pool, downloads } = session;
   const fetchOnce = (image: ResolvedImage, descriptor: Descriptor): Promise<number> => {
     let download = downloads.get(descriptor.digest);
@@ -316,10 +434,45 @@ export async function pull(
     return download;
   };
 
-  // index.json is rewritten once per finished reference; one rewrite at a time (across nested pulls too).
-  const results = await Promise.allSettled(images.map(async (image): Promise<PullResult> => {
-    let bytesTotal = image.blobs.reduce((sum, blob) => sum + blob.size, 0) + image.manifest.bytes.length +
-      (image.source === image.manifest ? 0 : image.source.bytes.length);
+  // Plan.
+  const images: ResolvedImage[] = [];
+  for (const ref of refs) images.push(await resolveImage(client, ref, options.platform, options.signal));
+  const planned: PlannedImage[] = [];
+  for (const image of images) {
+    const nested: ResolvedImage[] = [];
+    if (image.app) {
+      // An app's own blobs are small (its size limits are in bundle.ts): they are needed to plan at all.
+      settled(await Promise.allSettled(image.blobs.map((blob) => fetchOnce(image, blob))));
+      const { appImageRefs, readBundleCompose } = await import("../app/stored.ts");
+      const compose = await readBundleCompose(store, image.app.bundle, image.name);
+      for (const pinned of appImageRefs(compose)) {
+        nested.push(await resolveImage(client, parseReference(pinned), options.platform, options.signal));
+      }
+    }
+    planned.push({ image, nested });
+  }
+  const plan = await buildPlan(store, planned);
+  for (const ref of plan.refs) {
+    options.onEvent?.({
+      type: "planned",
+      name: ref.name,
+      digest: ref.digest,
+      bytesTotal: ref.bytesTotal,
+      bytesDone: ref.bytesDone,
+      blobsTotal: ref.blobs.length,
+      blobsDone: ref.blobs.filter((blob) => blob.bytesDone === blob.size).length,
+      blobs: ref.blobs,
+    });
+  }
+  await options.preflight?.(plan);
+
+  // Fetch. index.json is rewritten once per finished reference; one rewrite at a time.
+  const complete = async (
+    image: ResolvedImage,
+    nested: ResolvedImage[],
+    forApp?: string,
+  ): Promise<PullResult> => {
+    let bytesTotal = image.blobs.reduce((sum, blob) => sum + blob.size, 0) + manifestBytesOf(image);
     options.onEvent?.({
       type: "resolved",
       name: image.name,
@@ -331,18 +484,14 @@ export async function pull(
     const fetched = await Promise.all(image.blobs.map((blob) => fetchOnce(image, blob)));
     // A blob shared by two references counts for the first only; the sum is still what crossed the wire.
     let bytesFetched = fetched.reduce((sum, bytes) => sum + bytes, 0);
-    let images: PullResult[] | undefined;
+    let pinned: PullResult[] | undefined;
     if (image.app) {
-      // An app is complete only with every image its compose file pins: those are pulled before the app's
-      // own reference is recorded.
-      const { appImageRefs, readBundleCompose } = await import("../app/stored.ts");
-      const compose = await readBundleCompose(store, image.app.bundle, image.name);
-      images = await pull(client, store, appImageRefs(compose).map(parseReference), options, {
-        ...session,
-        forApp: appName(image.ref),
-      });
-      bytesTotal += images.reduce((sum, result) => sum + result.bytesTotal, 0);
-      bytesFetched += images.reduce((sum, result) => sum + result.bytesFetched, 0);
+      // An app is complete only with every image its compose file pins: those are recorded before the
+      // app's own reference.
+      const name = appName(image.ref);
+      pinned = settled(await Promise.allSettled(nested.map((member) => complete(member, [], name))));
+      bytesTotal += pinned.reduce((sum, result) => sum + result.bytesTotal, 0);
+      bytesFetched += pinned.reduce((sum, result) => sum + result.bytesFetched, 0);
     }
     const platform = image.app
       ? undefined
@@ -360,7 +509,7 @@ export async function pull(
         [MANIFEST_DIGEST]: image.manifest.digest,
         ...(platform ? { [PLATFORM]: formatPlatform(platform) } : {}),
         ...(image.app ? { [APP_NAME]: appName(image.ref) } : {}),
-        ...(session.forApp ? { [PULLED_FOR_APP]: session.forApp } : {}),
+        ...(forApp ? { [PULLED_FOR_APP]: forApp } : {}),
         [PULLED_AT]: new Date().toISOString(),
       },
     };
@@ -389,20 +538,11 @@ export async function pull(
       blobs: image.blobs.length,
       bytesTotal,
       bytesFetched,
-      ...(images ? { app: appName(image.ref), images } : {}),
+      ...(pinned ? { app: appName(image.ref), images: pinned } : {}),
     };
-  }));
+  };
+  const results = await Promise.allSettled(planned.map(({ image, nested }) => complete(image, nested)));
   // Let downloads of other references finish or checkpoint before reporting, so nothing runs on after us.
   await Promise.allSettled(downloads.values());
-  const failures = results.filter((result): result is PromiseRejectedResult => result.status === "rejected");
-  if (failures.length > 0) {
-    const first = failures[0].reason;
-    if (failures.length === 1) throw first;
-    throw new BerthError(
-      first instanceof BerthError ? first.reason : "registry_error",
-      `${failures.length} of ${images.length} references failed; first: ${errorMessage(first)}`,
-      { cause: first },
-    );
-  }
-  return results.map((result) => (result as PromiseFulfilledResult<PullResult>).value);
+  return settled(results);
 }

@@ -1,0 +1,575 @@
+/**
+ * `berth agent`: the loop that makes the device match its config, unattended.
+ *
+ * Start-up: a self-audit that needs no network — every installed app's project and images are checked and
+ * re-created from the store where missing (the factory-reset path), and what should run is started. Then,
+ * for each app in the config, every poll interval (plus jitter): resolve the tag; if it names a version
+ * not installed, fetch it (only the blobs not stored, after the storage pre-flight), install it, start it,
+ * wait for its services to come up, and roll back to the previous version if they do not. Only after a new
+ * version runs is the store pruned. Failures are retried with capped exponential back-off.
+ *
+ * Crash rules: the agent holds the store's writer lock for its lifetime. Each step is itself atomic or
+ * resumable (ingests resume at their byte, installs swap projects by rename, records are replaced
+ * atomically), and `agent.json` names the version each app is moving to, so after a crash or reboot the
+ * agent picks up the same version where it was.
+ */
+import { BerthError, errorMessage } from "../util/errors.ts";
+import { backoffDelay, RegistryClient, type RegistryOptions, sleep } from "../registry/client.ts";
+import { formatReference, parseReference, type Reference } from "../registry/reference.ts";
+import type { Platform } from "../registry/platform.ts";
+import type { Store } from "../store/store.ts";
+import { type AppRecord, readApps, writeApp } from "../store/apps.ts";
+import { findStoredImage, readManifest } from "../store/images.ts";
+import { REF_NAME } from "../store/oci.ts";
+import { pull, type PullEvent, type PullPlan } from "../fetch/pull.ts";
+import { Engine } from "../docker/engine.ts";
+import { type Compose, findCompose } from "../docker/compose.ts";
+import { type Device, installApp, installedServices, removeApp, runApp, stopApp } from "../app/lifecycle.ts";
+import { appImageRefs, appName, readBundleCompose } from "../app/stored.ts";
+import { parseAppManifest } from "../app/bundle.ts";
+import { pruneStore, reclaimableBytes } from "../app/prune.ts";
+import { checkPlanSpace, spaceOf, type SpacePolicy } from "../store/space.ts";
+import { type ManagedApp, readAgentState, writeAgentState } from "./state.ts";
+import type { Logger } from "../util/log.ts";
+import { reasonOf, StatusModel } from "./model.ts";
+import { serviceStatuses, waitUntilUp } from "./services.ts";
+
+/** Everything the agent is told: the resolved command-line options and the config file. */
+export interface AgentSettings {
+  composeRoot: string;
+  dockerHost: string;
+  composeCommand?: string;
+  platform: Platform;
+  parallel: number;
+  registry: Partial<RegistryOptions>;
+  apps: string[];
+  /** Seconds. */
+  pollInterval: number;
+  pollJitter: number;
+  keep: number;
+  timeouts: { stall: number; start: number; retryMax: number };
+  storage: SpacePolicy;
+  rateLimit?: number;
+}
+
+/** How often services, engine and store figures are refreshed for the status document. */
+const REFRESH_MS = 5_000;
+/** First retry after a failure; doubles up to `timeouts.retryMax`. */
+const RETRY_BASE_MS = 2_000;
+
+interface Schedule {
+  nextAt: number;
+  failures: number;
+}
+
+export class Agent {
+  readonly #store: Store;
+  readonly #model: StatusModel;
+  readonly #log: Logger;
+  #settings: AgentSettings;
+  #client: RegistryClient;
+  #engine?: Engine;
+  #compose?: Promise<Compose>;
+  readonly #schedule = new Map<string, Schedule>();
+  /** Blob digests of fetches still to finish: prune keeps their partial ingests. */
+  readonly #pendingBlobs = new Map<string, Set<string>>();
+  #wake?: () => void;
+  #registryRequests = 0;
+
+  constructor(store: Store, settings: AgentSettings, model: StatusModel, log: Logger) {
+    this.#store = store;
+    this.#settings = settings;
+    this.#model = model;
+    this.#log = log;
+    this.#client = new RegistryClient(settings.registry);
+  }
+
+  /** Registry requests made so far (the audit makes none). */
+  get registryRequests(): number {
+    return this.#registryRequests;
+  }
+
+  /** New settings (SIGHUP): applied from the next pass, which starts now. */
+  reconfigure(settings: AgentSettings): void {
+    const registryChanged = JSON.stringify(settings.registry) !== JSON.stringify(this.#settings.registry);
+    this.#settings = settings;
+    if (registryChanged) {
+      const old = this.#client;
+      this.#client = new RegistryClient(settings.registry);
+      old.close().catch(() => {});
+    }
+    this.#model.setPollInterval(settings.pollInterval);
+    for (const schedule of this.#schedule.values()) schedule.nextAt = 0;
+    this.#wake?.();
+  }
+
+  /** Runs until `signal` aborts: audit, then reconcile forever. */
+  async run(signal: AbortSignal): Promise<void> {
+    const refresher = setInterval(() => {
+      this.#model.checkStalls();
+      this.#refresh().catch(() => {});
+    }, REFRESH_MS);
+    try {
+      this.#model.setAgentState("auditing");
+      await this.#auditUntilDone(signal);
+      while (!signal.aborted) {
+        this.#model.setAgentState("reconciling");
+        await this.#reconcilePass(signal);
+        this.#model.setLastReconcile(true);
+        await this.#refresh().catch(() => {});
+        this.#model.setAgentState("idle");
+        await this.#sleepUntilDue(signal);
+      }
+    } finally {
+      clearInterval(refresher);
+      this.#model.setAgentState("stopping");
+      this.#engine?.close();
+      await this.#client.close();
+    }
+  }
+
+  // ---- engine and compose -------------------------------------------------------------------------
+
+  async #device(): Promise<Device> {
+    if (!this.#engine) {
+      try {
+        this.#engine = await Engine.connect(this.#settings.dockerHost);
+        const version = await this.#engine.request("/version", { what: "version" }).then((r) => r.json());
+        this.#model.setEngine({
+          reachable: true,
+          version: String(version.Version ?? ""),
+          apiVersion: this.#engine.apiVersion,
+        });
+      } catch (error) {
+        this.#engine = undefined;
+        this.#model.setEngine({ reachable: false, error: errorMessage(error) });
+        throw error;
+      }
+    }
+    const engine = this.#engine;
+    return {
+      store: this.#store,
+      engine,
+      composeRoot: this.#settings.composeRoot,
+      compose: () => {
+        this.#compose ??= findCompose(this.#settings.dockerHost, this.#settings.composeCommand).catch(
+          (error) => {
+            this.#compose = undefined;
+            throw error;
+          },
+        );
+        return this.#compose;
+      },
+    };
+  }
+
+  /** Forgets the engine connection after it failed, so the next step reconnects. */
+  #engineFailed(error: unknown): void {
+    if (error instanceof BerthError && error.reason === "engine_unavailable") {
+      this.#engine?.close();
+      this.#engine = undefined;
+      this.#model.setEngine({ reachable: false, error: error.message });
+    }
+  }
+
+  // ---- start-up audit -----------------------------------------------------------------------------
+
+  async #auditUntilDone(signal: AbortSignal): Promise<void> {
+    for (let failures = 1; !signal.aborted; failures++) {
+      try {
+        await this.#audit(signal);
+        return;
+      } catch (error) {
+        this.#engineFailed(error);
+        this.#model.recordError(error);
+        this.#log.warn(`start-up audit failed, retrying: ${errorMessage(error)}`, {
+          reason: error instanceof BerthError ? error.reason : "internal",
+        });
+        await sleep(this.#retryDelay(failures), signal).catch(() => {});
+      }
+    }
+  }
+
+  /**
+   * Before any registry request: every installed app's project and images are checked and, where missing
+   * (a factory reset wiped the engine or the compose root), re-created from the store; apps recorded as
+   * running are started when a service is not running.
+   */
+  async #audit(signal: AbortSignal): Promise<void> {
+    const device = await this.#device();
+    const records = await readApps(this.#store);
+    const state = await readAgentState(this.#store);
+    for (const [name, managed] of Object.entries(state.apps)) {
+      this.#model.setApp(name, managed.ref, { desiredDigest: managed.desiredDigest });
+    }
+    for (const record of Object.values(records)) {
+      if (signal.aborted) return;
+      if (!record.installed) continue;
+      const ref = state.apps[record.name]?.ref ?? record.ref;
+      this.#model.setApp(record.name, ref, {
+        currentDigest: record.digest,
+        previousDigests: record.previous ?? [],
+      });
+      try {
+        const installed = await installApp(device, { ref: record.ref, manifestDigest: record.digest });
+        if (!installed.alreadyInstalled) {
+          this.#log.info(`re-created app ${record.name} from the store`, {
+            app: record.name,
+            digest: record.digest,
+            images: installed.imagesLoaded,
+          });
+        }
+        this.#model.transition(record.name, ref, "installed");
+        if (record.running) await this.#ensureRunning(device, record, ref);
+      } catch (error) {
+        this.#engineFailed(error);
+        this.#model.transition(record.name, ref, "failed", error);
+        if (error instanceof BerthError && error.reason === "engine_unavailable") throw error;
+      }
+    }
+    await this.#refresh();
+  }
+
+  /** Starts an installed app when any of its services is not running (compose up is idempotent). */
+  async #ensureRunning(device: Device, record: AppRecord, ref: string): Promise<void> {
+    const services = await serviceStatuses(
+      device.engine,
+      record.name,
+      await installedServices(device, record.name),
+    );
+    if (services.some((service) => service.state !== "running") || !record.running) {
+      await runApp(device, record.name);
+      this.#log.info(`started app ${record.name}`, { app: record.name, digest: record.digest });
+    }
+    this.#model.transition(record.name, ref, "running");
+  }
+
+  // ---- reconcile ----------------------------------------------------------------------------------
+
+  async #reconcilePass(signal: AbortSignal): Promise<void> {
+    const started = performance.now();
+    const desired = new Map<string, Reference>();
+    for (const input of this.#settings.apps) {
+      const ref = parseReference(input);
+      desired.set(appName(ref), ref);
+    }
+    await this.#removeUndesired(desired, signal);
+    for (const [name, ref] of desired) {
+      if (signal.aborted) return;
+      const schedule = this.#schedule.get(name) ?? { nextAt: 0, failures: 0 };
+      this.#schedule.set(name, schedule);
+      if (schedule.nextAt > Date.now()) continue;
+      try {
+        await this.#reconcileApp(name, ref, signal);
+        schedule.failures = 0;
+        schedule.nextAt = Date.now() + this.#pollDelay();
+      } catch (error) {
+        if (signal.aborted) return;
+        this.#engineFailed(error);
+        schedule.failures++;
+        schedule.nextAt = Date.now() + this.#retryDelay(schedule.failures);
+        // An app that runs keeps running (and says so) when, say, the registry is down; an update that
+        // failed leaves the previous version running too.
+        const installed = (await readApps(this.#store).catch(() => ({} as Record<string, AppRecord>)))[name];
+        const wasRunning = this.#model.state(name) === "running";
+        const state = error instanceof BerthError && error.reason === "insufficient_storage"
+          ? "blocked"
+          : wasRunning && installed?.installed
+          ? "running"
+          : "failed";
+        this.#model.transition(name, formatReference(ref), state, error);
+        if (state === "running") this.#model.recordError(error, name);
+      }
+    }
+    this.#model.timed("reconcile", (performance.now() - started) / 1000);
+  }
+
+  #pollDelay(): number {
+    return (this.#settings.pollInterval + Math.random() * this.#settings.pollJitter) * 1000;
+  }
+
+  #retryDelay(failures: number): number {
+    return backoffDelay(failures, {
+      backoffMs: RETRY_BASE_MS,
+      maxBackoffMs: this.#settings.timeouts.retryMax * 1000,
+    });
+  }
+
+  async #sleepUntilDue(signal: AbortSignal): Promise<void> {
+    const next = Math.min(...[...this.#schedule.values()].map((schedule) => schedule.nextAt));
+    const wait = Number.isFinite(next) ? Math.max(0, next - Date.now()) : this.#pollDelay();
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, wait);
+      const onAbort = () => done();
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.#wake = done;
+      function done() {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        resolve();
+      }
+    });
+    this.#wake = undefined;
+  }
+
+  async #saveManaged(name: string, managed: ManagedApp | undefined): Promise<void> {
+    const state = await readAgentState(this.#store);
+    if (managed) state.apps[name] = managed;
+    else delete state.apps[name];
+    await writeAgentState(this.#store, state);
+  }
+
+  /** Apps the agent installed that are no longer in the config: stopped, removed, pruned. */
+  async #removeUndesired(desired: Map<string, Reference>, signal: AbortSignal): Promise<void> {
+    const state = await readAgentState(this.#store);
+    const gone = Object.keys(state.apps).filter((name) => !desired.has(name));
+    if (gone.length === 0) return;
+    const device = await this.#device();
+    const records = await readApps(this.#store);
+    for (const name of gone) {
+      if (signal.aborted) return;
+      this.#model.transition(name, state.apps[name].ref, "stopping");
+      if (records[name]?.installed) {
+        await stopApp(device, name);
+        await removeApp(device, name);
+      }
+      await this.#saveManaged(name, undefined);
+      this.#model.removeApp(name);
+      this.#schedule.delete(name);
+      this.#pendingBlobs.delete(name);
+      this.#log.info(`removed app ${name}: no longer in the config`, { app: name });
+    }
+    await this.#prune(device, gone);
+  }
+
+  /** One app: resolve its tag; fetch, install, start (or roll back) a new version; keep the rest running. */
+  async #reconcileApp(name: string, ref: Reference, signal: AbortSignal): Promise<void> {
+    const refText = formatReference(ref);
+    const state = await readAgentState(this.#store);
+    const managed: ManagedApp = { ...state.apps[name], ref: refText };
+    let record = (await readApps(this.#store))[name];
+    this.#model.setApp(name, refText, {
+      currentDigest: record?.installed ? record.digest : undefined,
+      previousDigests: record?.previous ?? [],
+    });
+
+    this.#registryRequests++;
+    const digest = ref.digest ?? (await this.#client.resolveDigest(ref, signal)).digest;
+    this.#model.setApp(name, refText, { desiredDigest: digest });
+    const device = await this.#device();
+
+    if (record?.installed && record.digest === digest) {
+      if (managed.desiredDigest || managed.failedDigest || !state.apps[name]) {
+        await this.#saveManaged(name, { ref: refText });
+      }
+      await this.#ensureRunning(device, record, refText);
+      return;
+    }
+    if (managed.failedDigest === digest) {
+      // This version failed to come up before; it is tried again only when the tag moves.
+      this.#model.transition(name, refText, "failed", managed.failedReason);
+      return;
+    }
+
+    const updating = record?.installed === true;
+    await this.#saveManaged(name, { ref: refText, desiredDigest: digest });
+    const pinned = parseReference(`${ref.registry}/${ref.repository}@${digest}`);
+    this.#model.transition(name, refText, updating ? "updating" : "fetching");
+    await this.#fetch(name, pinned, signal);
+    if (!updating) this.#model.transition(name, refText, "fetched");
+
+    if (!updating) this.#model.transition(name, refText, "installing");
+    const installStarted = performance.now();
+    const installed = await installApp(device, formatReference(pinned));
+    this.#log.info(`installed app ${name}`, {
+      app: name,
+      digest,
+      images: installed.imagesLoaded,
+      layers: installed.layersSent,
+    });
+    if (!updating) this.#model.transition(name, refText, "installed");
+    try {
+      await runApp(device, name);
+      await waitUntilUp(
+        device.engine,
+        name,
+        await installedServices(device, name),
+        this.#settings.timeouts.start * 1000,
+        signal,
+      );
+    } catch (error) {
+      if (signal.aborted) throw error;
+      await this.#rollBack(device, name, refText, record, digest, error);
+      return;
+    }
+    this.#model.timed("install", (performance.now() - installStarted) / 1000);
+    record = (await readApps(this.#store))[name];
+    await this.#saveManaged(name, { ref: refText });
+    this.#model.setApp(name, refText, {
+      currentDigest: digest,
+      previousDigests: record?.previous ?? [],
+    });
+    this.#model.transition(name, refText, "running");
+    await this.#prune(device);
+  }
+
+  /** Downloads one app version (only what is not stored), with the storage pre-flight first. */
+  async #fetch(name: string, pinned: Reference, signal: AbortSignal): Promise<void> {
+    const started = performance.now();
+    this.#model.fetchStarted(name);
+    const pending = new Set<string>();
+    this.#pendingBlobs.set(name, pending);
+    this.#registryRequests++;
+    try {
+      await pull(this.#client, this.#store, [pinned], {
+        platform: this.#settings.platform,
+        parallel: this.#settings.parallel,
+        signal,
+        onEvent: (event: PullEvent) => {
+          if (event.type === "planned") { for (const blob of event.blobs) pending.add(blob.digest); }
+          this.#model.fetchEvent(name, event);
+        },
+        preflight: (plan: PullPlan) => this.#preflight(plan),
+      });
+      this.#pendingBlobs.delete(name);
+    } finally {
+      this.#model.fetchEnded(name);
+      this.#model.timed("fetch", (performance.now() - started) / 1000);
+    }
+  }
+
+  async #preflight(plan: PullPlan): Promise<void> {
+    const engine = this.#engine;
+    const dataRoot = engine ? (await engine.info().catch(() => undefined))?.DockerRootDir : undefined;
+    await checkPlanSpace(this.#store, plan, {
+      policy: this.#settings.storage,
+      engine,
+      engineDataRoot: dataRoot,
+      arch: this.#settings.platform.architecture,
+    });
+  }
+
+  /** The new version did not come up: back to the one before (when there was one), and say why. */
+  async #rollBack(
+    device: Device,
+    name: string,
+    refText: string,
+    previous: AppRecord | undefined,
+    failedDigest: string,
+    error: unknown,
+  ): Promise<void> {
+    const reason = reasonOf(error);
+    this.#log.warn(`app ${name} version ${failedDigest} failed to start: ${reason.message}`, {
+      app: name,
+      digest: failedDigest,
+      reason: reason.code,
+    });
+    if (previous?.installed) {
+      await installApp(device, { ref: previous.ref, manifestDigest: previous.digest });
+      // The failed version is not kept as an earlier version: the record reads as before the update.
+      await writeApp(this.#store, name, { ...previous, running: true });
+      await runApp(device, name);
+      this.#log.info(`rolled app ${name} back to ${previous.digest}`, { app: name, digest: previous.digest });
+      this.#model.setApp(name, refText, {
+        currentDigest: previous.digest,
+        previousDigests: previous.previous ?? [],
+      });
+    }
+    await this.#saveManaged(name, { ref: refText, failedDigest, failedReason: reason });
+    this.#model.transition(name, refText, "failed", reason);
+    if (!previous?.installed) return; // a first install that failed stays installed, to be looked at
+    // The failed version is not kept either: its reference goes, and prune removes what only it needed.
+    const failedRef = `${parseReference(refText).registry}/${
+      parseReference(refText).repository
+    }@${failedDigest}`;
+    const index = await this.#store.readIndex();
+    index.manifests = index.manifests.filter((entry) => entry.annotations?.[REF_NAME] !== failedRef);
+    await this.#store.writeIndex(index);
+    await this.#prune(device);
+  }
+
+  /** Prunes beyond `keep`, keeping what unfinished fetches hold; `removedApps` lose every version. */
+  async #prune(device: Device, removedApps: string[] = []): Promise<void> {
+    const keepIngests = new Set<string>();
+    for (const digests of this.#pendingBlobs.values()) for (const digest of digests) keepIngests.add(digest);
+    const result = await pruneStore(this.#store, device.engine, {
+      keep: this.#settings.keep,
+      keepIngests,
+      removeApps: removedApps,
+    });
+    for (const record of Object.values(await readApps(this.#store))) {
+      this.#model.setPreviousDigests(record.name, record.previous ?? []);
+    }
+    if (result.blobsRemoved > 0 || result.imagesRemoved.length > 0) {
+      this.#log.info("pruned", {
+        blobs: result.blobsRemoved,
+        bytes: result.bytesFreed,
+        images: result.imagesRemoved.length,
+      });
+    }
+  }
+
+  // ---- figures for the status document --------------------------------------------------------------
+
+  /** Services, store usage and canRestoreOffline; never throws (the status shows what it could read). */
+  async #refresh(): Promise<void> {
+    const records = await readApps(this.#store).catch(() => ({} as Record<string, AppRecord>));
+    if (this.#engine) {
+      for (const record of Object.values(records)) {
+        if (!record.installed) continue;
+        try {
+          const device = await this.#device();
+          this.#model.setServices(
+            record.name,
+            await serviceStatuses(device.engine, record.name, await installedServices(device, record.name)),
+          );
+        } catch (error) {
+          this.#engineFailed(error);
+        }
+      }
+    }
+    try {
+      let bytesUsed = 0;
+      let blobs = 0;
+      for await (const blob of this.#store.listBlobs()) {
+        bytesUsed += blob.size;
+        blobs++;
+      }
+      const space = await spaceOf(this.#store.root);
+      this.#model.setStore({
+        path: this.#store.root,
+        bytesUsed,
+        blobs,
+        reclaimableBytes: await reclaimableBytes(this.#store, this.#settings.keep),
+        freeBytes: space.freeBytes,
+      });
+    } catch (error) {
+      this.#log.debug(`store figures: ${errorMessage(error)}`);
+    }
+    this.#model.setCanRestoreOffline(await canRestoreOffline(this.#store, records).catch(() => false));
+  }
+}
+
+/**
+ * Whether every installed app could be re-created from the store alone: its app manifest and bundle, and
+ * every image it pins with its manifest, config and layers.
+ */
+export async function canRestoreOffline(store: Store, records: Record<string, AppRecord>): Promise<boolean> {
+  for (const record of Object.values(records)) {
+    if (!record.installed) continue;
+    if (!(await store.has(record.digest))) return false;
+    const app = parseAppManifest(await store.readBlob(record.digest), record.ref);
+    for (const blob of [app.bundle, ...(app.bundleIndex ? [app.bundleIndex] : [])]) {
+      if (!(await store.has(blob.digest))) return false;
+    }
+    for (const image of appImageRefs(await readBundleCompose(store, app.bundle, record.ref))) {
+      const stored = await findStoredImage(store, image).catch(() => undefined);
+      if (!stored || !(await store.has(stored.manifestDigest))) return false;
+      const { manifest } = await readManifest(store, stored);
+      for (const blob of [manifest.config, ...manifest.layers]) {
+        if (!(await store.has(blob.digest))) return false;
+      }
+    }
+  }
+  return true;
+}

@@ -1,0 +1,91 @@
+/**
+ * `berth agent`: runs the reconcile loop as a service, with the status endpoint beside it. Holds the
+ * store's writer lock for its whole life (other writing commands fail at once, naming it). SIGHUP reloads
+ * the config (a broken one is refused and the old one kept); SIGTERM and SIGINT stop it cleanly, exit 0.
+ */
+import { BerthError, errorMessage, UsageError } from "../util/errors.ts";
+import { createLogger } from "../util/log.ts";
+import { VERSION } from "../version.ts";
+import { Store } from "../store/store.ts";
+import type { Config } from "../config/config.ts";
+import { Agent, type AgentSettings } from "../agent/agent.ts";
+import { StatusModel } from "../agent/model.ts";
+import { serveStatus } from "../status/server.ts";
+import { type Context, makeContext } from "./context.ts";
+
+/** The agent's settings: command-line options (already resolved over the config) and the config's own keys. */
+function settingsOf(context: Context, config: Config): AgentSettings {
+  return {
+    composeRoot: context.composeRoot,
+    dockerHost: context.dockerHost,
+    composeCommand: context.composeCommand,
+    platform: context.platform,
+    parallel: context.parallel,
+    registry: context.registry,
+    apps: config.apps,
+    pollInterval: config.pollInterval,
+    pollJitter: config.pollJitter,
+    keep: config.keep,
+    timeouts: config.timeouts,
+    storage: config.storage,
+    rateLimit: config.rateLimit,
+  };
+}
+
+export async function agentCommand(context: Context): Promise<number> {
+  if (context.args.positional.length > 0) throw new UsageError("agent takes no arguments");
+  const config = context.config;
+  const log = createLogger(config.logLevel);
+  const store = await Store.open(context.storePath, { write: true, command: "agent" });
+  const model = new StatusModel({
+    version: VERSION,
+    storePath: store.root,
+    pollIntervalSeconds: config.pollInterval,
+    stallSeconds: config.timeouts.stall,
+    log,
+  });
+  const agent = new Agent(store, settingsOf(context, config), model, log);
+  let server: { url: string; close(): Promise<void> } | undefined;
+  const stop = new AbortController();
+  const onStop = (signal: string) => () => {
+    log.info(`${signal}: stopping`);
+    stop.abort(new BerthError("interrupted", `stopped by ${signal}`));
+  };
+  const onTerm = onStop("SIGTERM");
+  const onInt = onStop("SIGINT");
+  let reloading = Promise.resolve();
+  const onHup = () => {
+    reloading = reloading.then(async () => {
+      try {
+        // Read as at start: options given on the command line or in the environment still win.
+        const reloaded = await makeContext(context.args);
+        const fresh = reloaded.config;
+        if (reloaded.storePath !== context.storePath) {
+          log.warn(`config reload: store changed to ${reloaded.storePath}; that takes a restart`);
+        }
+        agent.reconfigure(settingsOf(reloaded, fresh));
+        log.info(`config reloaded from ${context.configPath}`, { apps: fresh.apps.length });
+      } catch (error) {
+        log.error(`config reload refused, keeping the running config: ${errorMessage(error)}`, {
+          reason: error instanceof BerthError ? error.reason : "internal",
+        });
+      }
+    });
+  };
+  Deno.addSignalListener("SIGTERM", onTerm);
+  Deno.addSignalListener("SIGINT", onInt);
+  Deno.addSignalListener("SIGHUP", onHup);
+  try {
+    server = await serveStatus(config.status.listen, model, { token: config.status.token });
+    log.info(`status at ${server.url}`, { version: VERSION, store: store.root, apps: config.apps.length });
+    await agent.run(stop.signal);
+    return 0;
+  } finally {
+    Deno.removeSignalListener("SIGTERM", onTerm);
+    Deno.removeSignalListener("SIGINT", onInt);
+    Deno.removeSignalListener("SIGHUP", onHup);
+    await server?.close();
+    store.close();
+    log.info("stopped");
+  }
+}

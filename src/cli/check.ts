@@ -1,0 +1,75 @@
+/**
+ * `berth check REF...`: the storage pre-flight on its own — would these references fit? It plans the pull
+ * (for an app this stores its small blobs: the bundle names the images) and checks the store's filesystem
+ * and, when the engine answers, its data root's, then stops before any layer is downloaded.
+ */
+import { UsageError } from "../util/errors.ts";
+import { parseReference } from "../registry/reference.ts";
+import { RegistryClient } from "../registry/client.ts";
+import { Store } from "../store/store.ts";
+import { pull } from "../fetch/pull.ts";
+import { Engine } from "../docker/engine.ts";
+import { checkSpace, insufficientStorage, type SpaceReport } from "../store/space.ts";
+import { type Context, formatBytes } from "./context.ts";
+
+/** Thrown by the pre-flight hook to stop the pull once the plan is checked. */
+class Planned extends Error {
+  constructor(readonly report: SpaceReport) {
+    super("planned");
+  }
+}
+
+export async function checkCommand(context: Context): Promise<number> {
+  if (context.args.positional.length === 0) throw new UsageError("check needs at least one reference");
+  const refs = context.args.positional.map(parseReference);
+  const store = await Store.open(context.storePath, { write: true, command: "check" });
+  const client = new RegistryClient(context.registry);
+  const engine = await Engine.connect(context.dockerHost).catch(() => undefined);
+  const policy = context.config.storage;
+  try {
+    let report: SpaceReport | undefined;
+    try {
+      await pull(client, store, refs, {
+        platform: context.platform,
+        parallel: context.parallel,
+        preflight: async (plan) => {
+          const dataRoot = engine ? (await engine.info()).DockerRootDir : undefined;
+          throw new Planned(
+            await checkSpace(store, plan, {
+              policy,
+              engine,
+              engineDataRoot: dataRoot,
+              arch: context.platform.architecture,
+            }),
+          );
+        },
+      });
+    } catch (error) {
+      if (!(error instanceof Planned)) throw error;
+      report = error.report;
+    }
+    if (!report) return 0; // unreachable: the hook always throws
+    if (context.json) context.emit({ ...report, policy });
+    else {
+      for (const check of report.checks) {
+        context.say(
+          `${check.what} (${check.path}, on ${check.mountedOn}): needs ${formatBytes(check.needBytes)}, ` +
+            `${formatBytes(check.freeBytes)} free, ${formatBytes(Math.max(0, check.freeAfter))} free after ` +
+            `(${check.usedPercentAfter.toFixed(1)}% used): ${check.fits ? "fits" : "does NOT fit"}`,
+        );
+      }
+      if (report.engineSkipped) context.say(report.engineSkipped);
+    }
+    if (!report.fits) {
+      context.note(
+        `berth: ${insufficientStorage(context.args.positional.join(", "), report, policy).message}`,
+      );
+      return 1;
+    }
+    return 0;
+  } finally {
+    engine?.close();
+    await client.close();
+    store.close();
+  }
+}

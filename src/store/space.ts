@@ -1,0 +1,250 @@
+/**
+ * The storage pre-flight: before a pull downloads any layer, the bytes it still needs are checked against
+ * the store's filesystem and the unpacked size the engine will need against the engine data root's — so a
+ * device never fills its disk halfway through an update. Deno has no statfs, so free space comes from
+ * `df -P` (POSIX output, which coreutils and busybox both give).
+ */
+import { BerthError, errorMessage } from "../util/errors.ts";
+import { dirname, statIfExists } from "../util/fs.ts";
+import type { Engine } from "../docker/engine.ts";
+import type { PullPlan } from "../fetch/pull.ts";
+import type { Store } from "./store.ts";
+
+export interface SpacePolicy {
+  /** The most of a filesystem (percent) a pull may leave used. */
+  watermark: number;
+  /** Bytes always left free. */
+  reserve: number;
+}
+
+export const DEFAULT_SPACE_POLICY: SpacePolicy = { watermark: 95, reserve: 64 * 1024 * 1024 };
+
+/**
+ * Unpacked size of a layer known only by its compressed size: gzip of typical root filesystems packs 2–3×.
+ * Apps with layers meta give the real figure instead.
+ */
+export const UNPACK_ESTIMATE_FACTOR = 2.5;
+
+export interface FsSpace {
+  /** The path asked about, and the mount point df named. */
+  path: string;
+  mountedOn: string;
+  sizeBytes: number;
+  /** Available to berth (df's "Available": without the blocks reserved for root). */
+  freeBytes: number;
+  /** st_dev: two paths on one filesystem share it. */
+  device: number;
+}
+
+/** Parses `df -P -k PATH` output: a header line, then one line per filesystem (the last one counts). */
+export function parseDf(output: string, path: string): Omit<FsSpace, "device"> {
+  const lines = output.trim().split("\n").filter(Boolean);
+  const fields = lines[lines.length - 1]?.trim().split(/\s+/) ?? [];
+  // Filesystem 1024-blocks Used Available Capacity Mounted-on (a filesystem name may hold spaces: count
+  // from the end).
+  if (lines.length < 2 || fields.length < 6) {
+    throw new Error(`unexpected df output: ${JSON.stringify(output)}`);
+  }
+  const mountIndex = fields.findIndex((field, i) => i >= 4 && /^\d+%$/.test(field)) + 1;
+  const [size, , available] = fields.slice(mountIndex - 4, mountIndex - 1).map(Number);
+  if (mountIndex === 0 || ![size, available].every(Number.isFinite)) {
+    throw new Error(`unexpected df output: ${JSON.stringify(output)}`);
+  }
+  return {
+    path,
+    mountedOn: fields.slice(mountIndex).join(" "),
+    sizeBytes: size * 1024,
+    freeBytes: available * 1024,
+  };
+}
+
+/** The nearest existing directory at or above `path` (a store may not exist yet). */
+async function existingAncestor(path: string): Promise<string> {
+  let current = path;
+  while (!(await statIfExists(current))) {
+    const parent = dirname(current);
+    if (parent === current) break;
+    current = parent;
+  }
+  return current;
+}
+
+/** Size, free bytes and device of the filesystem holding `path`. */
+export async function spaceOf(path: string): Promise<FsSpace> {
+  const existing = await existingAncestor(path);
+  try {
+    const output = await new Deno.Command("df", {
+      args: ["-P", "-k", existing],
+      stdout: "piped",
+      stderr: "piped",
+    })
+      .output();
+    if (!output.success) throw new Error(new TextDecoder().decode(output.stderr).trim());
+    const info = await Deno.stat(existing);
+    return { ...parseDf(new TextDecoder().decode(output.stdout), path), device: info.dev };
+  } catch (error) {
+    throw new BerthError("store_io", `cannot read the free space of ${path}: ${errorMessage(error)}`, {
+      cause: error,
+    });
+  }
+}
+
+export interface SpaceCheck {
+  /** What the bytes are for: "store", "engine", or "store and engine" when they share a filesystem. */
+  what: string;
+  path: string;
+  mountedOn: string;
+  needBytes: number;
+  freeBytes: number;
+  sizeBytes: number;
+  /** Free bytes after the pull, and the percent used then. */
+  freeAfter: number;
+  usedPercentAfter: number;
+  fits: boolean;
+}
+
+export interface SpaceReport {
+  checks: SpaceCheck[];
+  fits: boolean;
+  /** Why the engine's side was not checked, when it was not. */
+  engineSkipped?: string;
+}
+
+/** Judges one filesystem against the policy. */
+export function judge(
+  space: Omit<FsSpace, "device">,
+  what: string,
+  needBytes: number,
+  policy: SpacePolicy,
+): SpaceCheck {
+  const freeAfter = space.freeBytes - needBytes;
+  const usedPercentAfter = space.sizeBytes > 0
+    ? ((space.sizeBytes - freeAfter) / space.sizeBytes) * 100
+    : 100;
+  return {
+    what,
+    path: space.path,
+    mountedOn: space.mountedOn,
+    needBytes,
+    freeBytes: space.freeBytes,
+    sizeBytes: space.sizeBytes,
+    freeAfter,
+    usedPercentAfter,
+    fits: needBytes === 0 || (freeAfter >= policy.reserve && usedPercentAfter <= policy.watermark),
+  };
+}
+
+/** Bytes the store still needs for the plan: missing blobs (partials count their remainder) and manifests. */
+export function storeNeed(plan: PullPlan): number {
+  let need = plan.manifestBytes;
+  for (const blob of plan.blobs.values()) need += blob.size - blob.bytesDone;
+  return need;
+}
+
+/** `{digest: usage}` from an app's layers meta for `arch`, when the store has it. */
+async function layerUsage(store: Store, plan: PullPlan, arch: string): Promise<Map<string, number>> {
+  const usage = new Map<string, number>();
+  for (const ref of plan.refs) {
+    if (!ref.layersMetaDigest || !(await store.has(ref.layersMetaDigest))) continue;
+    try {
+      const meta = JSON.parse(new TextDecoder().decode(await store.readBlob(ref.layersMetaDigest)));
+      const layers = meta?.[arch]?.layers ?? {};
+      for (const [digest, layer] of Object.entries(layers)) {
+        const value = (layer as { usage?: unknown }).usage;
+        if (typeof value === "number" && value >= 0) usage.set(digest, value);
+      }
+    } catch {
+      // unreadable layers meta: the estimate from compressed sizes is used instead
+    }
+  }
+  return usage;
+}
+
+/**
+ * Unpacked bytes the engine needs for the plan's images it does not hold yet (by config digest): layers
+ * meta `usage` where the app has it, else the compressed size × UNPACK_ESTIMATE_FACTOR.
+ */
+export async function engineNeed(
+  store: Store,
+  plan: PullPlan,
+  engine: Engine,
+  arch: string,
+): Promise<number> {
+  const usage = await layerUsage(store, plan, arch);
+  const counted = new Set<string>();
+  let need = 0;
+  for (const ref of plan.refs) {
+    for (const image of ref.images) {
+      if (counted.has(image.configDigest)) continue;
+      counted.add(image.configDigest);
+      if (await engine.inspectImage(image.configDigest)) continue;
+      for (const layer of image.layers) {
+        need += usage.get(layer.digest) ?? Math.round(layer.size * UNPACK_ESTIMATE_FACTOR);
+      }
+    }
+  }
+  return need;
+}
+
+export interface CheckOptions {
+  policy: SpacePolicy;
+  /** With an engine and its data root, the engine's side is checked too. */
+  engine?: Engine;
+  engineDataRoot?: string;
+  /** The layers meta architecture key ("amd64", "arm64", …). */
+  arch?: string;
+}
+
+/** Checks the plan against the store's (and the engine's) filesystem; never throws for lack of space. */
+export async function checkSpace(store: Store, plan: PullPlan, options: CheckOptions): Promise<SpaceReport> {
+  const storeSpace = await spaceOf(store.root);
+  const needs: { what: string; space: FsSpace; need: number }[] = [
+    { what: "store", space: storeSpace, need: storeNeed(plan) },
+  ];
+  let engineSkipped: string | undefined;
+  if (options.engine && options.engineDataRoot) {
+    try {
+      const need = await engineNeed(store, plan, options.engine, options.arch ?? "amd64");
+      const space = await spaceOf(options.engineDataRoot);
+      if (space.device === storeSpace.device) {
+        needs[0] = { what: "store and engine", space: storeSpace, need: needs[0].need + need };
+      } else needs.push({ what: "engine", space, need });
+    } catch (error) {
+      engineSkipped = `engine not checked: ${errorMessage(error)}`;
+    }
+  } else engineSkipped = "engine not checked: no engine";
+  const checks = needs.map(({ what, space, need }) => judge(space, what, need, options.policy));
+  return { checks, fits: checks.every((check) => check.fits), ...(engineSkipped ? { engineSkipped } : {}) };
+}
+
+const MiB = 1024 * 1024;
+const human = (bytes: number) => `${(bytes / MiB).toFixed(1)} MiB`;
+
+/** The error a failed check raises: it names the filesystem, the need and the free space. */
+export function insufficientStorage(what: string, report: SpaceReport, policy: SpacePolicy): BerthError {
+  const failed = report.checks.find((check) => !check.fits)!;
+  return new BerthError(
+    "insufficient_storage",
+    `not enough space for ${what} in the ${failed.what} (${failed.path}, on ${failed.mountedOn}): ` +
+      `needs ${human(failed.needBytes)}, ${human(failed.freeBytes)} free, and berth keeps ` +
+      `${human(policy.reserve)} free and at most ${policy.watermark}% used; free some space (berth prune) ` +
+      `or lower storage.reserve/storage.watermark`,
+    {
+      transient: true,
+      details: { needBytes: failed.needBytes, freeBytes: failed.freeBytes, path: failed.path },
+    },
+  );
+}
+
+/** A pull's pre-flight: checks the plan and throws `insufficient_storage` when it does not fit. */
+export async function checkPlanSpace(
+  store: Store,
+  plan: PullPlan,
+  options: CheckOptions,
+): Promise<SpaceReport> {
+  const report = await checkSpace(store, plan, options);
+  if (!report.fits) {
+    throw insufficientStorage(plan.refs.map((ref) => ref.name).join(", "), report, options.policy);
+  }
+  return report;
+}

@@ -1,0 +1,299 @@
+/**
+ * What the agent tests share: a device (its own dockerd, store, compose root and config), apps published
+ * through the counting proxy, the agent run as a separate process, and its status read over its socket.
+ */
+import assert from "node:assert/strict";
+import { type Dockerd, run, startDockerd } from "../harness/services.ts";
+import type { FaultProxy } from "../harness/fault_proxy.ts";
+import { runBerth, scratchDir, testEnv } from "../harness/env.ts";
+import { type Status, StatusSchema } from "../../src/status/schema.ts";
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+
+export interface Device {
+  dir: string;
+  store: string;
+  composeRoot: string;
+  dockerd: Dockerd;
+  configPath: string;
+  statusSocket: string;
+  /** berth's global options for this device (for one-off commands beside the agent). */
+  options: string[];
+}
+
+export async function makeDevice(): Promise<Device> {
+  const dir = await scratchDir("agent-device-");
+  const dockerd = await startDockerd(`${dir}/engine`);
+  const store = `${dir}/store`;
+  const composeRoot = `${dir}/apps`;
+  return {
+    dir,
+    store,
+    composeRoot,
+    dockerd,
+    configPath: `${dir}/config.yml`,
+    statusSocket: `${dir}/status.sock`,
+    options: [
+      "--store",
+      store,
+      "--compose-root",
+      composeRoot,
+      "--docker-host",
+      dockerd.host,
+      "--compose",
+      "docker-compose",
+    ],
+  };
+}
+
+/** Writes the device's config: its paths, the apps, and short intervals so tests run in seconds. */
+export async function writeConfig(device: Device, apps: string[], extra: string[] = []): Promise<void> {
+  await Deno.writeTextFile(
+    device.configPath,
+    [
+      `store: ${device.store}`,
+      `composeRoot: ${device.composeRoot}`,
+      `docker: { host: "${device.dockerd.host}" }`,
+      `compose: docker-compose`,
+      `apps: ${JSON.stringify(apps)}`,
+      `pollInterval: 2s`,
+      `pollJitter: 1s`,
+      `status: { listen: "${device.statusSocket}" }`,
+      `timeouts: { stall: 60s, start: 20s, retryMax: 3s }`,
+      `logLevel: debug`,
+      ...extra,
+      "",
+    ].join("\n"),
+  );
+}
+
+/** A project whose services sleep (or, with `failing`, exit at once with no restart policy). */
+export async function writeProject(
+  dir: string,
+  images: Record<string, string>,
+  options: { failing?: string } = {},
+): Promise<void> {
+  const services = Object.entries(images).map(([name, image]) =>
+    [
+      `  ${name}:`,
+      `    image: ${image}`,
+      options.failing === name
+        ? `    command: ["/bin/busybox", "false"]`
+        : `    command: ["/bin/busybox", "sleep", "600"]`,
+      `    network_mode: none`,
+      `    stop_grace_period: 1s`,
+    ].join("\n")
+  );
+  await Deno.writeTextFile(`${dir}/docker-compose.yml`, ["services:", ...services, ""].join("\n"));
+}
+
+export interface Published {
+  digest: string;
+  /** Pinned image references, by service. */
+  pinned: Record<string, string>;
+}
+
+/** Publishes a project with these images (given through the proxy) under `ref`. */
+export async function publish(
+  ref: string,
+  images: Record<string, string>,
+  options: { failing?: string } = {},
+): Promise<Published> {
+  const project = await scratchDir("agent-project-");
+  await writeProject(project, images, options);
+  const published = await runBerth(["--json", "publish", project, ref]);
+  assert.equal(published.code, 0, published.stderr);
+  const result = JSON.parse(published.stdout) as {
+    digest: string;
+    images: { service: string; pinned: string }[];
+  };
+  return {
+    digest: result.digest,
+    pinned: Object.fromEntries(result.images.map((image) => [image.service, image.pinned])),
+  };
+}
+
+export interface RunningAgent {
+  process: Deno.ChildProcess;
+  /** Everything the agent logged so far. */
+  log(): string;
+  /** SIGTERM, then the exit code. */
+  stop(): Promise<number>;
+  kill(): Promise<void>;
+}
+
+export function startAgent(device: Device, extraArgs: string[] = []): RunningAgent {
+  const process = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", MAIN, "--config", device.configPath, ...extraArgs, "agent"],
+    env: { NO_COLOR: "1" },
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let text = "";
+  const reading = (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of process.stderr) text += decoder.decode(chunk, { stream: true });
+  })();
+  return {
+    process,
+    log: () => text,
+    async stop() {
+      try {
+        process.kill("SIGTERM");
+      } catch {
+        // already gone
+      }
+      const { code } = await process.status;
+      await reading;
+      return code;
+    },
+    async kill() {
+      try {
+        process.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+      await process.status;
+      await reading;
+    },
+  };
+}
+
+/** GET on the agent's status socket. */
+export async function getStatus(device: Device, path = "/status"): Promise<Response> {
+  const client = Deno.createHttpClient({ proxy: { transport: "unix", path: device.statusSocket } });
+  try {
+    const response = await fetch(`http://agent${path}`, { client });
+    const body = new Uint8Array(await response.arrayBuffer());
+    return new Response(response.status === 304 ? null : body, {
+      status: response.status,
+      headers: response.headers,
+    });
+  } finally {
+    client.close();
+  }
+}
+
+/** The agent's status, validated against the schema; undefined while it does not answer. */
+export async function status(device: Device): Promise<Status | undefined> {
+  let response: Response;
+  try {
+    response = await getStatus(device);
+  } catch {
+    return undefined;
+  }
+  assert.equal(response.status, 200);
+  const parsed = StatusSchema.safeParse(await response.json());
+  assert.ok(parsed.success, `status does not match the schema: ${JSON.stringify(parsed.error?.issues)}`);
+  return parsed.data;
+}
+
+/** Polls `check` every `everyMs` until it returns a value, or fails after `timeoutMs` saying `what`. */
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined | false>,
+  timeoutMs = 60_000,
+  everyMs = 200,
+  log?: () => string,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined && value !== false) return value as T;
+    if (Date.now() > deadline) {
+      throw new Error(
+        `timed out after ${timeoutMs / 1000} s waiting for ${what}${log ? `\nagent log:\n${log()}` : ""}`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}
+
+/** Service → image of the running containers of `project`. */
+export async function runningServices(device: Device, project: string): Promise<Record<string, string>> {
+  const out = await run([
+    "docker",
+    "-H",
+    device.dockerd.host,
+    "ps",
+    "--filter",
+    `label=com.docker.compose.project=${project}`,
+    "--format",
+    '{{.Label "com.docker.compose.service"}} {{.Image}}',
+  ]);
+  return Object.fromEntries(out.trim().split("\n").filter(Boolean).map((line) => line.split(" ")));
+}
+
+/** Every blob digest in the store. */
+export async function storedBlobs(device: Device): Promise<Set<string>> {
+  const found = new Set<string>();
+  try {
+    for await (const entry of Deno.readDir(`${device.store}/blobs/sha256`)) found.add(`sha256:${entry.name}`);
+  } catch {
+    // no store yet
+  }
+  return found;
+}
+
+/** Image tags in the device's engine. */
+export async function engineTags(device: Device): Promise<string[]> {
+  const out = await run([
+    "docker",
+    "-H",
+    device.dockerd.host,
+    "images",
+    "--format",
+    "{{.Repository}}:{{.Tag}}",
+  ]);
+  return out.trim().split("\n").filter(Boolean);
+}
+
+/**
+ * Every byte of an app version for this platform, counted from the registry itself (independently of
+ * berth): the app manifest, its config, bundle and bundle index, and each pinned image's manifest,
+ * config and layers.
+ */
+export async function versionBytes(
+  registry: string,
+  repository: string,
+  published: Published,
+): Promise<number> {
+  const get = async (path: string) => {
+    const response = await fetch(`http://${registry}/v2/${path}`, {
+      headers: {
+        Accept: [
+          "application/vnd.oci.image.manifest.v1+json",
+          "application/vnd.docker.distribution.manifest.v2+json",
+        ].join(", "),
+      },
+    });
+    assert.equal(response.status, 200, path);
+    return new Uint8Array(await response.arrayBuffer());
+  };
+  type M = {
+    config: { digest: string; size: number };
+    layers: { digest: string; size: number; annotations?: Record<string, string> }[];
+    annotations?: Record<string, string>;
+  };
+  // Each distinct blob counts once (images share base layers); every manifest counts.
+  const blobs = new Map<string, number>();
+  const add = (bytes: Uint8Array) => {
+    const manifest = JSON.parse(new TextDecoder().decode(bytes)) as M;
+    for (const blob of [manifest.config, ...manifest.layers]) blobs.set(blob.digest, blob.size);
+    return { manifest, bytes: bytes.length };
+  };
+  const app = add(await get(`${repository}/manifests/${published.digest}`));
+  let manifestBytes = app.bytes;
+  const indexDigest = app.manifest.layers[0]?.annotations?.["org.foundries.app.bundle.index.digest"];
+  const indexSize = app.manifest.layers[0]?.annotations?.["org.foundries.app.bundle.index.size"];
+  if (indexDigest) blobs.set(indexDigest, Number(indexSize));
+  for (const pinned of new Set(Object.values(published.pinned))) {
+    const at = pinned.indexOf("/");
+    const [repo, digest] = pinned.slice(at + 1).split("@");
+    manifestBytes += add(await get(`${repo}/manifests/${digest}`)).bytes;
+  }
+  return manifestBytes + [...blobs.values()].reduce((sum, size) => sum + size, 0);
+}
+
+export { testEnv };
+export type { FaultProxy };

@@ -1,0 +1,246 @@
+/**
+ * The agent where devices get hurt: a factory reset while it is stopped, kill -9 mid-fetch and
+ * mid-install, and a store too small for the app.
+ */
+import assert from "node:assert/strict";
+import { run, startDockerd } from "../harness/services.ts";
+import { startFaultProxy } from "../harness/fault_proxy.ts";
+import { runBerth, withServices } from "../harness/env.ts";
+import {
+  makeDevice,
+  publish,
+  runningServices,
+  startAgent,
+  status,
+  storedBlobs,
+  testEnv,
+  waitFor,
+  writeConfig,
+} from "./agent_harness.ts";
+
+const MiB = 1024 * 1024;
+
+Deno.test({
+  name:
+    "agent: after a factory reset the app runs again from the store, with the registry down, no blob fetched",
+  ...withServices,
+  async fn() {
+    const env = testEnv()!;
+    const proxy = await startFaultProxy(env.registry);
+    const via = (ref: string) => ref.replace(env.registry, proxy.host);
+    let device = await makeDevice();
+    const tag = `${proxy.host}/fleet/reset:stable`;
+    let agent: ReturnType<typeof startAgent> | undefined;
+    try {
+      await publish(tag, { web: via(env.images.appA.ref), api: via(env.images.appB.ref) });
+      await writeConfig(device, [tag]);
+      agent = startAgent(device);
+      await waitFor(
+        "running",
+        async () => (await status(device))?.apps[0]?.state === "running",
+        90_000,
+        200,
+        agent.log,
+      );
+      assert.equal(await agent.stop(), 0);
+
+      // Factory reset: the engine's data root and the compose root are wiped; the store is kept.
+      await run(["docker", "-H", device.dockerd.host, "rm", "-f", ...(await ids(device.dockerd.host))]).catch(
+        () => {},
+      );
+      await device.dockerd.stop();
+      await Deno.remove(device.dockerd.dataRoot, { recursive: true });
+      await Deno.remove(device.composeRoot, { recursive: true });
+      device = { ...device, dockerd: await startDockerd(`${device.dir}/engine`) };
+      device.options = device.options.map((option, i, all) =>
+        all[i - 1] === "--docker-host" ? device.dockerd.host : option
+      );
+      assert.deepEqual(await runningServices(device, "reset"), {}, "the engine is empty");
+      await writeConfig(device, [tag]);
+
+      // The registry answers nothing now.
+      proxy.resetStats();
+      proxy.addRequestFault({ method: "GET", path: /^\/v2\//, status: 503, times: Infinity });
+      proxy.addRequestFault({ method: "HEAD", path: /^\/v2\//, status: 503, times: Infinity });
+      agent = startAgent(device);
+      await waitFor(
+        "both services running again",
+        async () => {
+          const services = await runningServices(device, "reset");
+          return Object.keys(services).length === 2;
+        },
+        60_000,
+        200,
+        agent.log,
+      );
+      const current = await waitFor("status", () => status(device), 10_000);
+      assert.ok(current.canRestoreOffline);
+      assert.equal(proxy.stats.blobBytes.size, 0, "no blob was fetched");
+      const log = agent.log();
+      const started = log.indexOf("started app reset");
+      assert.ok(started >= 0, log);
+      assert.ok(log.indexOf("re-created app reset from the store") < started, log);
+
+      // The registry back: the agent finds the tag unchanged and fetches nothing.
+      proxy.clearFaults();
+      await waitFor(
+        "running with the registry back",
+        async () => {
+          const app = (await status(device))?.apps[0];
+          return app?.state === "running" && app.reason === undefined;
+        },
+        30_000,
+        200,
+        agent.log,
+      );
+      assert.equal(proxy.stats.blobBytes.size, 0, "still no blob fetched");
+      assert.equal(await agent.stop(), 0);
+      agent = undefined;
+    } finally {
+      await agent?.kill();
+      await run(["docker", "-H", device.dockerd.host, "rm", "-f", ...(await ids(device.dockerd.host))]).catch(
+        () => {},
+      );
+      await device.dockerd.stop();
+      await proxy.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "agent: kill -9 mid-fetch and mid-install, restarted, completes and the store passes fsck",
+  ...withServices,
+  async fn() {
+    const env = testEnv()!;
+    const proxy = await startFaultProxy(env.registry);
+    const via = (ref: string) => ref.replace(env.registry, proxy.host);
+    const device = await makeDevice();
+    const tag = `${proxy.host}/fleet/killed:stable`;
+    let agent: ReturnType<typeof startAgent> | undefined;
+    try {
+      await publish(tag, { web: via(env.images.appA.ref), worker: via(env.images.big.ref) });
+      await writeConfig(device, [tag]);
+      proxy.setThrottle(8 * MiB);
+      agent = startAgent(device);
+      await waitFor(
+        "10 MiB fetched",
+        async () => {
+          const progress = (await status(device))?.apps[0]?.progress;
+          return progress && progress.bytesDone > 10 * MiB;
+        },
+        60_000,
+        100,
+        agent.log,
+      );
+      await agent.kill();
+
+      // Restarted: the partial layer continues at its byte (a Range request), then kill during install.
+      proxy.resetStats();
+      proxy.setThrottle(0);
+      agent = startAgent(device);
+      const resumed = await waitFor(
+        "installing",
+        async () => {
+          const app = (await status(device))?.apps[0];
+          return app?.state === "installing" ? app : undefined;
+        },
+        60_000,
+        50,
+        agent.log,
+      );
+      await agent.kill();
+      assert.ok(
+        proxy.stats.requests.some((request) => request.range !== null && !/^bytes=0-/.test(request.range)),
+        "the download resumed with a Range request",
+      );
+      assert.ok(resumed.progress!.bytesDone <= resumed.progress!.bytesTotal);
+
+      agent = startAgent(device);
+      await waitFor(
+        "running",
+        async () => (await status(device))?.apps[0]?.state === "running",
+        90_000,
+        200,
+        agent.log,
+      );
+      assert.deepEqual(Object.keys(await runningServices(device, "killed")).sort(), ["web", "worker"]);
+      assert.equal(await agent.stop(), 0);
+      agent = undefined;
+      const fsck = await runBerth([...device.options, "fsck"]);
+      assert.equal(fsck.code, 0, fsck.stdout + fsck.stderr);
+      assert.match(fsck.stdout, /ok|clean|no problems/i);
+    } finally {
+      await agent?.kill();
+      await run(["docker", "-H", device.dockerd.host, "rm", "-f", ...(await ids(device.dockerd.host))]).catch(
+        () => {},
+      );
+      await device.dockerd.stop();
+      await proxy.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "agent: an app larger than the store's free space is blocked, nothing is downloaded; more space unblocks it",
+  ...withServices,
+  async fn() {
+    const env = testEnv()!;
+    const proxy = await startFaultProxy(env.registry);
+    const via = (ref: string) => ref.replace(env.registry, proxy.host);
+    const device = await makeDevice();
+    const tag = `${proxy.host}/fleet/roomy:stable`;
+    let agent: ReturnType<typeof startAgent> | undefined;
+    await Deno.mkdir(device.store, { recursive: true });
+    await run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", device.store]);
+    try {
+      await publish(tag, { web: via(env.images.appA.ref), worker: via(env.images.big.ref) });
+      await writeConfig(device, [tag], ["storage: { watermark: 100, reserve: 1MiB }"]);
+      proxy.resetStats();
+      agent = startAgent(device);
+      const blocked = await waitFor(
+        "blocked",
+        async () => {
+          const app = (await status(device))?.apps[0];
+          return app?.state === "blocked" ? app : undefined;
+        },
+        60_000,
+        200,
+        agent.log,
+      );
+      assert.equal(blocked.reason?.code, "insufficient_storage");
+      const needBytes = Number(blocked.reason?.details?.needBytes);
+      const freeBytes = Number(blocked.reason?.details?.freeBytes);
+      assert.ok(needBytes > 40 * MiB, `needBytes ${needBytes}`);
+      assert.ok(freeBytes < 16 * MiB, `freeBytes ${freeBytes}`);
+      const layers = [...env.images.big.layers, ...env.images.appA.layers].map((layer) => layer.digest);
+      for (const digest of layers) {
+        assert.ok(!proxy.stats.blobBytes.has(digest), `layer ${digest} was downloaded while blocked`);
+        assert.ok(!(await storedBlobs(device)).has(digest));
+      }
+
+      await run(["mount", "-o", "remount,size=256m", device.store]);
+      await waitFor(
+        "running once there is room",
+        async () => (await status(device))?.apps[0]?.state === "running",
+        90_000,
+        200,
+        agent.log,
+      );
+      assert.equal(await agent.stop(), 0);
+      agent = undefined;
+    } finally {
+      await agent?.kill();
+      await run(["docker", "-H", device.dockerd.host, "rm", "-f", ...(await ids(device.dockerd.host))]).catch(
+        () => {},
+      );
+      await device.dockerd.stop();
+      await proxy.close();
+      await run(["umount", device.store]).catch(() => {});
+    }
+  },
+});
+
+async function ids(host: string): Promise<string[]> {
+  return (await run(["docker", "-H", host, "ps", "-aq"])).trim().split("\n").filter(Boolean);
+}

@@ -1,0 +1,229 @@
+/**
+ * `berth agent` on real parts: a real registry behind the counting proxy, the device's own dockerd, real
+ * compose. The agent runs as its own process with a config file, and is watched only through its status
+ * socket, its log, the engine and the store — as fleet tooling and an operator would.
+ */
+import assert from "node:assert/strict";
+import { run } from "../harness/services.ts";
+import { startFaultProxy } from "../harness/fault_proxy.ts";
+import { runBerth, withServices } from "../harness/env.ts";
+import {
+  engineTags,
+  getStatus,
+  makeDevice,
+  publish,
+  runningServices,
+  startAgent,
+  status,
+  storedBlobs,
+  testEnv,
+  versionBytes,
+  waitFor,
+  writeConfig,
+} from "./agent_harness.ts";
+import type { AppStatus } from "../../src/status/schema.ts";
+
+const MiB = 1024 * 1024;
+
+Deno.test({
+  name:
+    "agent: installs an app, follows its tag (keep 1, then keep 0 after SIGHUP), rolls back a broken version",
+  ...withServices,
+  async fn() {
+    const env = testEnv()!;
+    const { appA, appB, appC, big } = env.images;
+    const proxy = await startFaultProxy(env.registry);
+    const via = (ref: string) => ref.replace(env.registry, proxy.host);
+    const device = await makeDevice();
+    const tag = `${proxy.host}/fleet/shop:stable`;
+    let agent: ReturnType<typeof startAgent> | undefined;
+    try {
+      const v1 = await publish(tag, { web: via(appA.ref), worker: via(big.ref) });
+      await writeConfig(device, [tag], ["keep: 1"]);
+      proxy.resetStats();
+      proxy.setThrottle(16 * MiB); // the 40 MiB image takes a few seconds: progress can be watched
+      agent = startAgent(device);
+      const log = agent.log;
+
+      // 1. Progress while fetching: bytesTotal fixed and exact, bytesDone only grows and never passes it.
+      const expectedTotal = await versionBytes(env.registry, "fleet/shop", v1);
+      let lastDone = -1;
+      let totalSeen: number | undefined;
+      let samples = 0;
+      const app = (s: { apps: AppStatus[] }) => s.apps.find((candidate) => candidate.name === "shop");
+      const running = await waitFor(
+        "v1 running",
+        async () => {
+          const current = await status(device);
+          const shop = current && app(current);
+          if (shop?.progress) {
+            samples++;
+            const { bytesDone, bytesTotal } = shop.progress;
+            assert.ok(bytesDone >= lastDone, `bytesDone went back from ${lastDone} to ${bytesDone}`);
+            assert.ok(bytesDone <= bytesTotal, `bytesDone ${bytesDone} > bytesTotal ${bytesTotal}`);
+            if (totalSeen !== undefined) assert.equal(bytesTotal, totalSeen, "bytesTotal changed");
+            totalSeen = bytesTotal;
+            lastDone = bytesDone;
+          }
+          return shop?.state === "running" ? current : undefined;
+        },
+        90_000,
+        100,
+        log,
+      );
+      proxy.setThrottle(0);
+      assert.ok(samples >= 3, `only ${samples} progress samples while fetching`);
+      assert.equal(totalSeen, expectedTotal, "bytesTotal is every blob and manifest of the version");
+      const shop1 = app(running)!;
+      assert.equal(shop1.currentDigest, v1.digest);
+      assert.equal(shop1.progress?.bytesDone, expectedTotal);
+      assert.deepEqual(Object.keys(await runningServices(device, "shop")).sort(), ["web", "worker"]);
+      assert.ok(running.canRestoreOffline, "everything installed is in the store");
+      assert.ok(running.engine.reachable);
+
+      // ETag: polling with If-None-Match costs nothing while nothing changes.
+      const first = await getStatus(device);
+      const etag = first.headers.get("etag");
+      assert.ok(etag, "status has an ETag");
+
+      // 2. v2 under the same tag: only v2's new blobs cross the wire; keep=1 keeps v1's.
+      const bigBlobs = [big.configDigest, ...big.layers.map((layer) => layer.digest)];
+      const shared = new Set([appA.configDigest, ...appA.layers.map((layer) => layer.digest)]);
+      proxy.resetStats();
+      const v2 = await publish(tag, { web: via(appA.ref), worker: via(appB.ref) });
+      proxy.resetStats();
+      await waitFor(
+        "v2 running",
+        async () => {
+          const shop = (await status(device))?.apps.find((a) => a.name === "shop");
+          return shop?.currentDigest === v2.digest && shop.state === "running";
+        },
+        60_000,
+        200,
+        log,
+      );
+      const fetched = [...proxy.stats.blobBytes.keys()];
+      for (const digest of fetched) assert.ok(!shared.has(digest), `shared blob ${digest} fetched again`);
+      assert.ok(fetched.includes(appB.configDigest), "v2's new image was fetched");
+      const afterV2 = await storedBlobs(device);
+      for (const digest of bigBlobs) assert.ok(afterV2.has(digest), `keep=1: v1's ${digest} is kept`);
+      assert.ok(
+        (await engineTags(device)).some((tag) => tag.includes("berth-test/big")),
+        "keep=1: v1's image kept",
+      );
+
+      // 3. v3: now v1 is two versions back and goes; v2 (previous) stays.
+      const v3 = await publish(tag, { web: via(appA.ref), worker: via(appC.ref) });
+      const at3 = await waitFor(
+        "v3 running",
+        async () => {
+          const current = await status(device);
+          const shop = current?.apps.find((a) => a.name === "shop");
+          return shop?.currentDigest === v3.digest && shop.state === "running" ? current : undefined;
+        },
+        60_000,
+        200,
+        log,
+      );
+      assert.deepEqual(at3.apps[0].previousDigests, [v2.digest]);
+      const afterV3 = await storedBlobs(device);
+      for (const digest of big.layers.slice(1).map((layer) => layer.digest)) {
+        assert.ok(!afterV3.has(digest), `v1-only blob ${digest} pruned once v3 runs`);
+      }
+      assert.ok(afterV3.has(appB.configDigest), "v2 (the previous version) is kept");
+      assert.ok(
+        !(await engineTags(device)).some((tag) => tag.includes("berth-test/big")),
+        "v1's image removed",
+      );
+
+      // 4. SIGHUP with keep: 0; v4 brings back appB only: v3's appC goes once v4 runs.
+      await writeConfig(device, [tag], ["keep: 0"]);
+      agent.process.kill("SIGHUP");
+      await waitFor(
+        "config reloaded",
+        () => Promise.resolve(log().includes("config reloaded")),
+        20_000,
+        100,
+        log,
+      );
+      const v4 = await publish(tag, { web: via(appA.ref), worker: via(appB.ref) });
+      await waitFor(
+        "v4 running",
+        async () => {
+          const shop = (await status(device))?.apps.find((a) => a.name === "shop");
+          return shop?.currentDigest === v4.digest && shop.state === "running";
+        },
+        60_000,
+        200,
+        log,
+      );
+      await waitFor(
+        "v3's image pruned",
+        async () => !(await storedBlobs(device)).has(appC.configDigest),
+        10_000,
+      );
+      assert.ok((await storedBlobs(device)).has(appB.configDigest));
+
+      // 5. A version that does not come up is rolled back, reported, and not retried while the tag stays.
+      const v5 = await publish(tag, { web: via(appA.ref), worker: via(appC.ref) }, { failing: "worker" });
+      const failed = await waitFor(
+        "v5 failed and rolled back",
+        async () => {
+          const shop = (await status(device))?.apps.find((a) => a.name === "shop");
+          return shop?.state === "failed" && shop.desiredDigest === v5.digest ? shop : undefined;
+        },
+        90_000,
+        200,
+        log,
+      );
+      assert.equal(failed.reason?.code, "compose_failed");
+      assert.match(failed.reason!.message, /worker/);
+      assert.equal(failed.currentDigest, v4.digest, "still on v4");
+      await waitFor(
+        "v4 running again",
+        async () => {
+          const services = await runningServices(device, "shop");
+          return Object.keys(services).length === 2 && services.worker?.includes("app-b");
+        },
+        30_000,
+        200,
+        log,
+      );
+      const attempts = log().split("\n").filter((line) => line.includes("failed to start")).length;
+      await new Promise((resolve) => setTimeout(resolve, 6_000)); // two more polls
+      assert.equal(
+        log().split("\n").filter((line) => line.includes("failed to start")).length,
+        attempts,
+        "a failed version is not retried while the tag still names it",
+      );
+
+      // 6. A broken config on SIGHUP is refused; the agent carries on with the old one.
+      await Deno.writeTextFile(device.configPath, `apps: [${JSON.stringify(tag)}]\npollInterval: soon\n`);
+      agent.process.kill("SIGHUP");
+      await waitFor(
+        "reload refused",
+        () => Promise.resolve(/reload refused.*pollInterval/.test(log())),
+        20_000,
+        100,
+        log,
+      );
+      assert.equal((await getStatus(device, "/healthz")).status, 200);
+
+      assert.equal(await agent.stop(), 0, "SIGTERM stops the agent cleanly");
+      agent = undefined;
+      const fsck = await runBerth([...device.options, "fsck"]);
+      assert.equal(fsck.code, 0, fsck.stdout + fsck.stderr);
+    } finally {
+      await agent?.kill();
+      await run(["docker", "-H", device.dockerd.host, "rm", "-f", ...(await containerIds(device))]).catch(
+        () => {},
+      );
+      await device.dockerd.stop();
+      await proxy.close();
+    }
+  },
+});
+
+async function containerIds(device: { dockerd: { host: string } }): Promise<string[]> {
+  return (await run(["docker", "-H", device.dockerd.host, "ps", "-aq"])).trim().split("\n").filter(Boolean);
+}
