@@ -10,7 +10,7 @@ export async function pruneCommand(context: Context): Promise<number> {
     throw new UsageError(`prune takes no arguments, got "${context.args.positional[0]}"`);
   }
   const keepText = context.args.options.keep;
-  const keep = typeof keepText === "string" ? Number(keepText) : DEFAULT_KEEP;
+  const keep = typeof keepText === "string" ? Number(keepText) : context.config.keep ?? DEFAULT_KEEP;
   if (typeof keepText === "string" && (!/^\d{1,4}$/.test(keepText) || !Number.isSafeInteger(keep))) {
     throw new UsageError(`--keep: "${keepText}" is not a whole number of versions (0 or more)`);
   }

@@ -73,8 +73,8 @@ Deno.test({
         200,
         agent.log,
       );
-      const current = await waitFor("status", () => status(device), 10_000);
-      assert.ok(current.canRestoreOffline);
+      // The audit publishes canRestoreOffline once it has checked every app (just after starting them).
+      await waitFor("canRestoreOffline", async () => (await status(device))?.canRestoreOffline, 10_000);
       assert.equal(proxy.stats.blobBytes.size, 0, "no blob was fetched");
       const log = agent.log();
       const started = log.indexOf("started app reset");

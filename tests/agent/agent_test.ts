@@ -119,7 +119,11 @@ Deno.test({
         async () => {
           const current = await status(device);
           const shop = current?.apps.find((a) => a.name === "shop");
-          return shop?.currentDigest === v3.digest && shop.state === "running" ? current : undefined;
+          // Running first, then pruned: the status shows the kept versions once prune is done.
+          return shop?.currentDigest === v3.digest && shop.state === "running" &&
+              shop.previousDigests.length === 1
+            ? current
+            : undefined;
         },
         60_000,
         200,
