@@ -28,12 +28,14 @@ export interface ProgressSnapshot {
 }
 
 /**
- * Counts a pull from its events. Totals grow as references resolve (an app's images resolve after its
- * bundle is read). A blob that two references share counts in both of their totals but is fetched (and
- * reported) once, so until the end `bytesDone` can lag the total by it; once every reference is
- * recorded, the line shows the totals as done.
+ * Counts a pull from its events. Once the pull is planned (`planned` events, before any layer is fetched)
+ * the totals are exact and fixed: every distinct blob once, manifests included, stored blobs and partial
+ * downloads counted as done. Without a plan (events from older callers), totals come from `resolved`
+ * events and grow as references resolve; once every reference is recorded the line shows them as done.
  */
 export class PullProgress {
+  /** From `planned` events: each distinct blob's size, and the manifests' bytes (done from the start). */
+  #plan?: { blobs: Map<string, number>; manifestBytes: number };
   #refs = new Map<string, { bytesTotal: number; blobs: number; recorded: boolean }>();
   /** Bytes held of each blob seen: its offset while in flight, its size once done. */
   #blobs = new Map<string, { bytesHeld: number; done: boolean }>();
@@ -43,6 +45,18 @@ export class PullProgress {
 
   update(event: PullEvent, nowMs: number): void {
     switch (event.type) {
+      case "planned": {
+        const plan = this.#plan ??= { blobs: new Map(), manifestBytes: 0 };
+        plan.manifestBytes += event.bytesTotal - event.blobs.reduce((sum, blob) => sum + blob.size, 0);
+        for (const blob of event.blobs) {
+          plan.blobs.set(blob.digest, blob.size);
+          const held = this.#blobs.get(blob.digest)?.bytesHeld ?? 0;
+          if (blob.bytesDone > held) {
+            this.#blobs.set(blob.digest, { bytesHeld: blob.bytesDone, done: blob.bytesDone === blob.size });
+          }
+        }
+        break;
+      }
       case "resolved":
         this.#refs.set(event.name, { bytesTotal: event.bytesTotal, blobs: event.blobs, recorded: false });
         break;
@@ -78,6 +92,36 @@ export class PullProgress {
     }
   }
 
+  #speed(nowMs: number): number {
+    const oldest = this.#samples[0];
+    const elapsedMs = oldest ? nowMs - oldest.atMs : 0;
+    return oldest && elapsedMs > 0 ? (this.#bytesReceived - oldest.bytesReceived) * 1000 / elapsedMs : 0;
+  }
+
+  #plannedSnapshot(
+    plan: { blobs: Map<string, number>; manifestBytes: number },
+    nowMs: number,
+  ): ProgressSnapshot {
+    let bytesDone = plan.manifestBytes;
+    let bytesTotal = plan.manifestBytes;
+    let blobsDone = 0;
+    for (const [digest, size] of plan.blobs) {
+      const held = Math.min(this.#blobs.get(digest)?.bytesHeld ?? 0, size);
+      bytesTotal += size;
+      bytesDone += held;
+      if (held === size) blobsDone++;
+    }
+    const refs = [...this.#refs.values()];
+    return {
+      bytesDone,
+      bytesTotal,
+      blobsDone,
+      blobsTotal: plan.blobs.size,
+      bytesPerSecond: this.#speed(nowMs),
+      finished: refs.length > 0 && refs.every((ref) => ref.recorded),
+    };
+  }
+
   /** Drops samples older than the window, keeping one at or before its start to measure from. */
   #trim(nowMs: number): void {
     while (this.#samples.length > 1 && this.#samples[1].atMs <= nowMs - SPEED_WINDOW_MS) {
@@ -87,6 +131,7 @@ export class PullProgress {
 
   snapshot(nowMs: number): ProgressSnapshot {
     this.#trim(nowMs);
+    if (this.#plan) return this.#plannedSnapshot(this.#plan, nowMs);
     const refs = [...this.#refs.values()];
     const bytesTotal = refs.reduce((sum, ref) => sum + ref.bytesTotal, 0);
     const blobsTotal = refs.reduce((sum, ref) => sum + ref.blobs, 0);
@@ -94,11 +139,7 @@ export class PullProgress {
     const blobs = [...this.#blobs.values()];
     const bytesHeld = blobs.reduce((sum, blob) => sum + blob.bytesHeld, 0);
     const blobsDone = blobs.filter((blob) => blob.done).length;
-    const oldest = this.#samples[0];
-    const elapsedMs = oldest ? nowMs - oldest.atMs : 0;
-    const bytesPerSecond = oldest && elapsedMs > 0
-      ? (this.#bytesReceived - oldest.bytesReceived) * 1000 / elapsedMs
-      : 0;
+    const bytesPerSecond = this.#speed(nowMs);
     return {
       bytesDone: finished ? bytesTotal : Math.min(bytesHeld, bytesTotal),
       bytesTotal,

@@ -160,10 +160,14 @@ export function startAgent(device: Device, extraArgs: string[] = []): RunningAge
 }
 
 /** GET on the agent's status socket. */
-export async function getStatus(device: Device, path = "/status"): Promise<Response> {
+export async function getStatus(
+  device: Device,
+  path = "/status",
+  headers: Record<string, string> = {},
+): Promise<Response> {
   const client = Deno.createHttpClient({ proxy: { transport: "unix", path: device.statusSocket } });
   try {
-    const response = await fetch(`http://agent${path}`, { client });
+    const response = await fetch(`http://agent${path}`, { client, headers });
     const body = new Uint8Array(await response.arrayBuffer());
     return new Response(response.status === 304 ? null : body, {
       status: response.status,

@@ -197,6 +197,15 @@ Deno.test({
       await publish(tag, { web: via(env.images.appA.ref), worker: via(env.images.big.ref) });
       await writeConfig(device, [tag], ["storage: { watermark: 100, reserve: 1MiB }"]);
       proxy.resetStats();
+      // The same pre-flight from the command line: check says it does not fit; pull refuses to start.
+      const berth = (...args: string[]) => runBerth(["--config", device.configPath, ...args]);
+      const checked = await berth("check", tag);
+      assert.equal(checked.code, 1, checked.stdout + checked.stderr);
+      assert.match(checked.stdout, /^store \(.*\): needs .* does NOT fit$/m);
+      assert.match(checked.stderr, /not enough space for .*roomy.* in the store/);
+      const pulled = await berth("pull", via(env.images.big.ref));
+      assert.equal(pulled.code, 1);
+      assert.match(pulled.stderr, /not enough space for .*berth-test\/big.* needs 4\d\.\d MiB/);
       agent = startAgent(device);
       const blocked = await waitFor(
         "blocked",
@@ -220,6 +229,7 @@ Deno.test({
       }
 
       await run(["mount", "-o", "remount,size=256m", device.store]);
+      // (check takes the store's lock, so it is asked again only once the agent is done)
       await waitFor(
         "running once there is room",
         async () => (await status(device))?.apps[0]?.state === "running",
@@ -229,6 +239,9 @@ Deno.test({
       );
       assert.equal(await agent.stop(), 0);
       agent = undefined;
+      const fits = await berth("check", tag);
+      assert.equal(fits.code, 0, fits.stdout + fits.stderr);
+      assert.match(fits.stdout, /: fits$/m);
     } finally {
       await agent?.kill();
       await run(["docker", "-H", device.dockerd.host, "rm", "-f", ...(await ids(device.dockerd.host))]).catch(

@@ -82,16 +82,54 @@ Deno.test({
       assert.ok(running.engine.reachable);
 
       // ETag: polling with If-None-Match costs nothing while nothing changes.
-      const first = await getStatus(device);
-      const etag = first.headers.get("etag");
-      assert.ok(etag, "status has an ETag");
+      await waitFor(
+        "a 304 for an unchanged status",
+        async () => {
+          const etag = (await getStatus(device)).headers.get("etag");
+          assert.ok(etag, "status has an ETag");
+          return (await getStatus(device, "/status", { "If-None-Match": etag })).status === 304;
+        },
+        20_000,
+        500,
+      );
+      const metrics = await (await getStatus(device, "/metrics")).text();
+      assert.match(metrics, /^berth_app_state\{app="shop",state="running"\} 1$/m);
+      assert.match(metrics, /^berth_fetched_bytes_total [1-9]\d*$/m);
+      assert.equal((await getStatus(device, "/healthz")).status, 200);
+
+      // While the agent runs: writing commands are refused naming it, reading ones work.
+      const pulled = await runBerth([
+        ...device.options,
+        "--config",
+        device.configPath,
+        "pull",
+        via(appC.ref),
+      ]);
+      assert.equal(pulled.code, 1);
+      assert.match(pulled.stderr, /in use by pid \d+ \(berth agent/);
+      const listed = await runBerth([...device.options, "--config", device.configPath, "ls"]);
+      assert.equal(listed.code, 0, listed.stderr);
+      assert.match(listed.stdout, /shop/);
+      const told = await runBerth(["--config", device.configPath, "--json", "status"]);
+      assert.equal(told.code, 0, told.stderr);
+      assert.equal(JSON.parse(told.stdout).apps[0].state, "running");
 
       // 2. v2 under the same tag: only v2's new blobs cross the wire; keep=1 keeps v1's.
       const bigBlobs = [big.configDigest, ...big.layers.map((layer) => layer.digest)];
       const shared = new Set([appA.configDigest, ...appA.layers.map((layer) => layer.digest)]);
       proxy.resetStats();
       const v2 = await publish(tag, { web: via(appA.ref), worker: via(appB.ref) });
+      const publishedAt = Date.now();
       proxy.resetStats();
+      await waitFor(
+        "v2 seen",
+        async () => (await status(device))?.apps[0]?.desiredDigest === v2.digest,
+        30_000,
+        100,
+      );
+      const seenAfter = (Date.now() - publishedAt) / 1000;
+      // pollInterval 2 s + pollJitter up to 1 s, and a second of slack for a busy machine.
+      assert.ok(seenAfter <= 4, `the new version was noticed after ${seenAfter} s`);
       await waitFor(
         "v2 running",
         async () => {

@@ -126,3 +126,43 @@ Deno.test("totals grow as an app's images resolve", () => {
   assert.equal(state.bytesTotal, 10000);
   assert.equal(state.blobsTotal, 5);
 });
+
+Deno.test("with a plan the totals are exact from the start: a blob shared by two references counts once", () => {
+  const progress = new PullProgress();
+  const C = `sha256:${"c".repeat(64)}`;
+  // Two references sharing blob A; B is half downloaded already (a partial ingest), C is stored.
+  const blobs = [{ digest: A, size: 4 * MiB, bytesDone: 0 }, { digest: B, size: 2 * MiB, bytesDone: MiB }];
+  progress.update({
+    type: "planned",
+    name: "one",
+    digest: A,
+    bytesTotal: 6 * MiB + 100,
+    bytesDone: MiB + 100,
+    blobsTotal: 2,
+    blobsDone: 0,
+    blobs,
+  }, 0);
+  progress.update({
+    type: "planned",
+    name: "two",
+    digest: B,
+    bytesTotal: 5 * MiB + 50,
+    bytesDone: MiB + 50,
+    blobsTotal: 2,
+    blobsDone: 1,
+    blobs: [blobs[0], { digest: C, size: MiB, bytesDone: MiB }],
+  }, 0);
+  let state = progress.snapshot(10);
+  assert.equal(state.bytesTotal, 7 * MiB + 150);
+  assert.equal(state.bytesDone, 2 * MiB + 150);
+  assert.deepEqual([state.blobsDone, state.blobsTotal], [1, 3]);
+  progress.update({ type: "blob-progress", digest: A, bytesDone: 3 * MiB, size: 4 * MiB }, 20);
+  progress.update(
+    { type: "blob-done", digest: B, size: 2 * MiB, bytesFetched: MiB, alreadyStored: false },
+    30,
+  );
+  state = progress.snapshot(40);
+  assert.equal(state.bytesTotal, 7 * MiB + 150, "the total stays fixed");
+  assert.equal(state.bytesDone, 6 * MiB + 150);
+  assert.deepEqual([state.blobsDone, state.blobsTotal], [2, 3]);
+});
