@@ -424,6 +424,7 @@ export class Agent {
       await pull(this.#client, this.#store, [pinned], {
         platform: this.#settings.platform,
         parallel: this.#settings.parallel,
+        rateLimit: this.#settings.rateLimit,
         signal,
         onEvent: (event: PullEvent) => {
           if (event.type === "planned") { for (const blob of event.blobs) pending.add(blob.digest); }

@@ -29,6 +29,7 @@ export async function pullCommand(context: Context): Promise<number> {
     const results = await pull(client, store, refs, {
       platform: context.platform,
       parallel: context.parallel,
+      rateLimit: context.config.rateLimit,
       signal: abort.signal,
       onEvent: (event) => report(context, event, progress),
       // A pull only fills the store: its filesystem is checked (installing checks the engine's).

@@ -29,6 +29,7 @@ import {
   SOURCE_DIGEST,
   SOURCE_MEDIA_TYPE,
 } from "../store/oci.ts";
+import { RateLimiter } from "./rate.ts";
 import { checkChildType, parseImageManifest, parseIndex } from "./manifest.ts";
 
 /** What one reference resolved to, before any blob is fetched. */
@@ -72,6 +73,8 @@ export interface PullOptions {
   parallel: number;
   onEvent?: (event: PullEvent) => void;
   signal?: AbortSignal;
+  /** Download limit in bytes per second for the whole pull (every blob together); absent: none. */
+  rateLimit?: number;
   /** Called with the plan before any layer is downloaded; throwing stops the pull there. */
   preflight?: (plan: PullPlan) => Promise<void>;
 }
@@ -175,6 +178,7 @@ async function downloadBlob(
   ref: Reference,
   descriptor: Descriptor,
   options: PullOptions,
+  limiter?: RateLimiter,
 ): Promise<number> {
   const { digest, size } = descriptor;
   let bytesFetched = 0;
@@ -191,6 +195,7 @@ async function downloadBlob(
           for await (const chunk of body) {
             await writer.write(chunk);
             bytesFetched += chunk.length;
+            await limiter?.take(chunk.length, options.signal);
             options.onEvent?.({ type: "blob-progress", digest, bytesDone: writer.offset, size });
           }
           if (writer.offset < size) {
@@ -405,6 +410,7 @@ export async function pull(
     index: { update: Promise.resolve() },
   };
   const { pool, downloads } = session;
+  const limiter = options.rateLimit ? new RateLimiter(options.rateLimit) : undefined;
   const fetchOnce = (image: ResolvedImage, descriptor: Descriptor): Promise<number> => {
     let download = downloads.get(descriptor.digest);
     if (!download) {
@@ -419,7 +425,7 @@ export async function pull(
           });
           return 0;
         }
-        const fetched = await downloadBlob(client, store, image.ref, descriptor, options);
+        const fetched = await downloadBlob(client, store, image.ref, descriptor, options, limiter);
         options.onEvent?.({
           type: "blob-done",
           digest: descriptor.digest,
