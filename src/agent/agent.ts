@@ -52,8 +52,13 @@ export interface AgentSettings {
   rateLimit?: number;
 }
 
-/** How often services, engine and store figures are refreshed for the status document. */
+/** How often the services' states are refreshed for the status document (a few cheap engine calls). */
 const REFRESH_MS = 5_000;
+/**
+ * How often the store's figures are refreshed besides after each reconcile pass: they walk the store and
+ * read app bundles, too much to do every few seconds on a small device.
+ */
+const STORE_REFRESH_MS = 60_000;
 /** First retry after a failure; doubles up to `timeouts.retryMax`. */
 const RETRY_BASE_MS = 2_000;
 
@@ -105,9 +110,12 @@ export class Agent {
 
   /** Runs until `signal` aborts: audit, then reconcile forever. */
   async run(signal: AbortSignal): Promise<void> {
+    let storeRefreshedAt = Date.now();
     const refresher = setInterval(() => {
       this.#model.checkStalls();
-      this.#refresh().catch(() => {});
+      const withStore = Date.now() - storeRefreshedAt >= STORE_REFRESH_MS;
+      if (withStore) storeRefreshedAt = Date.now();
+      this.#refresh(withStore).catch(() => {});
     }, REFRESH_MS);
     try {
       this.#model.setAgentState("auditing");
@@ -512,8 +520,11 @@ export class Agent {
 
   // ---- figures for the status document --------------------------------------------------------------
 
-  /** Services, store usage and canRestoreOffline; never throws (the status shows what it could read). */
-  async #refresh(): Promise<void> {
+  /**
+   * Services, and with `withStore` the store's usage and canRestoreOffline; never throws (the status shows
+   * what it could read).
+   */
+  async #refresh(withStore = true): Promise<void> {
     const records = await readApps(this.#store).catch(() => ({} as Record<string, AppRecord>));
     if (this.#engine) {
       for (const record of Object.values(records)) {
@@ -529,6 +540,7 @@ export class Agent {
         }
       }
     }
+    if (!withStore) return;
     try {
       let bytesUsed = 0;
       let blobs = 0;

@@ -347,21 +347,29 @@ export class StatusModel {
     };
   }
 
-  /** Alive: not stopping, and the last reconcile (or the start) within 2 × the poll interval. */
+  /**
+   * Alive: not stopping, and the last reconcile (or the start) within 2 × the poll interval — or, during a
+   * long download that outlasts that, bytes arriving within the stall timeout.
+   */
   health(): { ok: boolean; reason?: string } {
     if (this.#agentState === "stopping") return { ok: false, reason: "the agent is stopping" };
     const limitMs = 2 * this.#options.pollIntervalSeconds * 1000;
     const since = Date.parse(this.#lastReconcileAt ?? this.#startedAt);
     const age = Date.now() - since;
-    if (age > limitMs) {
-      return {
-        ok: false,
-        reason: this.#lastReconcileAt
-          ? `the last reconcile finished ${Math.round(age / 1000)} s ago (limit ${limitMs / 1000} s)`
-          : `no reconcile has finished in the ${Math.round(age / 1000)} s since the start`,
-      };
-    }
-    return { ok: true };
+    if (age <= limitMs) return { ok: true };
+    const lastProgress = Math.max(
+      0,
+      ...[...this.#apps.values()].map((entry) =>
+        entry.fetch?.inFlight.size ? entry.fetch.lastProgressAt ?? entry.fetch.startedAt : 0
+      ),
+    );
+    if (Date.now() - lastProgress <= this.#options.stallSeconds * 1000) return { ok: true };
+    return {
+      ok: false,
+      reason: this.#lastReconcileAt
+        ? `the last reconcile finished ${Math.round(age / 1000)} s ago (limit ${limitMs / 1000} s)`
+        : `no reconcile has finished in the ${Math.round(age / 1000)} s since the start`,
+    };
   }
 
   counters(): Counters {
