@@ -4,9 +4,9 @@
  */
 import assert from "node:assert/strict";
 import { type Dockerd, run, startDockerd } from "../harness/services.ts";
-import type { FaultProxy } from "../harness/fault_proxy.ts";
-import { runBerth, scratchDir, testEnv } from "../harness/env.ts";
-import { type Status, StatusSchema } from "../../src/status/schema.ts";
+import { type FaultProxy, startFaultProxy } from "../harness/fault_proxy.ts";
+import { runBerth, scratchDir, type TestEnv, testEnv } from "../harness/env.ts";
+import { type AppStatus, type Status, StatusSchema } from "../../src/status/schema.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -297,6 +297,92 @@ export async function versionBytes(
     manifestBytes += add(await get(`${repo}/manifests/${digest}`)).bytes;
   }
   return manifestBytes + [...blobs.values()].reduce((sum, size) => sum + size, 0);
+}
+
+/** What an agent test works with; `inScene` makes it and takes it all down afterwards. */
+export interface Scene {
+  env: TestEnv;
+  /** The counting, fault-injecting proxy in front of the registry. */
+  proxy: FaultProxy;
+  /** A test image reference, through the proxy. */
+  via(ref: string): string;
+  device: Device;
+  /** Starts an agent on the device; any still running at the end is killed. */
+  start(): RunningAgent;
+  /** Runs at the end, before the engine is stopped (e.g. unmount what the test mounted). */
+  onCleanup(step: () => Promise<void>): void;
+}
+
+/** Runs `work` with a proxy, a device and its own dockerd, and removes all of it afterwards. */
+export async function inScene(work: (scene: Scene) => Promise<void>): Promise<void> {
+  const env = testEnv()!;
+  const proxy = await startFaultProxy(env.registry);
+  const device = await makeDevice();
+  const agents: RunningAgent[] = [];
+  const cleanups: (() => Promise<void>)[] = [];
+  try {
+    await work({
+      env,
+      proxy,
+      via: (ref) => ref.replace(env.registry, proxy.host),
+      device,
+      start() {
+        const agent = startAgent(device);
+        agents.push(agent);
+        return agent;
+      },
+      onCleanup: (step) => cleanups.push(step),
+    });
+  } finally {
+    for (const agent of agents) await agent.kill();
+    const ids = await run(["docker", "-H", device.dockerd.host, "ps", "-aq"]).catch(() => "");
+    const containers = ids.trim().split("\n").filter(Boolean);
+    if (containers.length) {
+      await run(["docker", "-H", device.dockerd.host, "rm", "-f", ...containers]).catch(() => {});
+    }
+    for (const step of cleanups) await step().catch((error) => console.error(`cleanup: ${error}`));
+    await device.dockerd.stop();
+    await proxy.close();
+  }
+}
+
+/**
+ * A factory reset: the engine's data root and the compose root are wiped (the store is kept) and a fresh
+ * dockerd starts; `device` is updated in place.
+ */
+export async function factoryReset(device: Device): Promise<void> {
+  const ids = (await run(["docker", "-H", device.dockerd.host, "ps", "-aq"])).trim().split("\n").filter(
+    Boolean,
+  );
+  if (ids.length) await run(["docker", "-H", device.dockerd.host, "rm", "-f", ...ids]);
+  await device.dockerd.stop();
+  await Deno.remove(device.dockerd.dataRoot, { recursive: true });
+  await Deno.remove(device.composeRoot, { recursive: true });
+  device.dockerd = await startDockerd(`${device.dir}/engine`);
+  device.options = device.options.map((option, i, all) =>
+    all[i - 1] === "--docker-host" ? device.dockerd.host : option
+  );
+}
+
+/** Waits until the device's first app satisfies `check`; returns what `check` returned. */
+export function waitForApp<T>(
+  device: Device,
+  what: string,
+  check: (app: AppStatus) => T | undefined | false,
+  agent: RunningAgent,
+  timeoutMs = 90_000,
+  everyMs = 200,
+): Promise<T> {
+  return waitFor(
+    what,
+    async () => {
+      const app = (await status(device))?.apps[0];
+      return app ? check(app) : undefined;
+    },
+    timeoutMs,
+    everyMs,
+    agent.log,
+  );
 }
 
 export { testEnv };

@@ -3,18 +3,18 @@
  * mid-install, and a store too small for the app.
  */
 import assert from "node:assert/strict";
-import { run, startDockerd } from "../harness/services.ts";
-import { startFaultProxy } from "../harness/fault_proxy.ts";
+import { run } from "../harness/services.ts";
 import { runBerth, withServices } from "../harness/env.ts";
 import {
-  makeDevice,
+  factoryReset,
+  inScene,
   publish,
+  type RunningAgent,
   runningServices,
-  startAgent,
   status,
   storedBlobs,
-  testEnv,
   waitFor,
+  waitForApp,
   writeConfig,
 } from "./agent_harness.ts";
 
@@ -24,37 +24,18 @@ Deno.test({
   name:
     "agent: after a factory reset the app runs again from the store, with the registry down, no blob fetched",
   ...withServices,
-  async fn() {
-    const env = testEnv()!;
-    const proxy = await startFaultProxy(env.registry);
-    const via = (ref: string) => ref.replace(env.registry, proxy.host);
-    let device = await makeDevice();
-    const tag = `${proxy.host}/fleet/reset:stable`;
-    let agent: ReturnType<typeof startAgent> | undefined;
-    try {
+  fn: () =>
+    inScene(async ({ env, proxy, via, device, start }) => {
+      const tag = `${proxy.host}/fleet/reset:stable`;
+      let agent: RunningAgent;
       await publish(tag, { web: via(env.images.appA.ref), api: via(env.images.appB.ref) });
       await writeConfig(device, [tag]);
-      agent = startAgent(device);
-      await waitFor(
-        "running",
-        async () => (await status(device))?.apps[0]?.state === "running",
-        90_000,
-        200,
-        agent.log,
-      );
+      agent = start();
+      await waitForApp(device, "running", (app) => app.state === "running", agent, 90_000, 200);
       assert.equal(await agent.stop(), 0);
 
       // Factory reset: the engine's data root and the compose root are wiped; the store is kept.
-      await run(["docker", "-H", device.dockerd.host, "rm", "-f", ...(await ids(device.dockerd.host))]).catch(
-        () => {},
-      );
-      await device.dockerd.stop();
-      await Deno.remove(device.dockerd.dataRoot, { recursive: true });
-      await Deno.remove(device.composeRoot, { recursive: true });
-      device = { ...device, dockerd: await startDockerd(`${device.dir}/engine`) };
-      device.options = device.options.map((option, i, all) =>
-        all[i - 1] === "--docker-host" ? device.dockerd.host : option
-      );
+      await factoryReset(device);
       assert.deepEqual(await runningServices(device, "reset"), {}, "the engine is empty");
       await writeConfig(device, [tag]);
 
@@ -62,7 +43,7 @@ Deno.test({
       proxy.resetStats();
       proxy.addRequestFault({ method: "GET", path: /^\/v2\//, status: 503, times: Infinity });
       proxy.addRequestFault({ method: "HEAD", path: /^\/v2\//, status: 503, times: Infinity });
-      agent = startAgent(device);
+      agent = start();
       await waitFor(
         "both services running again",
         async () => {
@@ -95,33 +76,20 @@ Deno.test({
       );
       assert.equal(proxy.stats.blobBytes.size, 0, "still no blob fetched");
       assert.equal(await agent.stop(), 0);
-      agent = undefined;
-    } finally {
-      await agent?.kill();
-      await run(["docker", "-H", device.dockerd.host, "rm", "-f", ...(await ids(device.dockerd.host))]).catch(
-        () => {},
-      );
-      await device.dockerd.stop();
-      await proxy.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name: "agent: kill -9 mid-fetch and mid-install, restarted, completes and the store passes fsck",
   ...withServices,
-  async fn() {
-    const env = testEnv()!;
-    const proxy = await startFaultProxy(env.registry);
-    const via = (ref: string) => ref.replace(env.registry, proxy.host);
-    const device = await makeDevice();
-    const tag = `${proxy.host}/fleet/killed:stable`;
-    let agent: ReturnType<typeof startAgent> | undefined;
-    try {
+  fn: () =>
+    inScene(async ({ env, proxy, via, device, start }) => {
+      const tag = `${proxy.host}/fleet/killed:stable`;
+      let agent: RunningAgent;
       await publish(tag, { web: via(env.images.appA.ref), worker: via(env.images.big.ref) });
       await writeConfig(device, [tag]);
       proxy.setThrottle(8 * MiB);
-      agent = startAgent(device);
+      agent = start();
       await waitFor(
         "10 MiB fetched",
         async () => {
@@ -137,16 +105,14 @@ Deno.test({
       // Restarted: the partial layer continues at its byte (a Range request), then kill during install.
       proxy.resetStats();
       proxy.setThrottle(0);
-      agent = startAgent(device);
-      const resumed = await waitFor(
+      agent = start();
+      const resumed = await waitForApp(
+        device,
         "installing",
-        async () => {
-          const app = (await status(device))?.apps[0];
-          return app?.state === "installing" ? app : undefined;
-        },
+        (app) => app.state === "installing" && app,
+        agent,
         60_000,
         50,
-        agent.log,
       );
       await agent.kill();
       assert.ok(
@@ -155,45 +121,26 @@ Deno.test({
       );
       assert.ok(resumed.progress!.bytesDone <= resumed.progress!.bytesTotal);
 
-      agent = startAgent(device);
-      await waitFor(
-        "running",
-        async () => (await status(device))?.apps[0]?.state === "running",
-        90_000,
-        200,
-        agent.log,
-      );
+      agent = start();
+      await waitForApp(device, "running", (app) => app.state === "running", agent, 90_000, 200);
       assert.deepEqual(Object.keys(await runningServices(device, "killed")).sort(), ["web", "worker"]);
       assert.equal(await agent.stop(), 0);
-      agent = undefined;
       const fsck = await runBerth([...device.options, "fsck"]);
       assert.equal(fsck.code, 0, fsck.stdout + fsck.stderr);
       assert.match(fsck.stdout, /ok|clean|no problems/i);
-    } finally {
-      await agent?.kill();
-      await run(["docker", "-H", device.dockerd.host, "rm", "-f", ...(await ids(device.dockerd.host))]).catch(
-        () => {},
-      );
-      await device.dockerd.stop();
-      await proxy.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name:
     "agent: an app larger than the store's free space is blocked, nothing is downloaded; more space unblocks it",
   ...withServices,
-  async fn() {
-    const env = testEnv()!;
-    const proxy = await startFaultProxy(env.registry);
-    const via = (ref: string) => ref.replace(env.registry, proxy.host);
-    const device = await makeDevice();
-    const tag = `${proxy.host}/fleet/roomy:stable`;
-    let agent: ReturnType<typeof startAgent> | undefined;
-    await Deno.mkdir(device.store, { recursive: true });
-    await run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", device.store]);
-    try {
+  fn: () =>
+    inScene(async ({ env, proxy, via, device, start, onCleanup }) => {
+      const tag = `${proxy.host}/fleet/roomy:stable`;
+      await Deno.mkdir(device.store, { recursive: true });
+      await run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", device.store]);
+      onCleanup(() => run(["umount", device.store]).then(() => {}));
       await publish(tag, { web: via(env.images.appA.ref), worker: via(env.images.big.ref) });
       await writeConfig(device, [tag], ["storage: { watermark: 100, reserve: 1MiB }"]);
       proxy.resetStats();
@@ -206,16 +153,14 @@ Deno.test({
       const pulled = await berth("pull", via(env.images.big.ref));
       assert.equal(pulled.code, 1);
       assert.match(pulled.stderr, /not enough space for .*berth-test\/big.* needs 4\d\.\d MiB/);
-      agent = startAgent(device);
-      const blocked = await waitFor(
+      const agent = start();
+      const blocked = await waitForApp(
+        device,
         "blocked",
-        async () => {
-          const app = (await status(device))?.apps[0];
-          return app?.state === "blocked" ? app : undefined;
-        },
+        (app) => app.state === "blocked" && app,
+        agent,
         60_000,
         200,
-        agent.log,
       );
       assert.equal(blocked.reason?.code, "insufficient_storage");
       const needBytes = Number(blocked.reason?.details?.needBytes);
@@ -230,30 +175,17 @@ Deno.test({
 
       await run(["mount", "-o", "remount,size=256m", device.store]);
       // (check takes the store's lock, so it is asked again only once the agent is done)
-      await waitFor(
+      await waitForApp(
+        device,
         "running once there is room",
-        async () => (await status(device))?.apps[0]?.state === "running",
+        (app) => app.state === "running",
+        agent,
         90_000,
         200,
-        agent.log,
       );
       assert.equal(await agent.stop(), 0);
-      agent = undefined;
       const fits = await berth("check", tag);
       assert.equal(fits.code, 0, fits.stdout + fits.stderr);
       assert.match(fits.stdout, /: fits$/m);
-    } finally {
-      await agent?.kill();
-      await run(["docker", "-H", device.dockerd.host, "rm", "-f", ...(await ids(device.dockerd.host))]).catch(
-        () => {},
-      );
-      await device.dockerd.stop();
-      await proxy.close();
-      await run(["umount", device.store]).catch(() => {});
-    }
-  },
+    }),
 });
-
-async function ids(host: string): Promise<string[]> {
-  return (await run(["docker", "-H", host, "ps", "-aq"])).trim().split("\n").filter(Boolean);
-}

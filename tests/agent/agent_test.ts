@@ -4,19 +4,15 @@
  * socket, its log, the engine and the store — as fleet tooling and an operator would.
  */
 import assert from "node:assert/strict";
-import { run } from "../harness/services.ts";
-import { startFaultProxy } from "../harness/fault_proxy.ts";
 import { runBerth, withServices } from "../harness/env.ts";
 import {
   engineTags,
   getStatus,
-  makeDevice,
+  inScene,
   publish,
   runningServices,
-  startAgent,
   status,
   storedBlobs,
-  testEnv,
   versionBytes,
   waitFor,
   writeConfig,
@@ -29,20 +25,15 @@ Deno.test({
   name:
     "agent: installs an app, follows its tag (keep 1, then keep 0 after SIGHUP), rolls back a broken version",
   ...withServices,
-  async fn() {
-    const env = testEnv()!;
-    const { appA, appB, appC, big } = env.images;
-    const proxy = await startFaultProxy(env.registry);
-    const via = (ref: string) => ref.replace(env.registry, proxy.host);
-    const device = await makeDevice();
-    const tag = `${proxy.host}/fleet/shop:stable`;
-    let agent: ReturnType<typeof startAgent> | undefined;
-    try {
+  fn: () =>
+    inScene(async ({ env, proxy, via, device, start }) => {
+      const { appA, appB, appC, big } = env.images;
+      const tag = `${proxy.host}/fleet/shop:stable`;
       const v1 = await publish(tag, { web: via(appA.ref), worker: via(big.ref) });
       await writeConfig(device, [tag], ["keep: 1"]);
       proxy.resetStats();
       proxy.setThrottle(16 * MiB); // the 40 MiB image takes a few seconds: progress can be watched
-      agent = startAgent(device);
+      const agent = start();
       const log = agent.log;
 
       // 1. Progress while fetching: bytesTotal fixed and exact, bytesDone only grows and never passes it.
@@ -252,20 +243,7 @@ Deno.test({
       assert.equal((await getStatus(device, "/healthz")).status, 200);
 
       assert.equal(await agent.stop(), 0, "SIGTERM stops the agent cleanly");
-      agent = undefined;
       const fsck = await runBerth([...device.options, "fsck"]);
       assert.equal(fsck.code, 0, fsck.stdout + fsck.stderr);
-    } finally {
-      await agent?.kill();
-      await run(["docker", "-H", device.dockerd.host, "rm", "-f", ...(await containerIds(device))]).catch(
-        () => {},
-      );
-      await device.dockerd.stop();
-      await proxy.close();
-    }
-  },
+    }),
 });
-
-async function containerIds(device: { dockerd: { host: string } }): Promise<string[]> {
-  return (await run(["docker", "-H", device.dockerd.host, "ps", "-aq"])).trim().split("\n").filter(Boolean);
-}
