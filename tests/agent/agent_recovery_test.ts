@@ -80,7 +80,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "agent: kill -9 mid-fetch and mid-install, restarted, completes and the store passes fsck",
+  name:
+    "agent: SIGTERM and kill -9 mid-fetch, kill -9 mid-install; restarted, it completes and the store passes fsck",
   ...withServices,
   fn: () =>
     inScene(async ({ env, proxy, via, device, start }) => {
@@ -89,6 +90,23 @@ Deno.test({
       await publish(tag, { web: via(env.images.appA.ref), worker: via(env.images.big.ref) });
       await writeConfig(device, [tag]);
       proxy.setThrottle(8 * MiB);
+      // SIGTERM mid-fetch: a clean stop (exit 0) with the partial download kept for the next start.
+      agent = start();
+      await waitForApp(
+        device,
+        "4 MiB fetched",
+        (app) => (app.progress?.bytesDone ?? 0) > 4 * MiB,
+        agent,
+        60_000,
+        100,
+      );
+      const stopping = performance.now();
+      assert.equal(await agent.stop(), 0, agent.log());
+      assert.ok(performance.now() - stopping < 5_000, "SIGTERM stops a fetch at once");
+      assert.match(agent.log(), /SIGTERM: stopping/);
+      const partials = [...Deno.readDirSync(`${device.store}/ingest`)];
+      assert.ok(partials.length > 0, "the partial download is kept");
+
       agent = start();
       await waitFor(
         "10 MiB fetched",
