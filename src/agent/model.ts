@@ -88,7 +88,8 @@ export class StatusModel {
   }
 
   setAgentState(state: Status["agent"]["state"]): void {
-    if (state !== this.#agentState) this.#options.log.info(`agent ${state}`, { state });
+    // The loop's own states change at every poll: worth a line only when debugging.
+    if (state !== this.#agentState) this.#options.log.debug(`agent ${state}`, { state });
     this.#agentState = state;
   }
 

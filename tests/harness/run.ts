@@ -26,7 +26,7 @@ async function main(paths: string[]): Promise<number> {
   if (paths.length === 0) {
     await step("format", ["fmt", "--check"]);
     await step("lint", ["lint"]);
-    await step("types", ["check", "main.ts", "src/", "tests/"]);
+    await step("types", ["check", "main.ts", "src/", "tests/", "build/"]);
   }
 
   await ensurePackages();

@@ -76,7 +76,7 @@ function onPath(name: string): boolean {
  * /bin/busybox into a rootfs that has no libc, so the dynamic build from the plain busybox package would not
  * run there.
  */
-function isStaticElf(path: string): boolean {
+export function isStaticElf(path: string): boolean {
   let bytes: Uint8Array;
   try {
     bytes = Deno.readFileSync(path);
