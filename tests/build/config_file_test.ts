@@ -73,7 +73,10 @@ const DEFAULT_WHEN_SET: Record<string, unknown> = {
 const EXAMPLES = ["compose", "platform", "status.token", "rateLimit", "registries.insecure"];
 
 function valueAt(config: Config, keyPath: string): unknown {
-  return keyPath.split(".").reduce<unknown>((value, key) => (value as Record<string, unknown>)?.[key], config);
+  return keyPath.split(".").reduce<unknown>(
+    (value, key) => (value as Record<string, unknown>)?.[key],
+    config,
+  );
 }
 
 Deno.test("build/config.yml parses to exactly the defaults", () => {
@@ -113,7 +116,10 @@ Deno.test("build/config.yml: each commented-out key, uncommented alone, parses t
       assert.deepEqual(changed, [keyPath], `uncommenting ${keyPath} sets only it`);
       assert.equal(valueAt(config, keyPath), DEFAULT_WHEN_SET[keyPath], `${keyPath} shows its default`);
     } else if (EXAMPLES.includes(keyPath)) {
-      assert.ok(changed.every((path) => path === keyPath), `uncommenting ${keyPath} sets only it: ${changed}`);
+      assert.ok(
+        changed.every((path) => path === keyPath),
+        `uncommenting ${keyPath} sets only it: ${changed}`,
+      );
     } else {
       assert.deepEqual(changed, [], `uncommenting ${keyPath} (line ${index + 1}) keeps the default`);
     }

@@ -25,21 +25,36 @@ interface Verdict {
   output: string;
 }
 
-/** `systemd-analyze verify` of `unitText` as /etc/systemd/system/berth.service in a scratch root. */
-async function verify(unitText: string): Promise<Verdict> {
+/**
+ * `systemd-analyze verify` of `unitText` as /etc/systemd/system/berth.service in a scratch root, with
+ * `extra` files (path under /etc/systemd/system → text) beside it and `alsoVerify` units named too.
+ */
+async function verify(
+  unitText: string,
+  extra: Record<string, string> = {},
+  alsoVerify: string[] = [],
+): Promise<Verdict> {
   const root = await scratchDir("systemd-verify-");
   try {
     await Deno.mkdir(`${root}/etc/systemd/system`, { recursive: true });
     await Deno.writeTextFile(`${root}/etc/systemd/system/berth.service`, unitText);
+    for (const [path, text] of Object.entries(extra)) {
+      const full = `${root}/etc/systemd/system/${path}`;
+      await Deno.mkdir(full.slice(0, full.lastIndexOf("/")), { recursive: true });
+      await Deno.writeTextFile(full, text);
+    }
     for (const path of STUBBED) {
       await Deno.mkdir(`${root}${path.slice(0, path.lastIndexOf("/"))}`, { recursive: true });
       await Deno.writeTextFile(`${root}${path}`, "#!/bin/sh\nexit 0\n", { mode: 0o755 });
     }
     // DefaultDependencies= orders every service after sysinit.target; verify refuses to load a unit without it.
     await Deno.mkdir(`${root}/lib/systemd/system`, { recursive: true });
-    await Deno.writeTextFile(`${root}/lib/systemd/system/sysinit.target`, "[Unit]\nDescription=stub\n");
+    // A mount unit orders itself against these two.
+    for (const target of ["sysinit.target", "local-fs.target", "umount.target"]) {
+      await Deno.writeTextFile(`${root}/lib/systemd/system/${target}`, "[Unit]\nDescription=stub\n");
+    }
     const { code, stdout, stderr } = await new Deno.Command("systemd-analyze", {
-      args: ["verify", `--root=${root}`, "berth.service"],
+      args: ["verify", `--root=${root}`, "berth.service", ...alsoVerify],
       env: { SYSTEMD_LOG_COLOR: "0", SYSTEMD_PAGER: "" },
       stdin: "null",
       stdout: "piped",
@@ -66,6 +81,16 @@ function values(unitText: string, key: string): string[] {
 
 Deno.test("berth.service: systemd-analyze verify prints nothing and exits 0", async () => {
   const verdict = await verify(UNIT);
+  assert.equal(verdict.output, "", `systemd-analyze verify said:\n${verdict.output}`);
+  assert.equal(verdict.code, 0);
+});
+
+Deno.test("berth.service with the Yocto example's drop-in and mount unit: verify prints nothing", async () => {
+  const examples = new URL("../../build/yocto/examples/berth/", import.meta.url).pathname;
+  const verdict = await verify(UNIT, {
+    "berth.service.d/persist.conf": await Deno.readTextFile(`${examples}berth-persist.conf`),
+    "persist.mount": await Deno.readTextFile(`${examples}persist.mount`),
+  }, ["persist.mount"]);
   assert.equal(verdict.output, "", `systemd-analyze verify said:\n${verdict.output}`);
   assert.equal(verdict.code, 0);
 });
