@@ -1,13 +1,13 @@
 # Example: keep berth's store on a partition that a factory reset does not format, so that after a reset
 # the agent re-creates every installed app from the store with no download (its start-up audit).
 #
-# Assumes a partition labelled "persist" (ext4) that the reset leaves alone; adjust BERTH_PERSIST_* to your
-# layout. The compose root stays in /var/lib/berth: it is rebuilt from the store after a reset.
+# Assumes a partition labelled "persist" (ext4), mounted at /persist, that the reset leaves alone: change the
+# label and /persist here, in berth/persist.mount and in berth/berth-persist.conf to your layout. The compose
+# root stays in /var/lib/berth: it is rebuilt from the store after a reset.
 
 FILESEXTRAPATHS:prepend := "${THISDIR}/berth:"
 
-BERTH_PERSIST_MOUNT ?= "/persist"
-BERTH_PERSIST_DIR ?= "${BERTH_PERSIST_MOUNT}/berth"
+BERTH_PERSIST_DIR ?= "/persist/berth"
 
 SRC_URI += " \
     file://persist.mount \
