@@ -112,6 +112,7 @@ export async function ensurePackages(): Promise<void> {
     "docker-compose",
     "openssl",
     "chromium", // the status page test loads the page in headless Chromium
+    "systemd-analyze", // verifies build/systemd/berth.service; a Debian container image has no systemd
   ]
     .filter((tool) => !onPath(tool));
   if (!isStaticElf("/bin/busybox")) missing.push("/bin/busybox (static)");
@@ -127,6 +128,7 @@ export async function ensurePackages(): Promise<void> {
       "time",
       "openssl",
       "chromium",
+      "systemd",
     ],
     `the test services need them; missing: ${missing.join(", ")}`,
   );
