@@ -2,6 +2,7 @@
  * What the agent tests share: a device (its own dockerd, store, compose root and config), apps published
  * through the counting proxy, the agent run as a separate process, and its status read over its socket.
  */
+import { PERMISSION_FLAGS } from "../../build/permissions.ts";
 import assert from "node:assert/strict";
 import { type Dockerd, run, startDockerd } from "../harness/services.ts";
 import { type FaultProxy, startFaultProxy } from "../harness/fault_proxy.ts";
@@ -124,7 +125,7 @@ export interface RunningAgent {
 
 export function startAgent(device: Device, extraArgs: string[] = []): RunningAgent {
   const process = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", MAIN, "--config", device.configPath, ...extraArgs, "agent"],
+    args: ["run", ...PERMISSION_FLAGS, "--quiet", MAIN, "--config", device.configPath, ...extraArgs, "agent"],
     env: { NO_COLOR: "1" },
     stdout: "null",
     stderr: "piped",

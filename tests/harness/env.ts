@@ -2,6 +2,7 @@
  * What integration tests share: the services the runner started (from environment variables set by
  * run.ts), and a way to run berth as a separate process, as a user would.
  */
+import { PERMISSION_FLAGS } from "../../build/permissions.ts";
 import type { TestImages } from "./images.ts";
 
 export interface TestEnv {
@@ -44,10 +45,10 @@ export interface BerthRun {
   stderr: string;
 }
 
-/** Runs `deno run -A main.ts ARGS` to completion. */
+/** Runs `deno run main.ts ARGS` to completion, with the permissions the compiled binary has. */
 export async function runBerth(args: string[], env: Record<string, string> = {}): Promise<BerthRun> {
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", MAIN, ...args],
+    args: ["run", ...PERMISSION_FLAGS, "--quiet", MAIN, ...args],
     env: { NO_COLOR: "1", ...env },
     stdout: "piped",
     stderr: "piped",
@@ -59,7 +60,7 @@ export async function runBerth(args: string[], env: Record<string, string> = {})
 /** Starts berth without waiting (for kill -9 tests). */
 export function spawnBerth(args: string[], env: Record<string, string> = {}): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", MAIN, ...args],
+    args: ["run", ...PERMISSION_FLAGS, "--quiet", MAIN, ...args],
     env: { NO_COLOR: "1", ...env },
     stdout: "null",
     stderr: "piped",

@@ -1,0 +1,37 @@
+/**
+ * berth's runtime permissions: the one definition that `deno task compile` bakes into each binary and the
+ * smoke test runs berth under. Each is as narrow as berth allows; where one is broad, the reason is that the
+ * paths and hosts are the operator's (config file, flags) and only known at run time.
+ */
+
+/** Environment variables berth reads (the proxy variables are read by Deno's fetch itself, unchecked). */
+export const ENV_VARS = [
+  "BERTH_CONFIG",
+  "BERTH_STORE",
+  "BERTH_COMPOSE_ROOT",
+  "BERTH_COMPOSE",
+  "BERTH_CREDENTIALS",
+  "BERTH_PARALLEL",
+  "BERTH_STATUS_LISTEN",
+  "BERTH_STATUS_TOKEN",
+  "DOCKER_HOST",
+  "DOCKER_CONFIG", // docker's credentials (config.json)
+  "HOME", // ~/.docker/config.json
+  "PATH", // finding docker, docker-compose, df, sync
+  "LOG_TOKENS", // read by the yaml package (a debugging switch of its parser) on every parse
+  "LOG_STREAM", // likewise
+];
+
+/** `deno run` / `deno compile` flags; no prompts: a service has no one to ask. */
+export const PERMISSION_FLAGS: readonly string[] = [
+  "--no-prompt",
+  // Store, compose root, config, certs and credentials: anywhere the config or a flag points.
+  "--allow-read",
+  "--allow-write",
+  // Registries anywhere, the docker engine (unix socket or tcp), and the status endpoint's listener.
+  "--allow-net",
+  `--allow-env=${ENV_VARS.join(",")}`,
+  // compose (`docker compose`, `docker-compose`, or whatever command the config's `compose` names), df
+  // for the storage pre-flight, sync -f to flush the engine: the compose command is the operator's.
+  "--allow-run",
+];
