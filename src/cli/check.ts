@@ -3,11 +3,11 @@
  * (for an app this stores its small blobs: the bundle names the images) and checks the store's filesystem
  * and, when the engine answers, its data root's, then stops before any layer is downloaded.
  */
-import { UsageError } from "../util/errors.ts";
+import { errorMessage, UsageError } from "../util/errors.ts";
 import { parseReference } from "../registry/reference.ts";
 import { RegistryClient } from "../registry/client.ts";
 import { Store } from "../store/store.ts";
-import { pull } from "../fetch/pull.ts";
+import { pull, type PullPlan } from "../fetch/pull.ts";
 import { Engine } from "../docker/engine.ts";
 import { checkSpace, insufficientStorage, type SpaceReport } from "../store/space.ts";
 import { type Context, formatBytes } from "./context.ts";
@@ -19,12 +19,47 @@ class Planned extends Error {
   }
 }
 
+/**
+ * The pre-flight `check` and `pull` both run: the store's filesystem, and the engine's data root when the
+ * engine answers — when it does not, the store alone is checked and the report says why. Never throws for
+ * lack of space.
+ */
+export async function checkPlan(context: Context, store: Store, plan: PullPlan): Promise<SpaceReport> {
+  let engine: Engine | undefined;
+  let engineDataRoot: string | undefined;
+  let engineSkipped: string | undefined;
+  try {
+    engine = await Engine.connect(context.dockerHost);
+    engineDataRoot = (await engine.info()).DockerRootDir;
+  } catch (error) {
+    engineSkipped = `engine not checked (${context.dockerHost}): ${errorMessage(error)}`;
+  }
+  try {
+    const report = await checkSpace(store, plan, {
+      policy: context.config.storage,
+      engine: engineDataRoot ? engine : undefined,
+      engineDataRoot,
+      arch: context.platform.architecture,
+    });
+    return engineSkipped ? { ...report, engineSkipped } : report;
+  } finally {
+    engine?.close();
+  }
+}
+
+/** `pull`'s pre-flight hook: throws `insufficient_storage` when the plan does not fit. */
+export async function refuseIfNoRoom(context: Context, store: Store, plan: PullPlan): Promise<void> {
+  const report = await checkPlan(context, store, plan);
+  if (!report.fits) {
+    throw insufficientStorage(plan.refs.map((ref) => ref.name).join(", "), report, context.config.storage);
+  }
+}
+
 export async function checkCommand(context: Context): Promise<number> {
   if (context.args.positional.length === 0) throw new UsageError("check needs at least one reference");
   const refs = context.args.positional.map(parseReference);
   const store = await Store.open(context.storePath, { write: true, command: "check" });
   const client = new RegistryClient(context.registry);
-  const engine = await Engine.connect(context.dockerHost).catch(() => undefined);
   const policy = context.config.storage;
   try {
     let report: SpaceReport | undefined;
@@ -33,15 +68,7 @@ export async function checkCommand(context: Context): Promise<number> {
         platform: context.platform,
         parallel: context.parallel,
         preflight: async (plan) => {
-          const dataRoot = engine ? (await engine.info()).DockerRootDir : undefined;
-          throw new Planned(
-            await checkSpace(store, plan, {
-              policy,
-              engine,
-              engineDataRoot: dataRoot,
-              arch: context.platform.architecture,
-            }),
-          );
+          throw new Planned(await checkPlan(context, store, plan));
         },
       });
     } catch (error) {
@@ -68,7 +95,6 @@ export async function checkCommand(context: Context): Promise<number> {
     }
     return 0;
   } finally {
-    engine?.close();
     await client.close();
     store.close();
   }

@@ -6,7 +6,7 @@ import { Store } from "../store/store.ts";
 import { pull, type PullEvent } from "../fetch/pull.ts";
 import { type Context, formatBytes, shortDigest } from "./context.ts";
 import { TerminalProgress } from "./progress.ts";
-import { checkPlanSpace } from "../store/space.ts";
+import { refuseIfNoRoom } from "./check.ts";
 
 export async function pullCommand(context: Context): Promise<number> {
   if (context.args.positional.length === 0) throw new UsageError("pull needs at least one reference");
@@ -32,10 +32,7 @@ export async function pullCommand(context: Context): Promise<number> {
       rateLimit: context.config.rateLimit,
       signal: abort.signal,
       onEvent: (event) => report(context, event, progress),
-      // A pull only fills the store: its filesystem is checked (installing checks the engine's).
-      preflight: async (plan) => {
-        await checkPlanSpace(store, plan, { policy: context.config.storage });
-      },
+      preflight: (plan) => refuseIfNoRoom(context, store, plan),
     });
     progress?.finish();
     if (context.json) context.emit({ pulled: results });

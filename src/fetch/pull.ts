@@ -15,8 +15,7 @@ import { APP_JSON_MEDIA_TYPE, type AppManifest, isAppManifest, parseAppManifest 
 // Compose parsing (app/stored.ts: yaml, zod) is imported only when an app is pulled: it costs start-up time.
 import { appName } from "../app/name.ts";
 import type { Store } from "../store/store.ts";
-import { ingestPaths } from "../store/ingest.ts";
-import { statIfExists } from "../util/fs.ts";
+import { resumableBytes } from "../store/ingest.ts";
 import {
   APP_NAME,
   type Descriptor,
@@ -324,12 +323,6 @@ export interface PullPlan {
   manifestBytes: number;
 }
 
-/** What an ingest of `digest` already holds on disk (0 when there is none). */
-async function ingestHeld(store: Store, digest: string, size: number): Promise<number> {
-  const info = await statIfExists(ingestPaths(store.ingestDir, digest).data).catch(() => undefined);
-  return info ? Math.min(info.size, size) : 0;
-}
-
 const manifestBytesOf = (image: ResolvedImage) =>
   image.manifest.bytes.length + (image.source === image.manifest ? 0 : image.source.bytes.length);
 
@@ -341,7 +334,7 @@ async function buildPlan(store: Store, planned: PlannedImage[]): Promise<PullPla
     if (!blob) {
       const bytesDone = await store.has(descriptor.digest)
         ? descriptor.size
-        : await ingestHeld(store, descriptor.digest, descriptor.size);
+        : await resumableBytes(store.ingestDir, descriptor.digest, descriptor.size).catch(() => 0);
       blob = { digest: descriptor.digest, size: descriptor.size, bytesDone };
       blobs.set(descriptor.digest, blob);
     }

@@ -58,6 +58,22 @@ export async function readIngestState(path: string): Promise<IngestState | undef
   }
 }
 
+/**
+ * How many bytes of an ingest of `digest` (`size` bytes) a resume keeps: all of `data` after a crash in
+ * this boot, only up to the checkpoint after a reboot, nothing without a matching state. `IngestWriter.open`
+ * resumes from exactly this, and a pull's plan counts it as done, so the two never disagree.
+ */
+export async function resumableBytes(ingestRoot: string, digest: string, size: number): Promise<number> {
+  const paths = ingestPaths(ingestRoot, digest);
+  const state = await readIngestState(paths.state);
+  const dataInfo = await statIfExists(paths.data);
+  if (!state || state.digest !== digest || state.size !== size || !dataInfo) return 0;
+  const bootId = currentBootId();
+  const sameBoot = bootId !== "unknown" && state.bootId === bootId;
+  const keep = sameBoot ? dataInfo.size : Math.min(dataInfo.size, state.checkpoint);
+  return keep > size ? 0 : keep;
+}
+
 function storageError(error: unknown, digest: string): unknown {
   if (
     error instanceof Deno.errors.NotSupported || (error as { code?: string })?.code === "ENOSPC" ||
@@ -117,15 +133,8 @@ export class IngestWriter {
     size: number,
   ): Promise<IngestWriter> {
     const paths = ingestPaths(ingestRoot, digest);
-    const bootId = currentBootId();
-    let keep = 0;
+    let keep = await resumableBytes(ingestRoot, digest, size);
     const state = await readIngestState(paths.state);
-    const dataInfo = await statIfExists(paths.data);
-    if (state && state.digest === digest && state.size === size && dataInfo) {
-      const sameBoot = bootId !== "unknown" && state.bootId === bootId;
-      keep = sameBoot ? dataInfo.size : Math.min(dataInfo.size, state.checkpoint);
-      if (keep > size) keep = 0;
-    }
     if (!state || state.digest !== digest || state.size !== size) {
       await Deno.remove(paths.dir, { recursive: true }).catch(() => {});
       await Deno.mkdir(paths.dir, { recursive: true });

@@ -9,6 +9,7 @@ import { dirname, statIfExists } from "../util/fs.ts";
 import type { Engine } from "../docker/engine.ts";
 import type { PullPlan } from "../fetch/pull.ts";
 import type { Store } from "./store.ts";
+import type { Descriptor } from "./oci.ts";
 
 export interface SpacePolicy {
   /** The most of a filesystem (percent) a pull may leave used. */
@@ -30,6 +31,9 @@ export interface FsSpace {
   path: string;
   mountedOn: string;
   sizeBytes: number;
+  /** df's "Used". Used + available is less than the size by the blocks reserved for root (and on some
+   * filesystems by much more); percentages are of used + available, as df's "Capacity" is. */
+  usedBytes?: number;
   /** Available to berth (df's "Available": without the blocks reserved for root). */
   freeBytes: number;
   /** st_dev: two paths on one filesystem share it. */
@@ -46,14 +50,15 @@ export function parseDf(output: string, path: string): Omit<FsSpace, "device"> {
     throw new Error(`unexpected df output: ${JSON.stringify(output)}`);
   }
   const mountIndex = fields.findIndex((field, i) => i >= 4 && /^\d+%$/.test(field)) + 1;
-  const [size, , available] = fields.slice(mountIndex - 4, mountIndex - 1).map(Number);
-  if (mountIndex === 0 || ![size, available].every(Number.isFinite)) {
+  const [size, used, available] = fields.slice(mountIndex - 4, mountIndex - 1).map(Number);
+  if (mountIndex === 0 || ![size, used, available].every(Number.isFinite)) {
     throw new Error(`unexpected df output: ${JSON.stringify(output)}`);
   }
   return {
     path,
     mountedOn: fields.slice(mountIndex).join(" "),
     sizeBytes: size * 1024,
+    usedBytes: used * 1024,
     freeBytes: available * 1024,
   };
 }
@@ -118,9 +123,9 @@ export function judge(
   policy: SpacePolicy,
 ): SpaceCheck {
   const freeAfter = space.freeBytes - needBytes;
-  const usedPercentAfter = space.sizeBytes > 0
-    ? ((space.sizeBytes - freeAfter) / space.sizeBytes) * 100
-    : 100;
+  const usedBytes = space.usedBytes ?? space.sizeBytes - space.freeBytes;
+  const usable = usedBytes + space.freeBytes;
+  const usedPercentAfter = usable > 0 ? ((usedBytes + needBytes) / usable) * 100 : 100;
   return {
     what,
     path: space.path,
@@ -141,49 +146,67 @@ export function storeNeed(plan: PullPlan): number {
   return need;
 }
 
-/** `{digest: usage}` from an app's layers meta for `arch`, when the store has it. */
+/** `{digest: usage}` from layers meta (`layers-meta` v1) for `arch`; empty when it is unreadable. */
+export function parseLayerUsage(bytes: Uint8Array, arch: string): Map<string, number> {
+  const usage = new Map<string, number>();
+  try {
+    const meta = JSON.parse(new TextDecoder().decode(bytes));
+    for (const [digest, layer] of Object.entries(meta?.[arch]?.layers ?? {})) {
+      const value = (layer as { usage?: unknown }).usage;
+      if (typeof value === "number" && Number.isFinite(value) && value >= 0) usage.set(digest, value);
+    }
+  } catch {
+    // unreadable layers meta: the estimate from compressed sizes is used instead
+  }
+  return usage;
+}
+
+/** `{digest: usage}` from the plan's apps' layers meta for `arch`, when the store has it. */
 async function layerUsage(store: Store, plan: PullPlan, arch: string): Promise<Map<string, number>> {
   const usage = new Map<string, number>();
   for (const ref of plan.refs) {
     if (!ref.layersMetaDigest || !(await store.has(ref.layersMetaDigest))) continue;
-    try {
-      const meta = JSON.parse(new TextDecoder().decode(await store.readBlob(ref.layersMetaDigest)));
-      const layers = meta?.[arch]?.layers ?? {};
-      for (const [digest, layer] of Object.entries(layers)) {
-        const value = (layer as { usage?: unknown }).usage;
-        if (typeof value === "number" && value >= 0) usage.set(digest, value);
-      }
-    } catch {
-      // unreadable layers meta: the estimate from compressed sizes is used instead
-    }
+    const bytes = await store.readBlob(ref.layersMetaDigest).catch(() => new Uint8Array());
+    for (const [digest, bytesUsed] of parseLayerUsage(bytes, arch)) usage.set(digest, bytesUsed);
   }
   return usage;
 }
 
 /**
- * Unpacked bytes the engine needs for the plan's images it does not hold yet (by config digest): layers
- * meta `usage` where the app has it, else the compressed size × UNPACK_ESTIMATE_FACTOR.
+ * Unpacked bytes of `images` in the engine: layers meta `usage` where known, else the compressed size ×
+ * UNPACK_ESTIMATE_FACTOR. The engine keeps a layer once per stack below it (its chain), so a base two
+ * images share counts once, while the same layer on two different bases counts twice.
  */
+export function unpackedBytes(images: { layers: Descriptor[] }[], usage: Map<string, number>): number {
+  const chains = new Set<string>();
+  let need = 0;
+  for (const image of images) {
+    let chain = "";
+    for (const layer of image.layers) {
+      chain += `${layer.digest}/`;
+      if (chains.has(chain)) continue;
+      chains.add(chain);
+      need += usage.get(layer.digest) ?? Math.round(layer.size * UNPACK_ESTIMATE_FACTOR);
+    }
+  }
+  return need;
+}
+
+/** Unpacked bytes the engine needs for the plan's images it does not hold yet (asked by config digest). */
 export async function engineNeed(
   store: Store,
   plan: PullPlan,
   engine: Engine,
   arch: string,
 ): Promise<number> {
-  const usage = await layerUsage(store, plan, arch);
-  const counted = new Set<string>();
-  let need = 0;
+  const missing = new Map<string, { layers: Descriptor[] }>();
   for (const ref of plan.refs) {
     for (const image of ref.images) {
-      if (counted.has(image.configDigest)) continue;
-      counted.add(image.configDigest);
-      if (await engine.inspectImage(image.configDigest)) continue;
-      for (const layer of image.layers) {
-        need += usage.get(layer.digest) ?? Math.round(layer.size * UNPACK_ESTIMATE_FACTOR);
-      }
+      if (missing.has(image.configDigest)) continue;
+      if (!(await engine.inspectImage(image.configDigest))) missing.set(image.configDigest, image);
     }
   }
-  return need;
+  return unpackedBytes([...missing.values()], await layerUsage(store, plan, arch));
 }
 
 export interface CheckOptions {
