@@ -79,6 +79,8 @@ export class Agent {
   /** Blob digests of fetches still to finish: prune keeps their partial ingests. */
   readonly #pendingBlobs = new Map<string, Set<string>>();
   #wake?: () => void;
+  /** Set by a reload: versions that failed to come up are tried again at the next pass. */
+  #retryFailed = false;
   #registryRequests = 0;
 
   constructor(store: Store, settings: AgentSettings, model: StatusModel, log: Logger) {
@@ -104,6 +106,7 @@ export class Agent {
       old.close().catch(() => {});
     }
     this.#model.setPollInterval(settings.pollInterval);
+    this.#retryFailed = true;
     for (const schedule of this.#schedule.values()) schedule.nextAt = 0;
     this.#wake?.();
   }
@@ -262,6 +265,16 @@ export class Agent {
       desired.set(appName(ref), ref);
     }
     await this.#removeUndesired(desired, signal);
+    if (this.#retryFailed) {
+      // A reload is how an operator says "try again" after fixing what made a version fail.
+      this.#retryFailed = false;
+      const state = await readAgentState(this.#store);
+      for (const managed of Object.values(state.apps)) {
+        delete managed.failedDigest;
+        delete managed.failedReason;
+      }
+      await writeAgentState(this.#store, state);
+    }
     for (const [name, ref] of desired) {
       if (signal.aborted) return;
       const schedule = this.#schedule.get(name) ?? { nextAt: 0, failures: 0 };

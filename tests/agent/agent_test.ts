@@ -242,6 +242,29 @@ Deno.test({
       );
       assert.equal((await getStatus(device, "/healthz")).status, 200);
 
+      // 7. A good reload is also how an operator asks for the failed version to be tried again.
+      const failures = () => log().split("\n").filter((line) => line.includes("failed to start")).length;
+      const failedSoFar = failures();
+      await writeConfig(device, [tag], ["keep: 0"]);
+      agent.process.kill("SIGHUP");
+      await waitFor(
+        "v5 tried again after the reload",
+        () => Promise.resolve(failures() > failedSoFar),
+        60_000,
+        200,
+        log,
+      );
+      await waitFor(
+        "v4 running again",
+        async () => {
+          const services = await runningServices(device, "shop");
+          return Object.keys(services).length === 2 && services.worker?.includes("app-b");
+        },
+        30_000,
+        200,
+        log,
+      );
+
       assert.equal(await agent.stop(), 0, "SIGTERM stops the agent cleanly");
       const fsck = await runBerth([...device.options, "fsck"]);
       assert.equal(fsck.code, 0, fsck.stdout + fsck.stderr);
