@@ -8,6 +8,7 @@
  */
 import {
   aptInstall,
+  busyboxRootfsTar,
   freePort,
   isStaticElf,
   run,
@@ -40,29 +41,12 @@ async function missingPackages(): Promise<string[]> {
 
 /** A busybox image serving `index.html` with httpd: one layer, built with `docker import`. */
 async function buildImage(dir: string, docker: (...args: string[]) => Promise<string>, tag: string) {
-  const rootfs = `${dir}/rootfs`;
-  await Deno.mkdir(`${rootfs}/bin`, { recursive: true });
-  await Deno.mkdir(`${rootfs}/www`, { recursive: true });
-  await Deno.copyFile("/bin/busybox", `${rootfs}/bin/busybox`);
-  await Deno.chmod(`${rootfs}/bin/busybox`, 0o755);
-  await Deno.symlink("busybox", `${rootfs}/bin/sh`);
-  await Deno.copyFile(PAGE, `${rootfs}/www/index.html`);
-  await run([
-    "tar",
-    "--numeric-owner",
-    "--owner=0",
-    "--group=0",
-    "-C",
-    rootfs,
-    "-cf",
-    `${dir}/rootfs.tar`,
-    ".",
-  ]);
+  const tar = await busyboxRootfsTar(dir, ["sh"], { "www/index.html": await Deno.readTextFile(PAGE) });
   await docker(
     "import",
     "--change",
     'CMD ["/bin/busybox", "httpd", "-f", "-h", "/www"]',
-    `${dir}/rootfs.tar`,
+    tar,
     tag,
   );
   await docker("push", tag);

@@ -15,6 +15,7 @@ import {
   storedBlobs,
   versionBytes,
   waitFor,
+  waitForApp,
   writeConfig,
 } from "./agent_harness.ts";
 import type { AppStatus } from "../../src/status/schema.ts";
@@ -121,15 +122,12 @@ Deno.test({
       const seenAfter = (Date.now() - publishedAt) / 1000;
       // pollInterval 2 s + pollJitter up to 1 s, and a second of slack for a busy machine.
       assert.ok(seenAfter <= 4, `the new version was noticed after ${seenAfter} s`);
-      await waitFor(
+      await waitForApp(
+        device,
         "v2 running",
-        async () => {
-          const shop = (await status(device))?.apps.find((a) => a.name === "shop");
-          return shop?.currentDigest === v2.digest && shop.state === "running";
-        },
+        (app) => app.currentDigest === v2.digest && app.state === "running",
+        agent,
         60_000,
-        200,
-        log,
       );
       const fetched = [...proxy.stats.blobBytes.keys()];
       for (const digest of fetched) assert.ok(!shared.has(digest), `shared blob ${digest} fetched again`);
@@ -180,15 +178,12 @@ Deno.test({
         log,
       );
       const v4 = await publish(tag, { web: via(appA.ref), worker: via(appB.ref) });
-      await waitFor(
+      await waitForApp(
+        device,
         "v4 running",
-        async () => {
-          const shop = (await status(device))?.apps.find((a) => a.name === "shop");
-          return shop?.currentDigest === v4.digest && shop.state === "running";
-        },
+        (app) => app.currentDigest === v4.digest && app.state === "running",
+        agent,
         60_000,
-        200,
-        log,
       );
       await waitFor(
         "v3's image pruned",

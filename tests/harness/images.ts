@@ -4,7 +4,14 @@
  * made with `docker manifest`. What the registry then serves for each tag is read back over HTTP, so tests
  * compare against the registry's own digests rather than against values computed here.
  */
-import { type Dockerd, type Registry, run, startDockerd, startRegistry } from "./services.ts";
+import {
+  busyboxRootfsTar,
+  type Dockerd,
+  type Registry,
+  run,
+  startDockerd,
+  startRegistry,
+} from "./services.ts";
 
 /** One descriptor: a blob's digest and size. */
 export interface BlobRef {
@@ -147,29 +154,11 @@ async function writeContext(dir: string, files: Record<string, Uint8Array | stri
 
 /** Makes berth-test/base:1 in dockerd with `docker import` of a busybox-static rootfs tar. */
 async function importBase(dir: string, docker: (args: string[]) => Promise<string>): Promise<void> {
-  const rootfs = `${dir}/rootfs`;
-  await Deno.mkdir(`${rootfs}/bin`, { recursive: true });
-  await Deno.mkdir(`${rootfs}/etc`, { recursive: true });
-  await Deno.copyFile("/bin/busybox", `${rootfs}/bin/busybox`);
-  await Deno.chmod(`${rootfs}/bin/busybox`, 0o755);
-  for (const applet of ["sh", "ls", "cat", "sleep", "echo", "true"]) {
-    await Deno.symlink("busybox", `${rootfs}/bin/${applet}`);
-  }
-  await Deno.writeTextFile(`${rootfs}/etc/passwd`, "root:x:0:0:root:/root:/bin/sh\n");
-  await Deno.writeTextFile(`${rootfs}/etc/group`, "root:x:0:\n");
-  // Numeric owners keep the host's user names out of the layer.
-  await run([
-    "tar",
-    "--numeric-owner",
-    "--owner=0",
-    "--group=0",
-    "-C",
-    rootfs,
-    "-cf",
-    `${dir}/rootfs.tar`,
-    ".",
-  ]);
-  await docker(["import", "--change", 'CMD ["/bin/sh"]', `${dir}/rootfs.tar`, `${NS}/base:1`]);
+  const tar = await busyboxRootfsTar(dir, ["sh", "ls", "cat", "sleep", "echo", "true"], {
+    "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
+    "etc/group": "root:x:0:\n",
+  });
+  await docker(["import", "--change", 'CMD ["/bin/sh"]', tar, `${NS}/base:1`]);
 }
 
 /** The media type of a Docker manifest list, which `docker manifest push` writes. */

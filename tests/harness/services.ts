@@ -134,6 +134,29 @@ export async function ensurePackages(): Promise<void> {
   );
 }
 
+/**
+ * Writes `<dir>/rootfs.tar`: a root filesystem of the static busybox with links for `applets`, and `files`
+ * (path → content), owned by root by number so the host's user names stay out of the layer. Returns its path.
+ */
+export async function busyboxRootfsTar(
+  dir: string,
+  applets: string[],
+  files: Record<string, string>,
+): Promise<string> {
+  const rootfs = `${dir}/rootfs`;
+  await Deno.mkdir(`${rootfs}/bin`, { recursive: true });
+  await Deno.copyFile("/bin/busybox", `${rootfs}/bin/busybox`);
+  await Deno.chmod(`${rootfs}/bin/busybox`, 0o755);
+  for (const applet of applets) await Deno.symlink("busybox", `${rootfs}/bin/${applet}`);
+  for (const [path, content] of Object.entries(files)) {
+    await Deno.mkdir(`${rootfs}/${path}`.replace(/\/[^/]*$/, ""), { recursive: true });
+    await Deno.writeTextFile(`${rootfs}/${path}`, content);
+  }
+  const tar = `${dir}/rootfs.tar`;
+  await run(["tar", "--numeric-owner", "--owner=0", "--group=0", "-C", rootfs, "-cf", tar, "."]);
+  return tar;
+}
+
 /** Installs Debian packages, with apt-get's output on stderr so CI logs show it. */
 export async function aptInstall(packages: string[], why: string): Promise<void> {
   console.error(`installing Debian packages ${packages.join(", ")} (${why})`);
