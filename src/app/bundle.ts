@@ -594,6 +594,20 @@ function checkDescriptor(value: unknown, where: string, sizeOptional = false): D
   return descriptor;
 }
 
+/** Strict UTF-8 JSON that must be an object: what every compose-app document is. */
+function parseJsonObject(bytes: Uint8Array, what: string): Record<string, unknown> {
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+  } catch {
+    // reported below, as for any other non-object
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new BerthError("invalid_input", `${what}: not a JSON object`);
+  }
+  return json as Record<string, unknown>;
+}
+
 /**
  * Parses a compose-app v1 manifest: an OCI image manifest with annotation compose-app "v1" (and, since Oct
  * 2024, artifactType application/vnd.fio+compose-app), layers[0] the application/octet-stream bundle,
@@ -607,16 +621,8 @@ export function parseAppManifest(bytes: Uint8Array, what: string): AppManifest {
       `${what}: ${bytes.length} bytes; a compose-app manifest is under ${APP_MANIFEST_MAX_SIZE}`,
     );
   }
-  let json: unknown;
-  try {
-    json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
-  } catch {
-    // reported below
-  }
-  if (typeof json !== "object" || json === null || Array.isArray(json)) {
-    throw new BerthError("invalid_input", `${what}: not a JSON object`);
-  }
-  const manifest = json as ImageManifest;
+  const json = parseJsonObject(bytes, what);
+  const manifest = json as unknown as ImageManifest;
   if (manifest.schemaVersion !== 2) {
     throw new BerthError(
       "unsupported",
@@ -902,15 +908,7 @@ export async function extractBundle(
 
 /** Parses a bundle index: `{"relative/path": "sha256:…"}`. */
 export function parseBundleIndex(bytes: Uint8Array, what: string): Record<string, string> {
-  let json: unknown;
-  try {
-    json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
-  } catch {
-    // reported below
-  }
-  if (typeof json !== "object" || json === null || Array.isArray(json)) {
-    throw new BerthError("invalid_input", `${what}: not a JSON object`);
-  }
+  const json = parseJsonObject(bytes, what);
   for (const [path, digest] of Object.entries(json)) {
     relativeComponents(path, (problem) => {
       throw new BerthError("invalid_input", `${what}: key ${JSON.stringify(path)}: ${problem}`);
@@ -1014,12 +1012,7 @@ export type LayersMeta = Record<string, ArchLayersMeta>;
 
 /** Parses a layers meta blob (or the factory's full layers-meta file, which has the same shape). */
 export function parseLayersMeta(bytes: Uint8Array, what = "layers meta"): LayersMeta {
-  let json: unknown;
-  try {
-    json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
-  } catch {
-    // reported below
-  }
+  const json = parseJsonObject(bytes, what);
   const isObject = (value: unknown): value is Record<string, unknown> =>
     typeof value === "object" && value !== null && !Array.isArray(value);
   const count = (value: unknown, where: string, optional = false) => {
@@ -1028,7 +1021,6 @@ export function parseLayersMeta(bytes: Uint8Array, what = "layers meta"): Layers
       throw new BerthError("invalid_input", `${where}: ${JSON.stringify(value)} is not a valid number`);
     }
   };
-  if (!isObject(json)) throw new BerthError("invalid_input", `${what}: not a JSON object`);
   for (const [arch, meta] of Object.entries(json)) {
     if (!isObject(meta)) throw new BerthError("invalid_input", `${what}.${arch}: not an object`);
     count(meta.fs_block_size, `${what}.${arch}.fs_block_size`);
