@@ -2,6 +2,7 @@
  * What the agent tests share: a device (its own dockerd, store, compose root and config), apps published
  * through the counting proxy, the agent run as a separate process, and its status read over its socket.
  */
+import { writeProject } from "../harness/projects.ts";
 import { PERMISSION_FLAGS } from "../../build/permissions.ts";
 import assert from "node:assert/strict";
 import { type Dockerd, run, startDockerd } from "../harness/services.ts";
@@ -66,26 +67,6 @@ export async function writeConfig(device: Device, apps: string[], extra: string[
       "",
     ].join("\n"),
   );
-}
-
-/** A project whose services sleep (or, with `failing`, exit at once with no restart policy). */
-export async function writeProject(
-  dir: string,
-  images: Record<string, string>,
-  options: { failing?: string } = {},
-): Promise<void> {
-  const services = Object.entries(images).map(([name, image]) =>
-    [
-      `  ${name}:`,
-      `    image: ${image}`,
-      options.failing === name
-        ? `    command: ["/bin/busybox", "false"]`
-        : `    command: ["/bin/busybox", "sleep", "600"]`,
-      `    network_mode: none`,
-      `    stop_grace_period: 1s`,
-    ].join("\n")
-  );
-  await Deno.writeTextFile(`${dir}/docker-compose.yml`, ["services:", ...services, ""].join("\n"));
 }
 
 export interface Published {

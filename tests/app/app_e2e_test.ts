@@ -3,6 +3,7 @@
  * by berth to a real registry (behind the counting proxy), pulled, installed into a dockerd of its own, run
  * with real compose, updated, removed, and restored after a factory reset with no registry traffic at all.
  */
+import { writeProject } from "../harness/projects.ts";
 import assert from "node:assert/strict";
 import { run, startDockerd } from "../harness/services.ts";
 import { startFaultProxy } from "../harness/fault_proxy.ts";
@@ -28,23 +29,6 @@ async function variants(): Promise<Variant[]> {
   return list;
 }
 
-async function writeProject(dir: string, images: Record<string, string>): Promise<void> {
-  await Deno.mkdir(`${dir}/conf`, { recursive: true });
-  await Deno.writeTextFile(`${dir}/conf/app.conf`, "greeting = hello\n");
-  const services = Object.entries(images).map(([name, image]) =>
-    [
-      `  ${name}:`,
-      `    image: ${image}`,
-      `    command: ["/bin/busybox", "sleep", "600"]`,
-      `    network_mode: none`,
-      // busybox sleep ignores SIGTERM as PID 1: do not wait the default 10 s on every stop.
-      `    stop_grace_period: 1s`,
-      `    volumes: ["./conf:/conf:ro"]`,
-    ].join("\n")
-  );
-  await Deno.writeTextFile(`${dir}/docker-compose.yml`, ["services:", ...services, ""].join("\n"));
-}
-
 Deno.test({
   name: "apps: publish, pull, install, run, update, factory reset and offline restore, rm",
   ...withServices,
@@ -55,11 +39,15 @@ Deno.test({
     const viaProxy = (ref: string) => ref.replace(env.registry, proxy.host);
     try {
       const project = await scratchDir("project-");
-      await writeProject(project, {
-        web: viaProxy(appA.ref),
-        api: viaProxy(appB.ref),
-        worker: viaProxy(appC.ref),
-      });
+      await writeProject(
+        project,
+        {
+          web: viaProxy(appA.ref),
+          api: viaProxy(appB.ref),
+          worker: viaProxy(appC.ref),
+        },
+        { conf: true },
+      );
       const appRef = `${proxy.host}/factory/shop:v1`;
       const published = await runBerth(["--json", "publish", project, appRef]);
       assert.equal(published.code, 0, published.stderr);
@@ -72,11 +60,15 @@ Deno.test({
       );
 
       const project2 = await scratchDir("project2-");
-      await writeProject(project2, {
-        web: viaProxy(appA.ref),
-        api: viaProxy(appB.ref),
-        worker: viaProxy(big.ref),
-      });
+      await writeProject(
+        project2,
+        {
+          web: viaProxy(appA.ref),
+          api: viaProxy(appB.ref),
+          worker: viaProxy(big.ref),
+        },
+        { conf: true },
+      );
       const app2Ref = `${proxy.host}/factory/shop:v2`;
       assert.equal((await runBerth(["publish", project2, app2Ref])).code, 0);
 

@@ -17,6 +17,7 @@
  * request into `tmp/docker-import-*` and then registers layers (`image/overlay2/layerdb`) and images
  * (`image/overlay2/imagedb/content`). Each kill also waits a random few milliseconds past its trigger.
  */
+import { writeProject } from "../harness/projects.ts";
 import assert from "node:assert/strict";
 import { run, startDockerd } from "../harness/services.ts";
 import { runBerth, scratchDir, spawnBerth, testEnv, withServices } from "../harness/env.ts";
@@ -96,22 +97,6 @@ const isStaging = (name: string) => name.startsWith(".shop.new-") || name.starts
 const newStaging = (seen: Observed, start: Observed) =>
   seen.staging.some((name) => name.startsWith(".shop.new-") && !start.staging.includes(name));
 
-async function writeProject(dir: string, images: Record<string, string>): Promise<void> {
-  await Deno.mkdir(`${dir}/conf`, { recursive: true });
-  await Deno.writeTextFile(`${dir}/conf/app.conf`, "greeting = hello\n");
-  const services = Object.entries(images).map(([name, image]) =>
-    [
-      `  ${name}:`,
-      `    image: ${image}`,
-      `    command: ["/bin/busybox", "sleep", "600"]`,
-      `    network_mode: none`,
-      `    stop_grace_period: 1s`,
-      `    volumes: ["./conf:/conf:ro"]`,
-    ].join("\n")
-  );
-  await Deno.writeTextFile(`${dir}/docker-compose.yml`, ["services:", ...services, ""].join("\n"));
-}
-
 Deno.test({
   name:
     "install: kill -9 at start-up, mid-extraction, mid-load and after the load, then install and run cleanly",
@@ -120,7 +105,7 @@ Deno.test({
     const env = testEnv()!;
     const { appA, appB, big } = env.images;
     const project = await scratchDir("kill-project-");
-    await writeProject(project, { web: appA.ref, api: appB.ref, worker: big.ref });
+    await writeProject(project, { web: appA.ref, api: appB.ref, worker: big.ref }, { conf: true });
     const appRef = `${env.registry}/install-kill/shop:v1`;
     const published = await runBerth(["publish", project, appRef]);
     assert.equal(published.code, 0, published.stderr);
@@ -299,7 +284,7 @@ Deno.test({
     const env = testEnv()!;
     const { appA, appB } = env.images;
     const project = await scratchDir("leftover-project-");
-    await writeProject(project, { web: appA.ref, api: appB.ref });
+    await writeProject(project, { web: appA.ref, api: appB.ref }, { conf: true });
     const appRef = `${env.registry}/install-kill/leftover:v1`;
     assert.equal((await runBerth(["publish", project, appRef])).code, 0);
     const dir = await scratchDir("leftover-device-");
@@ -375,7 +360,7 @@ Deno.test({
     const digests: Record<string, string> = {};
     for (const [version, api] of [["v1", appB], ["v2", appC]] as const) {
       const project = await scratchDir(`swap-${version}-`);
-      await writeProject(project, { web: appA.ref, api: api.ref });
+      await writeProject(project, { web: appA.ref, api: api.ref }, { conf: true });
       await Deno.writeTextFile(`${project}/conf/version`, `${version}\n`);
       refs[version] = `${env.registry}/install-kill/swap:${version}`;
       const published = await runBerth(["--json", "publish", project, refs[version]]);

@@ -7,6 +7,7 @@
  * stay, and fsck is clean. Then copies of the store are pruned again under kill -9 at different steps,
  * and the next prune must end where an uninterrupted one does.
  */
+import { writeProject } from "../harness/projects.ts";
 import assert from "node:assert/strict";
 import { run, startDockerd } from "../harness/services.ts";
 import { runBerth, scratchDir, spawnBerth, testEnv, withServices } from "../harness/env.ts";
@@ -14,19 +15,6 @@ import type { ImageInfo } from "../harness/images.ts";
 import { localImageTag } from "../../src/app/lifecycle.ts";
 import { reclaimableBytes } from "../../src/app/prune.ts";
 import { Store } from "../../src/store/store.ts";
-
-async function writeProject(dir: string, images: Record<string, string>): Promise<void> {
-  const services = Object.entries(images).map(([name, image]) =>
-    [
-      `  ${name}:`,
-      `    image: ${image}`,
-      `    command: ["/bin/busybox", "sleep", "600"]`,
-      `    network_mode: none`,
-      `    stop_grace_period: 1s`,
-    ].join("\n")
-  );
-  await Deno.writeTextFile(`${dir}/docker-compose.yml`, ["services:", ...services, ""].join("\n"));
-}
 
 /** The digest reference an app pins for a test image, as publish writes it. */
 const pinnedRef = (image: ImageInfo) => `${image.ref.replace(/:[^:/]+$/, "")}@${image.digest}`;

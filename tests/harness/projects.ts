@@ -1,0 +1,34 @@
+/** Compose projects for tests: services that sleep on the busybox test images, with no network. */
+
+export interface ProjectOptions {
+  /** Also mount a `conf/` directory read-only into every service (a bundle with more than the compose file). */
+  conf?: boolean;
+  /** This service exits at once with no restart policy: a version that does not come up. */
+  failing?: string;
+}
+
+/** Writes `dir/docker-compose.yml` with one service per entry of `images`. */
+export async function writeProject(
+  dir: string,
+  images: Record<string, string>,
+  options: ProjectOptions = {},
+): Promise<void> {
+  if (options.conf) {
+    await Deno.mkdir(`${dir}/conf`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/conf/app.conf`, "greeting = hello\n");
+  }
+  const services = Object.entries(images).map(([name, image]) =>
+    [
+      `  ${name}:`,
+      `    image: ${image}`,
+      options.failing === name
+        ? `    command: ["/bin/busybox", "false"]`
+        : `    command: ["/bin/busybox", "sleep", "600"]`,
+      `    network_mode: none`,
+      // busybox sleep ignores SIGTERM as PID 1: do not wait the default 10 s on every stop.
+      `    stop_grace_period: 1s`,
+      ...(options.conf ? [`    volumes: ["./conf:/conf:ro"]`] : []),
+    ].join("\n")
+  );
+  await Deno.writeTextFile(`${dir}/docker-compose.yml`, ["services:", ...services, ""].join("\n"));
+}
