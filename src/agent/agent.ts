@@ -20,8 +20,9 @@ import type { Platform } from "../registry/platform.ts";
 import type { Store } from "../store/store.ts";
 import { type AppRecord, readApps, writeApp } from "../store/apps.ts";
 import { findStoredImage, readManifest } from "../store/images.ts";
-import { REF_NAME } from "../store/oci.ts";
+import { REF_NAME } from "../store/annotations.ts";
 import { pull, type PullEvent, type PullPlan } from "../fetch/pull.ts";
+import type { BlobLimits } from "../fetch/limits.ts";
 import { Engine } from "../docker/engine.ts";
 import { type Compose, findCompose } from "../docker/compose.ts";
 import { type Device, installApp, installedServices, removeApp, runApp, stopApp } from "../app/lifecycle.ts";
@@ -50,6 +51,7 @@ export interface AgentSettings {
   timeouts: { stall: number; start: number; retryMax: number };
   storage: SpacePolicy;
   rateLimit?: number;
+  limits: BlobLimits;
 }
 
 /** How often the services' states are refreshed for the status document (a few cheap engine calls). */
@@ -452,6 +454,7 @@ export class Agent {
           this.#model.fetchEvent(name, event);
         },
         preflight: (plan: PullPlan) => this.#preflight(plan),
+        limits: this.#settings.limits,
       });
       this.#pendingBlobs.delete(name);
     } finally {

@@ -5,7 +5,10 @@
  * not re-installed at every poll). Kept in the store, replaced atomically (`agent.json`).
  */
 import { BerthError } from "../util/errors.ts";
-import { readFileIfExists, writeFileAtomic } from "../util/fs.ts";
+import { writeFileAtomic } from "../util/fs.ts";
+import { readNoFollow } from "../store/nofollow.ts";
+import { parseDigest } from "../oci/digest.ts";
+import { parseReference } from "../registry/reference.ts";
 import type { Store } from "../store/store.ts";
 import type { StatusReason } from "../status/schema.ts";
 
@@ -29,13 +32,14 @@ export interface AgentState {
 const path = (store: Store) => `${store.root}/${STATE_FILE}`;
 
 export async function readAgentState(store: Store): Promise<AgentState> {
-  const bytes = await readFileIfExists(path(store));
+  const bytes = await readNoFollow(path(store));
   if (!bytes) return { version: 1, apps: {} };
   try {
     const state = JSON.parse(new TextDecoder().decode(bytes)) as AgentState;
-    if (state.version !== 1 || typeof state.apps !== "object" || state.apps === null) {
+    if (state?.version !== 1 || typeof state.apps !== "object" || state.apps === null) {
       throw new Error("unknown shape");
     }
+    for (const [name, managed] of Object.entries(state.apps)) checkManaged(name, managed);
     return state;
   } catch (error) {
     throw new BerthError(
@@ -43,6 +47,16 @@ export async function readAgentState(store: Store): Promise<AgentState> {
       `${path(store)} is damaged (${(error as Error).message}); remove it and the agent starts afresh`,
     );
   }
+}
+
+/** Each entry's reference and digests are checked as read: they become registry requests and blob paths. */
+function checkManaged(name: string, managed: ManagedApp): void {
+  const where = `apps[${JSON.stringify(name)}]`;
+  if (typeof managed !== "object" || managed === null) throw new Error(`${where} is not an object`);
+  if (typeof managed.ref !== "string") throw new Error(`${where}.ref is not a reference`);
+  parseReference(managed.ref);
+  if (managed.desiredDigest !== undefined) parseDigest(managed.desiredDigest, `${where}.desiredDigest`);
+  if (managed.failedDigest !== undefined) parseDigest(managed.failedDigest, `${where}.failedDigest`);
 }
 
 export async function writeAgentState(store: Store, state: AgentState): Promise<void> {

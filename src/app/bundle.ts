@@ -58,21 +58,25 @@
  *   nothing, instead of the digest of empty content; and it refuses hard links.
  */
 import { BerthError } from "../util/errors.ts";
-import { parseDigest, Sha256, sha256Of } from "../util/digest.ts";
+import { EMPTY_SHA256, parseDigest, Sha256, sha256Of } from "../oci/digest.ts";
 import { fsyncDir, join, readFileIfExists } from "../util/fs.ts";
-import { OCI_MANIFEST } from "../registry/mediatypes.ts";
-import type { Descriptor, ImageManifest } from "../store/oci.ts";
+import { OCI_MANIFEST } from "../oci/mediatypes.ts";
+import { quoted } from "../util/quote.ts";
+import {
+  checkAnnotations,
+  checkDescriptor,
+  type Descriptor,
+  type ImageManifest,
+  OCI_EMPTY_DIGEST,
+  OCI_EMPTY_MEDIA_TYPE,
+  OCI_EMPTY_SIZE,
+} from "../oci/descriptor.ts";
 import { gunzip, gzip, readTar, type TarEntry, writeTar } from "./tar.ts";
 
 export const APP_MANIFEST_MEDIA_TYPE = OCI_MANIFEST;
 export const APP_ARTIFACT_TYPE = "application/vnd.fio+compose-app";
-export const OCI_EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json";
-export const OCI_EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
-export const OCI_EMPTY_SIZE = 2;
-export const OCI_EMPTY_DATA = new TextEncoder().encode("{}");
 /** The config of apps published before Oct 2024: an image config of zero bytes. */
 export const LEGACY_CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json";
-export const EMPTY_SHA256 = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 export const APP_BUNDLE_MEDIA_TYPE = "application/octet-stream";
 /** What the bundle index and layers meta blobs are pushed as. */
 export const APP_JSON_MEDIA_TYPE = "application/json";
@@ -89,6 +93,8 @@ export const SERVICE_HASH_LABEL = "io.compose-spec.config-hash";
 /** The one compose file name publish and devices know. */
 export const COMPOSE_FILE = "docker-compose.yml";
 export const IGNORE_FILE = ".composeappignores";
+/** The layers of a compose app: the bundle and, optionally, the layers meta. */
+const APP_LAYERS = 2;
 /** Publishing refuses manifests of this size or more, and so do devices. */
 export const APP_MANIFEST_MAX_SIZE = 50 * 1024;
 
@@ -560,40 +566,6 @@ export function isAppManifest(json: unknown): boolean {
     typeof (annotations as Record<string, unknown>)[ANNOTATION_COMPOSE_APP] === "string";
 }
 
-function checkAnnotations(value: unknown, where: string): Record<string, string> {
-  if (value === undefined) return {};
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new BerthError("invalid_input", `${where}.annotations: not an object`);
-  }
-  for (const [key, item] of Object.entries(value)) {
-    if (typeof item !== "string") {
-      throw new BerthError("invalid_input", `${where}.annotations.${key}: not a string`);
-    }
-  }
-  return value as Record<string, string>;
-}
-
-/** Checks a descriptor; `sizeOptional` for the legacy config, whose size 0 Go left out. */
-function checkDescriptor(value: unknown, where: string, sizeOptional = false): Descriptor {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new BerthError("invalid_input", `${where}: not an object`);
-  }
-  const descriptor = value as Descriptor;
-  if (typeof descriptor.mediaType !== "string" || descriptor.mediaType === "") {
-    throw new BerthError("invalid_input", `${where}.mediaType: missing`);
-  }
-  parseDigest(descriptor.digest, `${where}.digest`);
-  if (descriptor.size === undefined && sizeOptional) descriptor.size = 0;
-  if (!Number.isSafeInteger(descriptor.size) || descriptor.size < 0) {
-    throw new BerthError(
-      "invalid_input",
-      `${where}.size: ${JSON.stringify(descriptor.size)} is not a valid size`,
-    );
-  }
-  checkAnnotations(descriptor.annotations, where);
-  return descriptor;
-}
-
 /** Strict UTF-8 JSON that must be an object: what every compose-app document is. */
 function parseJsonObject(bytes: Uint8Array, what: string): Record<string, unknown> {
   let json: unknown;
@@ -626,23 +598,19 @@ export function parseAppManifest(bytes: Uint8Array, what: string): AppManifest {
   if (manifest.schemaVersion !== 2) {
     throw new BerthError(
       "unsupported",
-      `${what}: schemaVersion ${JSON.stringify(manifest.schemaVersion)} (need 2)`,
+      `${what}: schemaVersion ${quoted(manifest.schemaVersion)} (need 2)`,
     );
   }
   if (manifest.mediaType !== APP_MANIFEST_MEDIA_TYPE) {
     throw new BerthError(
       "invalid_input",
-      `${what}: mediaType ${
-        JSON.stringify(manifest.mediaType)
-      }; a compose app is an ${APP_MANIFEST_MEDIA_TYPE}`,
+      `${what}: mediaType ${quoted(manifest.mediaType)}; a compose app is an ${APP_MANIFEST_MEDIA_TYPE}`,
     );
   }
   if (manifest.artifactType !== undefined && manifest.artifactType !== APP_ARTIFACT_TYPE) {
     throw new BerthError(
       "invalid_input",
-      `${what}: artifactType ${
-        JSON.stringify(manifest.artifactType)
-      } is not ${APP_ARTIFACT_TYPE}: not a compose app`,
+      `${what}: artifactType ${quoted(manifest.artifactType)} is not ${APP_ARTIFACT_TYPE}: not a compose app`,
     );
   }
   const annotations = checkAnnotations(manifest.annotations, what);
@@ -657,11 +625,11 @@ export function parseAppManifest(bytes: Uint8Array, what: string): AppManifest {
     throw new BerthError(
       "unsupported",
       `${what}: annotation "${ANNOTATION_COMPOSE_APP}" is ${
-        JSON.stringify(version)
+        quoted(version)
       }; berth reads ${COMPOSE_APP_VERSION}`,
     );
   }
-  checkDescriptor(manifest.config, `${what} config`, true);
+  checkDescriptor(manifest.config, `${what} config`, { sizeOptional: true });
   if (!Array.isArray(manifest.layers) || manifest.layers.length === 0) {
     throw new BerthError(
       "invalid_input",
@@ -672,9 +640,7 @@ export function parseAppManifest(bytes: Uint8Array, what: string): AppManifest {
   if (bundle.mediaType !== APP_BUNDLE_MEDIA_TYPE) {
     throw new BerthError(
       "invalid_input",
-      `${what} layers[0].mediaType: ${
-        JSON.stringify(bundle.mediaType)
-      }; an app bundle is ${APP_BUNDLE_MEDIA_TYPE}`,
+      `${what} layers[0].mediaType: ${quoted(bundle.mediaType)}; an app bundle is ${APP_BUNDLE_MEDIA_TYPE}`,
     );
   }
   let bundleIndex: BlobRef | undefined;
@@ -694,10 +660,18 @@ export function parseAppManifest(bytes: Uint8Array, what: string): AppManifest {
     if (!/^(0|[1-9][0-9]{0,14})$/.test(indexSize)) {
       throw new BerthError(
         "invalid_input",
-        `${where}.${ANNOTATION_BUNDLE_INDEX_SIZE}: ${JSON.stringify(indexSize)} is not a size`,
+        `${where}.${ANNOTATION_BUNDLE_INDEX_SIZE}: ${quoted(indexSize)} is not a size`,
       );
     }
     bundleIndex = { digest: indexDigest, size: Number(indexSize) };
+  }
+  if (manifest.layers.length > APP_LAYERS) {
+    const extra = manifest.layers[APP_LAYERS] as { digest?: unknown };
+    throw new BerthError(
+      "invalid_input",
+      `${what}: layers[${APP_LAYERS}] (${quoted(extra?.digest)}) is not part of a compose app: ` +
+        `${COMPOSE_APP_VERSION} defines layers[0], the bundle, and layers[1], the layers meta`,
+    );
   }
   let layersMeta: Descriptor | undefined;
   if (manifest.layers.length > 1) {

@@ -159,7 +159,7 @@ export async function installApp(device: Device, input: string | AppVersion): Pr
   const staging = `${device.composeRoot}/.${name}.new-${crypto.randomUUID().slice(0, 8)}`;
   await Deno.mkdir(staging);
   try {
-    const bundle = await Deno.open(store.blobPath(app.bundle.digest), { read: true });
+    const bundle = await store.openBlob(app.bundle.digest);
     await extractBundle(bundle.readable, staging, { what: `${stored.ref} bundle` });
     if (app.bundleIndex) {
       await verifyBundleIndex(staging, await store.readBlob(app.bundleIndex.digest), `${stored.ref} bundle`);

@@ -34,7 +34,8 @@ import { BerthError } from "../util/errors.ts";
 import { parseReference } from "../registry/reference.ts";
 import type { Store } from "../store/store.ts";
 import { type AppRecord, readApps, writeApp } from "../store/apps.ts";
-import { APP_NAME, type Descriptor, MANIFEST_DIGEST, PULLED_FOR_APP, REF_NAME } from "../store/oci.ts";
+import type { Descriptor } from "../oci/descriptor.ts";
+import { APP_NAME, MANIFEST_DIGEST, PULLED_FOR_APP, REF_NAME } from "../store/annotations.ts";
 import {
   type BlobRoot,
   blobSizes,

@@ -5,11 +5,12 @@
  * the app manifest are pushed. The same directory and the same image digests give the same app digest.
  */
 import { BerthError } from "../util/errors.ts";
-import { sha256Of } from "../util/digest.ts";
-import { OCI_MANIFEST } from "../registry/mediatypes.ts";
+import { sha256Of } from "../oci/digest.ts";
+import { OCI_MANIFEST } from "../oci/mediatypes.ts";
 import { formatReference, parseReference } from "../registry/reference.ts";
 import type { RegistryPusher } from "../registry/push.ts";
-import { appManifest, buildBundle, COMPOSE_FILE, OCI_EMPTY_DATA, OCI_EMPTY_DIGEST } from "./bundle.ts";
+import { OCI_EMPTY_DATA, OCI_EMPTY_DIGEST } from "../oci/descriptor.ts";
+import { appManifest, buildBundle, COMPOSE_FILE } from "./bundle.ts";
 import { formatComposeFile, labelServices, parseComposeFile, pinImages, serviceImages } from "./compose.ts";
 
 export interface PublishResult {

@@ -5,7 +5,7 @@
 import { BerthError } from "../util/errors.ts";
 import { formatReference } from "../registry/reference.ts";
 import type { Store } from "../store/store.ts";
-import type { Descriptor } from "../store/oci.ts";
+import type { Descriptor } from "../oci/descriptor.ts";
 import { COMPOSE_FILE } from "./bundle.ts";
 import { type ComposeFile, MAX_COMPOSE_FILE_BYTES, parseComposeFile, pinnedReferences } from "./compose.ts";
 import { gunzip, readTar } from "./tar.ts";
@@ -16,7 +16,7 @@ export async function readBundleCompose(
   bundle: Descriptor,
   what: string,
 ): Promise<ComposeFile> {
-  const file = await Deno.open(store.blobPath(bundle.digest), { read: true });
+  const file = await store.openBlob(bundle.digest);
   for await (const entry of readTar(gunzip(file.readable), { what: `${what} bundle ${bundle.digest}` })) {
     if (entry.header.name.replace(/^\.\//, "") !== COMPOSE_FILE) continue;
     if (entry.header.size > MAX_COMPOSE_FILE_BYTES) {

@@ -29,6 +29,7 @@ function settingsOf(context: Context, config: Config): AgentSettings {
     timeouts: config.timeouts,
     storage: config.storage,
     rateLimit: config.rateLimit,
+    limits: config.limits,
   };
 }
 

@@ -1,7 +1,8 @@
 /**
  * `berth check REF...`: the storage pre-flight on its own — would these references fit? It plans the pull
- * (for an app this stores its small blobs: the bundle names the images) and checks the store's filesystem
- * and, when the engine answers, its data root's, then stops before any layer is downloaded.
+ * (for an app this stores its own blobs, the bundle naming the images, once their declared sizes fit) and
+ * checks the store's filesystem and, when the engine answers, its data root's, then stops before any layer
+ * is downloaded.
  */
 import { errorMessage, UsageError } from "../util/errors.ts";
 import { parseReference } from "../registry/reference.ts";
@@ -67,8 +68,11 @@ export async function checkCommand(context: Context): Promise<number> {
       await pull(client, store, refs, {
         platform: context.platform,
         parallel: context.parallel,
+        limits: context.config.limits,
         preflight: async (plan) => {
-          throw new Planned(await checkPlan(context, store, plan));
+          const report = await checkPlan(context, store, plan);
+          // An app's own blobs that fit are fetched, to learn its images; what does not fit, is not.
+          if (!plan.partial || !report.fits) throw new Planned(report);
         },
       });
     } catch (error) {

@@ -13,7 +13,8 @@ export async function fsckCommand(context: Context): Promise<number> {
   const store = await Store.open(context.storePath, { write: repair, command: "fsck --repair" });
   try {
     const report = await fsck(store, repair);
-    const damaged = report.problems.length > 0 || report.corruptBlobs.length > 0;
+    const damaged = report.problems.length > 0 || report.corruptBlobs.length > 0 ||
+      report.strayEntries.length > 0;
     if (context.json) {
       context.emit({ ok: !damaged, ...report });
     } else {
@@ -25,6 +26,9 @@ export async function fsckCommand(context: Context): Promise<number> {
         context.say(
           `${problem.ref || "(no reference)"}: ${problem.problem} ${problem.digest}: ${problem.detail}`,
         );
+      }
+      for (const path of report.strayEntries) {
+        context.say(`not a blob: ${path}${repair ? " (removed)" : ""}`);
       }
       for (const name of report.staleIngests) {
         context.say(`stale ingest ${name}${repair ? " (removed)" : ""}`);
@@ -42,7 +46,9 @@ export async function fsckCommand(context: Context): Promise<number> {
     }
     if (damaged) {
       context.note(
-        `fsck: ${report.problems.length + report.corruptBlobs.length} problems in store ${store.root}`,
+        `fsck: ${
+          report.problems.length + report.corruptBlobs.length + report.strayEntries.length
+        } problems in store ${store.root}`,
       );
     }
     return damaged ? 1 : 0;

@@ -2,7 +2,7 @@
 import { Store } from "../store/store.ts";
 import { readManifest, storedImages } from "../store/images.ts";
 import { readApps } from "../store/apps.ts";
-import { APP_NAME } from "../store/oci.ts";
+import { APP_NAME } from "../store/annotations.ts";
 import { Engine } from "../docker/engine.ts";
 import { type Context, formatBytes } from "./context.ts";
 

@@ -33,6 +33,7 @@ export async function pullCommand(context: Context): Promise<number> {
       signal: abort.signal,
       onEvent: (event) => report(context, event, progress),
       preflight: (plan) => refuseIfNoRoom(context, store, plan),
+      limits: context.config.limits,
     });
     progress?.finish();
     if (context.json) context.emit({ pulled: results });

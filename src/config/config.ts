@@ -18,6 +18,7 @@ import { formatPlatform, parsePlatform } from "../registry/platform.ts";
 import { appName } from "../app/name.ts";
 import { parseDuration, parseSize, SIZE_UNITS } from "./units.ts";
 import { parseListenAddress } from "./listen.ts";
+import type { BlobLimits } from "../fetch/limits.ts";
 import { DEFAULT_CONFIG_FILE, DEFAULT_POLL_JITTER_FRACTION, defaultConfig } from "./defaults.ts";
 
 export { DEFAULT_CONFIG_FILE, defaultConfig };
@@ -53,6 +54,8 @@ export interface Config {
   keep: number;
   /** Seconds: no progress before "stalled"; services running after `up`; cap of the retry back-off. */
   timeouts: { stall: number; start: number; retryMax: number };
+  /** Bytes: the largest bundle, bundle index, layers meta and image config berth fetches. */
+  limits: BlobLimits;
   logLevel: LogLevel;
 }
 
@@ -157,6 +160,10 @@ const positiveDuration = (input: unknown) => {
   return seconds !== undefined && seconds > 0 ? seconds : undefined;
 };
 const SIZE_EXPECTED = `bytes or a size like 500KB, 2MiB (units: ${SIZE_UNITS.join(", ")})`;
+const positiveSize = (input: unknown) => {
+  const bytes = parseSize(input);
+  return bytes !== undefined && bytes > 0 ? bytes : undefined;
+};
 /** A rate is a size per second; "2MiB/s" reads naturally, so the "/s" is allowed. */
 const rate = (input: unknown) => {
   const bytes = parseSize(typeof input === "string" ? input.replace(/\/s$/, "") : input);
@@ -240,6 +247,12 @@ const ConfigSchema = mapping("", {
     stall: leaf(DURATION_EXPECTED, positiveDuration),
     start: leaf(DURATION_EXPECTED, positiveDuration),
     retryMax: leaf(DURATION_EXPECTED, positiveDuration),
+  }),
+  limits: mapping("limits", {
+    bundle: leaf(SIZE_EXPECTED, positiveSize),
+    bundleIndex: leaf(SIZE_EXPECTED, positiveSize),
+    layersMeta: leaf(SIZE_EXPECTED, positiveSize),
+    imageConfig: leaf(SIZE_EXPECTED, positiveSize),
   }),
   logLevel: leaf(
     `one of ${LOG_LEVELS.join(", ")}`,
@@ -398,6 +411,12 @@ export function parseConfig(text: string, path: string): Config {
       stall: file.timeouts?.stall ?? defaults.timeouts.stall,
       start: file.timeouts?.start ?? defaults.timeouts.start,
       retryMax: file.timeouts?.retryMax ?? defaults.timeouts.retryMax,
+    },
+    limits: {
+      bundle: file.limits?.bundle ?? defaults.limits.bundle,
+      bundleIndex: file.limits?.bundleIndex ?? defaults.limits.bundleIndex,
+      layersMeta: file.limits?.layersMeta ?? defaults.limits.layersMeta,
+      imageConfig: file.limits?.imageConfig ?? defaults.limits.imageConfig,
     },
     logLevel: file.logLevel ?? defaults.logLevel,
   };

@@ -3,6 +3,7 @@
  * does not load yaml and zod (~50 ms of start-up on a small device).
  */
 import type { Config } from "./config.ts";
+import { DEFAULT_BLOB_LIMITS } from "../fetch/limits.ts";
 
 /** Where berth looks for its config file when neither --config nor BERTH_CONFIG names one. */
 export const DEFAULT_CONFIG_FILE = "/etc/berth/config.yml";
@@ -34,6 +35,7 @@ export function defaultConfig(): Config {
     registries: { insecure: [] },
     keep: DEFAULT_KEEP,
     timeouts: { ...DEFAULT_TIMEOUTS },
+    limits: { ...DEFAULT_BLOB_LIMITS },
     logLevel: "info",
   };
 }

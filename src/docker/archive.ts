@@ -9,7 +9,7 @@
  * A layer whose chain the engine already holds may be left out of the archive while manifest.json still
  * lists it: the engine never opens the files of layers it has.
  */
-import { sha256Of } from "../util/digest.ts";
+import { sha256Of } from "../oci/digest.ts";
 
 const BLOCK = 512;
 const READ_CHUNK = 64 * 1024;
@@ -41,8 +41,8 @@ function tarHeader(name: string, size: number, type: "file" | "dir"): Uint8Array
 const padding = (size: number) => new Uint8Array((BLOCK - (size % BLOCK)) % BLOCK);
 
 export interface ArchiveLayer {
-  /** The layer blob's path in the store. */
-  path: string;
+  /** Opens the layer blob in the store. */
+  open: () => Promise<Deno.FsFile>;
   digest: string;
   size: number;
   /** False when the engine already holds this layer's chain: listed in manifest.json, file left out. */
@@ -88,7 +88,7 @@ export function dockerArchive(
         written.add(layer.digest);
         yield tarHeader(`${hex(layer.digest)}/`, 0, "dir");
         yield tarHeader(`${hex(layer.digest)}/layer.tar`, layer.size, "file");
-        using blob = await Deno.open(layer.path, { read: true });
+        using blob = await layer.open();
         let remaining = layer.size;
         while (remaining > 0) {
           // Small fresh buffers: the request body may still hold a chunk when the next is read, and large

@@ -95,7 +95,7 @@ export async function loadStoredImages(
       );
     }
     const layers = manifest.layers.map((layer) => ({
-      path: store.blobPath(layer.digest),
+      open: () => store.openBlob(layer.digest),
       digest: layer.digest,
       size: layer.size,
       send: true,

@@ -6,9 +6,9 @@
  * there; a crash anywhere leaves committed blobs (kept, never fetched again) and resumable ingests.
  */
 import { BerthError, errorMessage } from "../util/errors.ts";
-import { sha256Of } from "../util/digest.ts";
+import { EMPTY_SHA256, sha256Of } from "../oci/digest.ts";
 import { backoffDelay, type Manifest, type RegistryClient, sleep } from "../registry/client.ts";
-import { isIndexType, OCI_INDEX, OCI_MANIFEST } from "../registry/mediatypes.ts";
+import { isIndexType, OCI_INDEX, OCI_MANIFEST } from "../oci/mediatypes.ts";
 import { choosePlatform, formatPlatform, normalizePlatform, type Platform } from "../registry/platform.ts";
 import { formatReference, parseReference, type Reference } from "../registry/reference.ts";
 import { APP_JSON_MEDIA_TYPE, type AppManifest, isAppManifest, parseAppManifest } from "../app/bundle.ts";
@@ -16,10 +16,9 @@ import { APP_JSON_MEDIA_TYPE, type AppManifest, isAppManifest, parseAppManifest 
 import { appName } from "../app/name.ts";
 import type { Store } from "../store/store.ts";
 import { resumableBytes } from "../store/ingest.ts";
+import type { Descriptor, ImageManifest } from "../oci/descriptor.ts";
 import {
   APP_NAME,
-  type Descriptor,
-  type ImageManifest,
   MANIFEST_DIGEST,
   PLATFORM,
   PULLED_AT,
@@ -27,9 +26,10 @@ import {
   REF_NAME,
   SOURCE_DIGEST,
   SOURCE_MEDIA_TYPE,
-} from "../store/oci.ts";
+} from "../store/annotations.ts";
 import { RateLimiter } from "./rate.ts";
-import { checkChildType, parseImageManifest, parseIndex } from "./manifest.ts";
+import { type BlobLimits, checkBlobSize, DEFAULT_BLOB_LIMITS } from "./limits.ts";
+import { checkChildType, parseImageManifest, parseIndex } from "../oci/manifest.ts";
 
 /** What one reference resolved to, before any blob is fetched. */
 export interface ResolvedImage {
@@ -74,8 +74,15 @@ export interface PullOptions {
   signal?: AbortSignal;
   /** Download limit in bytes per second for the whole pull (every blob together); absent: none. */
   rateLimit?: number;
-  /** Called with the plan before any layer is downloaded; throwing stops the pull there. */
+  /**
+   * The storage pre-flight: called before any blob of a plan is downloaded; throwing stops the pull there.
+   * For a compose app it is called twice: first with `partial` set, for the app's own blobs (bundle, bundle
+   * index, layers meta) by their declared sizes, which must be fetched to learn the images it pins; then
+   * with the whole plan, before any layer.
+   */
   preflight?: (plan: PullPlan) => Promise<void>;
+  /** Caps on blobs read whole (default DEFAULT_BLOB_LIMITS). */
+  limits?: BlobLimits;
 }
 
 export interface PullResult {
@@ -97,6 +104,7 @@ export async function resolveImage(
   ref: Reference,
   platform: Platform,
   signal?: AbortSignal,
+  limits: BlobLimits = DEFAULT_BLOB_LIMITS,
 ): Promise<ResolvedImage> {
   const name = formatReference(ref);
   const source = await client.getManifest(ref, signal);
@@ -130,13 +138,27 @@ export async function resolveImage(
   }
   if (isAppManifest(json)) {
     const app = parseAppManifest(manifest.bytes, what);
-    const blobs = [...app.manifest.layers];
-    // Apps published before late 2024 name an image config without a size: it is not needed.
-    if (Number.isSafeInteger(app.manifest.config?.size)) blobs.unshift(app.manifest.config);
-    if (app.bundleIndex) blobs.push({ mediaType: APP_JSON_MEDIA_TYPE, ...app.bundleIndex });
+    // Only what the format defines is fetched: the bundle, its index and the layers meta (v1).
+    checkBlobSize(app.bundle, "bundle", limits, `${what} bundle`);
+    const blobs = [app.bundle];
+    if (app.bundleIndex) {
+      checkBlobSize(app.bundleIndex, "bundleIndex", limits, `${what} bundle index`);
+      blobs.push({ mediaType: APP_JSON_MEDIA_TYPE, ...app.bundleIndex });
+    }
+    if (app.layersMeta) {
+      checkBlobSize(app.layersMeta, "layersMeta", limits, `${what} layers meta`);
+      blobs.push(app.layersMeta);
+    }
+    // The config is the 2-byte empty descriptor; apps published before late 2024 name a zero-byte image
+    // config without a size, which is not needed.
+    if (app.manifest.config.digest !== EMPTY_SHA256) {
+      checkBlobSize(app.manifest.config, "imageConfig", limits, `${what} config`);
+      blobs.unshift(app.manifest.config);
+    }
     return { ref, name, source, manifest, parsed: app.manifest, blobs, app };
   }
   const parsed = parseImageManifest(manifest.bytes, what);
+  checkBlobSize(parsed.config, "imageConfig", limits, `${what} config`);
   return {
     ref,
     name,
@@ -321,6 +343,8 @@ export interface PullPlan {
   blobs: Map<string, PlannedBlob>;
   /** Manifest bytes still to be written. */
   manifestBytes: number;
+  /** Set on an app's first plan: only its own blobs, before the images it pins are known. */
+  partial?: true;
 }
 
 const manifestBytesOf = (image: ResolvedImage) =>
@@ -434,19 +458,22 @@ export async function pull(
   };
 
   // Plan.
+  const limits = options.limits ?? DEFAULT_BLOB_LIMITS;
+  const resolve = (ref: Reference) => resolveImage(client, ref, options.platform, options.signal, limits);
   const images: ResolvedImage[] = [];
-  for (const ref of refs) images.push(await resolveImage(client, ref, options.platform, options.signal));
+  for (const ref of refs) images.push(await resolve(ref));
+  // An app's own blobs must be fetched to learn which images it pins: they are judged first, by the sizes
+  // the manifest declares, so nothing is written unless it fits.
+  const apps = images.filter((image) => image.app).map((image) => ({ image, nested: [] }));
+  if (apps.length > 0) await options.preflight?.({ ...(await buildPlan(store, apps)), partial: true });
   const planned: PlannedImage[] = [];
   for (const image of images) {
     const nested: ResolvedImage[] = [];
     if (image.app) {
-      // An app's own blobs are small (its size limits are in bundle.ts): they are needed to plan at all.
       settled(await Promise.allSettled(image.blobs.map((blob) => fetchOnce(image, blob))));
       const { appImageRefs, readBundleCompose } = await import("../app/stored.ts");
       const compose = await readBundleCompose(store, image.app.bundle, image.name);
-      for (const pinned of appImageRefs(compose)) {
-        nested.push(await resolveImage(client, parseReference(pinned), options.platform, options.signal));
-      }
+      for (const pinned of appImageRefs(compose)) nested.push(await resolve(parseReference(pinned)));
     }
     planned.push({ image, nested });
   }

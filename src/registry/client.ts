@@ -5,10 +5,10 @@
  * (pull, or pull and push); redirects are followed here so that Authorization is never sent to another host.
  */
 import { BerthError, errorMessage } from "../util/errors.ts";
-import { sha256Of } from "../util/digest.ts";
+import { sha256Of } from "../oci/digest.ts";
 import { answerChallenge, parseChallenge, repositoryScope, TokenCache } from "./auth.ts";
 import { type Credentials, findCredentials } from "./credentials.ts";
-import { bareMediaType, isIndexType, isManifestType, MANIFEST_TYPES } from "./mediatypes.ts";
+import { bareMediaType, isIndexType, isManifestType, MANIFEST_TYPES } from "../oci/mediatypes.ts";
 import { apiHost, formatReference, manifestSelector, type Reference } from "./reference.ts";
 import {
   type HostTransport,

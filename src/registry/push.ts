@@ -10,7 +10,7 @@
  * after all). A manifest PUT names its content completely and is simply repeated.
  */
 import { BerthError } from "../util/errors.ts";
-import { parseDigest, sha256Of } from "../util/digest.ts";
+import { parseDigest, sha256Of } from "../oci/digest.ts";
 import { repositoryScope } from "./auth.ts";
 import {
   backoffDelay,
@@ -21,7 +21,7 @@ import {
   type RegistryRequest,
   sleep,
 } from "./client.ts";
-import { isIndexType, isManifestType } from "./mediatypes.ts";
+import { isIndexType, isManifestType } from "../oci/mediatypes.ts";
 import { formatReference, type Reference } from "./reference.ts";
 
 /** What `pushBlob` did: nothing (the repository had it), a mount from another repository, or an upload. */

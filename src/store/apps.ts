@@ -4,7 +4,10 @@
  * engine's side from it. Replaced atomically; only a writer (holding the store lock) changes it.
  */
 import { BerthError } from "../util/errors.ts";
-import { readFileIfExists, writeFileAtomic } from "../util/fs.ts";
+import { writeFileAtomic } from "../util/fs.ts";
+import { parseDigest } from "../oci/digest.ts";
+import { parseReference } from "../registry/reference.ts";
+import { readNoFollow } from "./nofollow.ts";
 import type { Store } from "./store.ts";
 
 const APPS_FILE = "apps.json";
@@ -36,14 +39,40 @@ interface AppsFile {
 /** Every app record, by name. */
 export async function readApps(store: Store): Promise<Record<string, AppRecord>> {
   const path = `${store.root}/${APPS_FILE}`;
-  const bytes = store.exists ? await readFileIfExists(path) : undefined;
+  const bytes = store.exists ? await readNoFollow(path) : undefined;
   if (!bytes) return {};
   try {
     const file = JSON.parse(new TextDecoder().decode(bytes)) as AppsFile;
-    if (file.version !== 1 || typeof file.apps !== "object") throw new Error("unknown shape");
+    if (file?.version !== 1 || typeof file.apps !== "object" || file.apps === null) {
+      throw new Error("unknown shape");
+    }
+    for (const [key, record] of Object.entries(file.apps)) checkRecord(key, record);
     return file.apps;
   } catch (error) {
     throw new BerthError("store_invalid", `${path} is damaged (${(error as Error).message}); run fsck`);
+  }
+}
+
+/** An app name is one repository path component: it becomes a directory name and a compose project. */
+const APP_NAME = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
+
+/**
+ * A record names directories (its app name) and blobs (its digests), so each is checked as it is read,
+ * like any other input: a damaged or planted file must not turn into a path.
+ */
+function checkRecord(key: string, record: AppRecord): void {
+  const where = `apps[${JSON.stringify(key)}]`;
+  if (typeof record !== "object" || record === null) throw new Error(`${where} is not an object`);
+  if (!APP_NAME.test(key) || record.name !== key) throw new Error(`${where}.name is not an app name`);
+  if (typeof record.ref !== "string") throw new Error(`${where}.ref is not a reference`);
+  parseReference(record.ref);
+  parseDigest(record.digest, `${where}.digest`);
+  if (record.previous !== undefined) {
+    if (!Array.isArray(record.previous)) throw new Error(`${where}.previous is not a list`);
+    record.previous.forEach((digest, position) => parseDigest(digest, `${where}.previous[${position}]`));
+  }
+  if (typeof record.installed !== "boolean" || typeof record.running !== "boolean") {
+    throw new Error(`${where}.installed or .running is not true or false`);
   }
 }
 

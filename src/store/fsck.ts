@@ -4,10 +4,12 @@
  * corrupt blobs, stale ingests and leftover temporary files, so that the next pull fetches them again.
  */
 import { errorMessage } from "../util/errors.ts";
-import { digestHex, Sha256 } from "../util/digest.ts";
-import { isIndexType } from "../registry/mediatypes.ts";
+import { digestHex, EMPTY_SHA256, isDigest, Sha256 } from "../oci/digest.ts";
+import { parseImageManifest, parseIndex } from "../oci/manifest.ts";
+import { isIndexType } from "../oci/mediatypes.ts";
 import { readIngestState } from "./ingest.ts";
-import { type Descriptor, MANIFEST_DIGEST, REF_NAME, SOURCE_DIGEST } from "./oci.ts";
+import type { Descriptor } from "../oci/descriptor.ts";
+import { MANIFEST_DIGEST, REF_NAME, SOURCE_DIGEST } from "./annotations.ts";
 import type { Store } from "./store.ts";
 
 export interface FsckProblem {
@@ -26,12 +28,14 @@ export interface FsckReport {
   problems: FsckProblem[];
   staleIngests: string[];
   tempFiles: string[];
+  /** Entries under blobs/sha256/ that are not blobs (links, directories, other names). */
+  strayEntries: string[];
   repaired: boolean;
 }
 
-async function hashFile(path: string): Promise<string> {
+async function hashBlob(store: Store, digest: string): Promise<string> {
   const hash = new Sha256();
-  using file = await Deno.open(path, { read: true });
+  const file = await store.openBlob(digest);
   for await (const chunk of file.readable) hash.update(chunk);
   return hash.digest();
 }
@@ -46,6 +50,7 @@ export async function fsck(store: Store, repair: boolean): Promise<FsckReport> {
     problems: [],
     staleIngests: [],
     tempFiles: [],
+    strayEntries: [],
     repaired: false,
   };
   const sizes = new Map<string, number>();
@@ -54,7 +59,7 @@ export async function fsck(store: Store, repair: boolean): Promise<FsckReport> {
     report.bytes += blob.size;
     let actual: string;
     try {
-      actual = await hashFile(store.blobPath(blob.digest));
+      actual = await hashBlob(store, blob.digest);
     } catch (error) {
       report.problems.push({
         ref: "",
@@ -101,37 +106,53 @@ export async function fsck(store: Store, repair: boolean): Promise<FsckReport> {
     }
     if (!need(entry, "the index.json entry")) continue;
     let manifestDescriptor: Descriptor = entry;
-    if (isIndexType(entry.mediaType)) {
-      const wrapper = JSON.parse(new TextDecoder().decode(await store.readBlob(entry.digest)));
-      const wanted = entry.annotations?.[MANIFEST_DIGEST];
-      const child = (wrapper.manifests as Descriptor[]).find((item) => !wanted || item.digest === wanted);
-      if (!child) {
-        report.problems.push({
-          ref,
-          digest: entry.digest,
-          problem: "missing",
-          detail: "index names no manifest",
-        });
-        continue;
+    try {
+      if (isIndexType(entry.mediaType)) {
+        const wrapper = parseIndex(await store.readBlob(entry.digest), `index ${entry.digest}`);
+        const wanted = entry.annotations?.[MANIFEST_DIGEST];
+        const child = wrapper.manifests.find((item) => !wanted || item.digest === wanted);
+        if (!child) {
+          report.problems.push({
+            ref,
+            digest: entry.digest,
+            problem: "missing",
+            detail: "index names no manifest",
+          });
+          continue;
+        }
+        manifestDescriptor = child;
+        if (!need(child, "the image manifest")) continue;
       }
-      manifestDescriptor = child;
-      if (!need(child, "the image manifest")) continue;
-    }
-    const manifest = JSON.parse(new TextDecoder().decode(await store.readBlob(manifestDescriptor.digest)));
-    if (manifest.config) need(manifest.config, "the image config");
-    for (const [position, layer] of ((manifest.layers ?? []) as Descriptor[]).entries()) {
-      need(layer, `layer ${position}`);
+      const manifestBytes = await store.readBlob(manifestDescriptor.digest);
+      // A compose app's manifest is an image manifest too: its config and layers are checked alike.
+      const manifest = parseImageManifest(manifestBytes, `manifest ${manifestDescriptor.digest}`, {
+        configSizeOptional: true,
+      });
+      // The legacy compose-app config (no bytes, no size) was never fetched: nothing needs it.
+      if (manifest.config.digest !== EMPTY_SHA256) need(manifest.config, "the image config");
+      for (const [position, layer] of manifest.layers.entries()) need(layer, `layer ${position}`);
+    } catch (error) {
+      report.problems.push({
+        ref,
+        digest: manifestDescriptor.digest,
+        problem: "unreadable",
+        detail: errorMessage(error),
+      });
     }
   }
 
   for (const name of await store.listIngests()) {
     const state = await readIngestState(`${store.ingestDir}/${name}/state.json`);
-    const stale = !state || digestHex(state.digest) !== name || sizes.has(state.digest);
+    const stale = !state || !isDigest(state.digest) || digestHex(state.digest) !== name ||
+      sizes.has(state.digest);
     if (stale) report.staleIngests.push(name);
   }
   report.tempFiles = await store.listTempFiles();
+  report.strayEntries = await store.strayBlobEntries();
 
   if (repair) {
+    // Removing a link removes the link, never what it points to.
+    for (const path of report.strayEntries) await Deno.remove(path, { recursive: true }).catch(() => {});
     for (const digest of report.corruptBlobs) await store.deleteBlob(digest);
     for (const name of report.staleIngests) await store.removeIngest(name);
     for (const path of report.tempFiles) await Deno.remove(path).catch(() => {});

@@ -2,17 +2,11 @@
  * Reading images back out of the store by reference: index.json entry → chosen manifest → config and
  * layers. Used by `ls` and by everything that hands stored images to the engine.
  */
-import { BerthError } from "../util/errors.ts";
+import { BerthError, errorMessage } from "../util/errors.ts";
+import { parseImageManifest } from "../oci/manifest.ts";
 import { formatReference, parseReference } from "../registry/reference.ts";
-import {
-  type Descriptor,
-  type ImageManifest,
-  MANIFEST_DIGEST,
-  PLATFORM,
-  PULLED_AT,
-  REF_NAME,
-  SOURCE_DIGEST,
-} from "./oci.ts";
+import type { Descriptor, ImageManifest } from "../oci/descriptor.ts";
+import { MANIFEST_DIGEST, PLATFORM, PULLED_AT, REF_NAME, SOURCE_DIGEST } from "./annotations.ts";
 import type { Store } from "./store.ts";
 
 export interface StoredImage {
@@ -62,11 +56,9 @@ export async function readManifest(
 ): Promise<{ manifest: ImageManifest; size: number }> {
   const bytes = await store.readBlob(image.manifestDigest);
   try {
-    return { manifest: JSON.parse(new TextDecoder().decode(bytes)) as ImageManifest, size: bytes.length };
-  } catch {
-    throw new BerthError(
-      "store_invalid",
-      `manifest ${image.manifestDigest} of ${image.ref} is not JSON; run fsck`,
-    );
+    const what = `manifest ${image.manifestDigest} of ${image.ref}`;
+    return { manifest: parseImageManifest(bytes, what, { configSizeOptional: true }), size: bytes.length };
+  } catch (error) {
+    throw new BerthError("store_invalid", `${errorMessage(error)}; run fsck`);
   }
 }

@@ -10,8 +10,9 @@
  *   bad blob is never seen in `blobs/`.
  */
 import { BerthError } from "../util/errors.ts";
-import { digestHex, Sha256 } from "../util/digest.ts";
-import { fsyncDir, readFileIfExists, statIfExists, writeFileAtomic } from "../util/fs.ts";
+import { digestHex, Sha256 } from "../oci/digest.ts";
+import { fsyncDir, lstatIfExists, writeFileAtomic } from "../util/fs.ts";
+import { openNoFollow, readNoFollow } from "./nofollow.ts";
 import { currentBootId } from "./boot_id.ts";
 
 /** fsync and record a checkpoint after this many new bytes… */
@@ -42,7 +43,7 @@ export function ingestPaths(ingestRoot: string, digest: string): IngestPaths {
 
 /** Reads an ingest's state file; undefined when missing or unreadable (the ingest is then started over). */
 export async function readIngestState(path: string): Promise<IngestState | undefined> {
-  const bytes = await readFileIfExists(path);
+  const bytes = await readNoFollow(path).catch(() => undefined);
   if (!bytes) return undefined;
   try {
     const state = JSON.parse(new TextDecoder().decode(bytes)) as IngestState;
@@ -66,8 +67,8 @@ export async function readIngestState(path: string): Promise<IngestState | undef
 export async function resumableBytes(ingestRoot: string, digest: string, size: number): Promise<number> {
   const paths = ingestPaths(ingestRoot, digest);
   const state = await readIngestState(paths.state);
-  const dataInfo = await statIfExists(paths.data);
-  if (!state || state.digest !== digest || state.size !== size || !dataInfo) return 0;
+  const dataInfo = await lstatIfExists(paths.data);
+  if (!state || state.digest !== digest || state.size !== size || !dataInfo?.isFile) return 0;
   const bootId = currentBootId();
   const sameBoot = bootId !== "unknown" && state.bootId === bootId;
   const keep = sameBoot ? dataInfo.size : Math.min(dataInfo.size, state.checkpoint);
@@ -135,13 +136,16 @@ export class IngestWriter {
     const paths = ingestPaths(ingestRoot, digest);
     let keep = await resumableBytes(ingestRoot, digest, size);
     const state = await readIngestState(paths.state);
-    if (!state || state.digest !== digest || state.size !== size) {
+    // A link in place of the directory is removed (the link, not what it points to) and started over.
+    const isDir = (await lstatIfExists(paths.dir))?.isDirectory ?? false;
+    if (!isDir || !state || state.digest !== digest || state.size !== size) {
+      keep = 0;
       await Deno.remove(paths.dir, { recursive: true }).catch(() => {});
       await Deno.mkdir(paths.dir, { recursive: true });
       await fsyncDir(ingestRoot);
     }
     const hash = new Sha256();
-    const file = await Deno.open(paths.data, { read: true, write: true, create: true, mode: 0o600 });
+    const file = await openNoFollow(paths.data, { write: true, create: true, mode: 0o600 });
     try {
       await file.truncate(keep);
       if (keep > 0) {

@@ -4,6 +4,7 @@
  * stale. The file also names the holder, so a refused writer can say who holds the store.
  */
 import { BerthError } from "../util/errors.ts";
+import { openNoFollow, readNoFollow } from "./nofollow.ts";
 
 export const LOCK_FILE = "berth.lock";
 
@@ -23,12 +24,12 @@ export class StoreLock {
   /** Takes the lock on the store at `root` or throws `store_locked` naming the holder. */
   static async acquire(root: string, command: string): Promise<StoreLock> {
     const path = `${root}/${LOCK_FILE}`;
-    const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o644 });
+    const file = await openNoFollow(path, { write: true, create: true, mode: 0o644 });
     if (!(await file.tryLock(true))) {
       file.close();
       let holder = "another process";
       try {
-        const info = JSON.parse(await Deno.readTextFile(path)) as LockHolder;
+        const info = JSON.parse(new TextDecoder().decode(await readNoFollow(path))) as LockHolder;
         holder = `pid ${info.pid} (berth ${info.command}, since ${info.since})`;
       } catch {
         // the holder has not written its name yet

@@ -7,9 +7,10 @@
  * (fsync of blobs/). A kill mid-sweep leaves more unreferenced blobs, which the next sweep removes; nothing
  * a remaining reference needs is ever touched, so fsck passes at every point.
  */
-import { digestHex } from "../util/digest.ts";
+import { digestHex } from "../oci/digest.ts";
 import { statIfExists, TEMP_SUFFIX } from "../util/fs.ts";
-import { type Descriptor, MANIFEST_DIGEST, SOURCE_DIGEST } from "./oci.ts";
+import type { Descriptor } from "../oci/descriptor.ts";
+import { MANIFEST_DIGEST, SOURCE_DIGEST } from "./annotations.ts";
 import type { Store } from "./store.ts";
 
 /** A blob to keep, with its media type when the descriptor naming it says. */

@@ -9,7 +9,7 @@ import { dirname, statIfExists } from "../util/fs.ts";
 import type { Engine } from "../docker/engine.ts";
 import type { PullPlan } from "../fetch/pull.ts";
 import type { Store } from "./store.ts";
-import type { Descriptor } from "./oci.ts";
+import type { Descriptor } from "../oci/descriptor.ts";
 
 export interface SpacePolicy {
   /** The most of a filesystem (percent) a pull may leave used. */

@@ -5,25 +5,29 @@
  *
  * The operations, each keeping the crash rules of ingest.ts and util/fs.ts:
  * - `open` validates the path, creates a new store, checks the layout version, and (for writers) takes the lock.
- * - `has` / `blobPath` / `readBlob` read committed content only; nothing half-written is visible.
+ * - `has` / `openBlob` / `readBlob` read committed content only; nothing half-written is visible.
+ * - Every digest becomes a path only through `digestHex`, which refuses anything but a sha256 digest; no
+ *   file of the store is opened through a symbolic link (nofollow.ts), and its directories are checked
+ *   with lstat when it is opened.
  * - `ingest` begins or resumes a download; `putBlob` commits a small in-memory blob (a manifest) the same way.
  * - `listBlobs` / `deleteBlob` / `listIngests` / `removeIngest` manage content (fsck, prune).
  * - `readIndex` / `writeIndex` read and atomically replace `index.json`.
  */
 import { BerthError, errorMessage } from "../util/errors.ts";
-import { digestHex, parseDigest } from "../util/digest.ts";
+import { digestHex, isDigest } from "../oci/digest.ts";
+import { checkDescriptor, type OciIndex } from "../oci/descriptor.ts";
 import {
   ensureDirDurable,
   fsyncDir,
-  readFileIfExists,
+  lstatIfExists,
   statIfExists,
   TEMP_SUFFIX,
   writeFileAtomic,
 } from "../util/fs.ts";
-import { OCI_INDEX } from "../registry/mediatypes.ts";
+import { OCI_INDEX } from "../oci/mediatypes.ts";
 import { IngestWriter } from "./ingest.ts";
 import { LOCK_FILE, StoreLock } from "./lock.ts";
-import type { OciIndex } from "./oci.ts";
+import { checkLayoutEntries, openNoFollow, readNoFollow } from "./nofollow.ts";
 
 /** The version of berth's own on-disk state; a berth meeting a newer one refuses to touch it. */
 export const LAYOUT_VERSION = 1;
@@ -35,6 +39,18 @@ export const DEFAULT_STORE = "/var/lib/berth/store";
 
 /** Files a freshly created (or half-created) store may hold before `berth.json` marks it complete. */
 const INIT_ENTRIES = new Set([OCI_LAYOUT_FILE, INDEX_FILE, "blobs", "ingest", LOCK_FILE]);
+/** What the layout holds, checked with lstat at every open: a link in their place is refused. */
+const LAYOUT_ENTRIES: Record<string, "file" | "dir"> = {
+  [BERTH_FILE]: "file",
+  [OCI_LAYOUT_FILE]: "file",
+  [INDEX_FILE]: "file",
+  [LOCK_FILE]: "file",
+  "apps.json": "file",
+  "agent.json": "file",
+  blobs: "dir",
+  "blobs/sha256": "dir",
+  ingest: "dir",
+};
 
 export interface OpenOptions {
   /** Take the writer lock (and create the store if missing). */
@@ -91,7 +107,9 @@ export class Store {
     }
     if (!options.write) {
       if (!info) return new Store(root, false);
-      await checkLayout(root);
+      await checkLayout(root).catch((error) => {
+        throw ioError(root, error);
+      });
       return new Store(root, true);
     }
     let lock: StoreLock | undefined;
@@ -117,25 +135,45 @@ export class Store {
     this.#lock = undefined;
   }
 
+  /** Where a committed blob lives; refuses anything but a sha256 digest (see digestHex). */
   blobPath(digest: string): string {
     return `${this.blobsDir}/${digestHex(digest)}`;
   }
 
-  /** Whether a committed blob exists (committed blobs were verified when written). */
+  /** Whether a committed blob exists (committed blobs were verified when written); a link is not one. */
   async has(digest: string): Promise<boolean> {
-    return (await statIfExists(this.blobPath(digest)))?.isFile ?? false;
+    try {
+      return (await Deno.lstat(this.blobPath(digest))).isFile;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return false;
+      throw error;
+    }
+  }
+
+  /** Opens a committed blob for reading (never through a link); `not_found` names the digest. */
+  async openBlob(digest: string): Promise<Deno.FsFile> {
+    try {
+      return await openNoFollow(this.blobPath(digest));
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) throw this.#missing(digest);
+      throw error;
+    }
   }
 
   /** Reads a whole committed blob; for small ones (manifests, configs). */
   async readBlob(digest: string): Promise<Uint8Array> {
-    const bytes = await readFileIfExists(this.blobPath(digest));
-    if (!bytes) throw new BerthError("not_found", `blob ${digest} is not in store ${this.root}`);
+    const bytes = await readNoFollow(this.blobPath(digest));
+    if (!bytes) throw this.#missing(digest);
     return bytes;
   }
 
+  #missing(digest: string): BerthError {
+    return new BerthError("not_found", `blob ${digest} is not in store ${this.root}; run berth fsck`);
+  }
+
   /** Begins or resumes the download of a blob. */
-  ingest(digest: string, size: number): Promise<IngestWriter> {
-    return IngestWriter.open(this.ingestDir, this.blobPath(digest), digest, size);
+  async ingest(digest: string, size: number): Promise<IngestWriter> {
+    return await IngestWriter.open(this.ingestDir, this.blobPath(digest), digest, size);
   }
 
   /**
@@ -168,19 +206,30 @@ export class Store {
     await writer.commit();
   }
 
-  /** Every committed blob, with its size. */
+  /** Every committed blob, with its size (only regular files named by a digest: see strayBlobEntries). */
   async *listBlobs(): AsyncGenerator<{ digest: string; size: number }> {
-    let entries: Deno.DirEntry[];
-    try {
-      entries = await Array.fromAsync(Deno.readDir(this.blobsDir));
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) return;
-      throw error;
-    }
-    for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
-      if (!entry.isFile) continue;
-      const info = await statIfExists(`${this.blobsDir}/${entry.name}`);
+    for (const entry of await this.#blobEntries()) {
+      if (!entry.isFile || !isDigest(`sha256:${entry.name}`)) continue;
+      const info = await lstatIfExists(`${this.blobsDir}/${entry.name}`);
       if (info) yield { digest: `sha256:${entry.name}`, size: info.size };
+    }
+  }
+
+  /** Paths under `blobs/sha256/` that are not blobs: links, directories, names that are not a digest. */
+  async strayBlobEntries(): Promise<string[]> {
+    return (await this.#blobEntries())
+      .filter((entry) => !entry.isFile || !isDigest(`sha256:${entry.name}`))
+      .map((entry) => `${this.blobsDir}/${entry.name}`);
+  }
+
+  async #blobEntries(): Promise<Deno.DirEntry[]> {
+    try {
+      return (await Array.fromAsync(Deno.readDir(this.blobsDir))).sort((a, b) =>
+        a.name.localeCompare(b.name)
+      );
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return [];
+      throw error;
     }
   }
 
@@ -209,14 +258,12 @@ export class Store {
   /** The layout's index.json (empty when the store does not exist yet). */
   async readIndex(): Promise<OciIndex> {
     const path = `${this.root}/${INDEX_FILE}`;
-    const bytes = this.exists ? await readFileIfExists(path) : undefined;
+    const bytes = this.exists ? await readNoFollow(path) : undefined;
     if (!bytes) return { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] };
     try {
       const index = JSON.parse(new TextDecoder().decode(bytes)) as OciIndex;
-      if (!Array.isArray(index.manifests)) throw new Error("no manifests array");
-      for (const [position, entry] of index.manifests.entries()) {
-        parseDigest(entry.digest, `${path}: manifests[${position}].digest`);
-      }
+      if (!Array.isArray(index?.manifests)) throw new Error("no manifests array");
+      index.manifests.forEach((entry, position) => checkDescriptor(entry, `manifests[${position}]`));
       return index;
     } catch (error) {
       throw new BerthError("store_invalid", `${path} is not a valid OCI index: ${errorMessage(error)}`);
@@ -250,7 +297,8 @@ export class Store {
  * interrupted creation (which `initialise` then finishes); throws for anything else.
  */
 async function checkLayout(root: string): Promise<boolean> {
-  const berthFile = await readFileIfExists(`${root}/${BERTH_FILE}`);
+  await checkLayoutEntries(root, LAYOUT_ENTRIES);
+  const berthFile = await readNoFollow(`${root}/${BERTH_FILE}`);
   if (berthFile) {
     let version: unknown;
     try {

@@ -64,6 +64,16 @@ export async function statIfExists(path: string): Promise<Deno.FileInfo | undefi
   }
 }
 
+/** lstat that answers undefined for a missing path: a link is reported as a link, not followed. */
+export async function lstatIfExists(path: string): Promise<Deno.FileInfo | undefined> {
+  try {
+    return await Deno.lstat(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+}
+
 /** Creates a directory (and parents) and fsyncs its parent so the new entry is durable. */
 export async function ensureDirDurable(dir: string): Promise<void> {
   if (await statIfExists(dir)) return;

@@ -9,10 +9,11 @@ import assert from "node:assert/strict";
 import { runBerth, scratchDir, testEnv, withServices } from "../harness/env.ts";
 import { RegistryPusher } from "../../src/registry/push.ts";
 import { parseReference } from "../../src/registry/reference.ts";
-import { OCI_MANIFEST } from "../../src/registry/mediatypes.ts";
-import { appManifest, OCI_EMPTY_DATA, OCI_EMPTY_DIGEST } from "../../src/app/bundle.ts";
+import { OCI_MANIFEST } from "../../src/oci/mediatypes.ts";
+import { appManifest } from "../../src/app/bundle.ts";
+import { OCI_EMPTY_DATA, OCI_EMPTY_DIGEST } from "../../src/oci/descriptor.ts";
 import { gzip, type TarEntry, writeTar } from "../../src/app/tar.ts";
-import { sha256Of } from "../../src/util/digest.ts";
+import { sha256Of } from "../../src/oci/digest.ts";
 
 const encoder = new TextEncoder();
 

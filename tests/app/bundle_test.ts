@@ -8,7 +8,6 @@ import {
   appManifest,
   buildBundle,
   buildLayersMeta,
-  EMPTY_SHA256,
   extractBundle,
   isAppManifest,
   parseAppManifest,
@@ -17,7 +16,7 @@ import {
 } from "../../src/app/bundle.ts";
 import { gzip, type TarEntry, writeTar } from "../../src/app/tar.ts";
 import { BerthError } from "../../src/util/errors.ts";
-import { sha256Of } from "../../src/util/digest.ts";
+import { EMPTY_SHA256, sha256Of } from "../../src/oci/digest.ts";
 
 /** Temporary directories of the running test, removed when it ends. */
 const temps: string[] = [];
@@ -359,7 +358,8 @@ test("parse: what is not a compose-app v1 manifest is refused, naming the field"
     mediaType: string;
     artifactType?: string;
     annotations?: Record<string, string>;
-    layers: { mediaType: string; digest: string; annotations: Record<string, string> }[];
+    config: { digest: string };
+    layers: { mediaType: string; digest: string; size?: unknown; annotations: Record<string, string> }[];
   }
   const variant = (change: (manifest: Editable) => void) => {
     const copy = structuredClone(base);
@@ -406,7 +406,40 @@ test("parse: what is not a compose-app v1 manifest is refused, naming the field"
     [
       variant((m) => m.layers[0].digest = "not-a-digest"),
       "invalid_input",
-      /^shop layers\[0\]\.digest: "not-a-digest" is not a valid sha256 digest/,
+      /^shop layers\[0\]\.digest: "not-a-digest" is not a valid digest/,
+    ],
+    [
+      variant((m) => m.layers[1].digest = "sha256:../../../../tmp/victim"),
+      "invalid_input",
+      /^shop layers\[1\]\.digest: "sha256:\.\.\/\.\.\/\.\.\/\.\.\/tmp\/victim" is not a valid digest/,
+    ],
+    [
+      variant((m) => m.layers.push({ ...m.layers[0], digest: "sha256:../../../../tmp/victim" })),
+      "invalid_input",
+      /^shop: layers\[2\] \("sha256:\.\.\/\.\.\/\.\.\/\.\.\/tmp\/victim"\) is not part of a compose app/,
+    ],
+    [
+      variant((m) => m.config.digest = `sha256:${"A".repeat(64)}`),
+      "invalid_input",
+      /^shop config\.digest: "sha256:A{64}" is not a valid digest/,
+    ],
+    [
+      variant((m) => m.layers[0].annotations["org.foundries.app.bundle.index.digest"] = "sha256:x/../y"),
+      "invalid_input",
+      /index\.digest: "sha256:x\/\.\.\/y" is not a valid digest/,
+    ],
+    [variant((m) => m.layers[0].size = 1.5), "invalid_input", /^shop layers\[0\]\.size: 1\.5 is not a size/],
+    [variant((m) => m.layers[0].size = -1), "invalid_input", /^shop layers\[0\]\.size: -1 is not a size/],
+    [variant((m) => m.layers[0].size = "12"), "invalid_input", /^shop layers\[0\]\.size: "12" is not a size/],
+    [
+      variant((m) => m.layers[0].size = 2 ** 53),
+      "invalid_input",
+      /^shop layers\[0\]\.size: 9007199254740992 is not a size/,
+    ],
+    [
+      variant((m) => m.layers[0].digest = "sha512:" + "a".repeat(128)),
+      "invalid_input",
+      /^shop layers\[0\]\.digest: "sha512:a+…" is not a valid digest/,
     ],
     [variant((m) => m.schemaVersion = 1), "unsupported", /^shop: schemaVersion 1/],
     [text("[1,2]"), "invalid_input", /^shop: not a JSON object/],

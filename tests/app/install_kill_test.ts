@@ -21,7 +21,7 @@ import { writeProject } from "../harness/projects.ts";
 import assert from "node:assert/strict";
 import { run, startDockerd } from "../harness/services.ts";
 import { runBerth, scratchDir, spawnBerth, testEnv, withServices } from "../harness/env.ts";
-import { sha256Of } from "../../src/util/digest.ts";
+import { sha256Of } from "../../src/oci/digest.ts";
 
 const MiB = 1024 * 1024;
 

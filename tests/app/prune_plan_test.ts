@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { planPrune, type PruneInput } from "../../src/app/prune.ts";
 import { localImageTag } from "../../src/app/lifecycle.ts";
 import type { AppRecord } from "../../src/store/apps.ts";
-import { APP_NAME, type Descriptor, MANIFEST_DIGEST, PULLED_FOR_APP, REF_NAME } from "../../src/store/oci.ts";
+import type { Descriptor } from "../../src/oci/descriptor.ts";
+import { APP_NAME, MANIFEST_DIGEST, PULLED_FOR_APP, REF_NAME } from "../../src/store/annotations.ts";
 
 const d = (name: string) => `sha256:${name.padEnd(64, "0")}`;
 const image = (name: string) => `reg.example/img/${name}@${d(name)}`;

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { gunzip, gzip, readTar, type TarHeader, writeTar } from "../../src/app/tar.ts";
 import { BerthError } from "../../src/util/errors.ts";
-import { sha256Of } from "../../src/util/digest.ts";
+import { sha256Of } from "../../src/oci/digest.ts";
 
 const text = (value: string) => new TextEncoder().encode(value);
 const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);

@@ -32,6 +32,12 @@ Deno.test("an empty file, comments only, or keys with no value give the defaults
     registries: { insecure: [] },
     keep: 1,
     timeouts: { stall: 60, start: 60, retryMax: 300 },
+    limits: {
+      bundle: 1024 * 1024 * 1024,
+      bundleIndex: 16 * 1024 * 1024,
+      layersMeta: 16 * 1024 * 1024,
+      imageConfig: 8 * 1024 * 1024,
+    },
     logLevel: "info",
   };
   assert.deepEqual(defaultConfig(), defaults);
@@ -94,6 +100,11 @@ timeouts:
   stall: 2m
   start: 90
   retryMax: 1h
+limits:
+  bundle: 2GiB
+  bundleIndex: 1MiB
+  layersMeta: 2MiB
+  imageConfig: 512KiB
 logLevel: debug
 `,
     FILE,
@@ -121,6 +132,12 @@ logLevel: debug
     },
     keep: 0,
     timeouts: { stall: 120, start: 90, retryMax: 3600 },
+    limits: {
+      bundle: 2 * 1024 ** 3,
+      bundleIndex: 1024 ** 2,
+      layersMeta: 2 * 1024 ** 2,
+      imageConfig: 512 * 1024,
+    },
     logLevel: "debug",
   });
 });
@@ -320,7 +337,7 @@ Deno.test("wrong values name the file, the key path, what was expected and what 
 Deno.test("an unknown key is an error naming it, with the likely key it misspells", () => {
   assert.equal(
     errorFor("pollIntervall: 5m"),
-    `${FILE}: pollIntervall: unknown key (did you mean pollInterval?); expected one of: store, composeRoot, docker, compose, platform, apps, pollInterval, pollJitter, status, parallel, rateLimit, storage, registries, keep, timeouts, logLevel`,
+    `${FILE}: pollIntervall: unknown key (did you mean pollInterval?); expected one of: store, composeRoot, docker, compose, platform, apps, pollInterval, pollJitter, status, parallel, rateLimit, storage, registries, keep, timeouts, limits, logLevel`,
   );
   assert.equal(
     errorFor("status:\n  listne: 127.0.0.1:1\n"),
@@ -336,7 +353,7 @@ Deno.test("an unknown key is an error naming it, with the likely key it misspell
 Deno.test("with several problems the first in the file is named and the rest counted", () => {
   assert.equal(
     errorFor("statsu: {}\nkeep: x\nlogLevl: info\n"),
-    `${FILE}: statsu: unknown key (did you mean status?); expected one of: store, composeRoot, docker, compose, platform, apps, pollInterval, pollJitter, status, parallel, rateLimit, storage, registries, keep, timeouts, logLevel (and 2 more problems)`,
+    `${FILE}: statsu: unknown key (did you mean status?); expected one of: store, composeRoot, docker, compose, platform, apps, pollInterval, pollJitter, status, parallel, rateLimit, storage, registries, keep, timeouts, limits, logLevel (and 2 more problems)`,
   );
   assert.equal(
     errorFor("keep: -1\nparallel: 0\nlogLevel: loud"),

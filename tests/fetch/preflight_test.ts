@@ -14,7 +14,7 @@ import { Store } from "../../src/store/store.ts";
 import { ingestPaths, readIngestState } from "../../src/store/ingest.ts";
 import { checkPlanSpace } from "../../src/store/space.ts";
 import { BerthError } from "../../src/util/errors.ts";
-import { DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST } from "../../src/registry/mediatypes.ts";
+import { DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST } from "../../src/oci/mediatypes.ts";
 
 const MiB = 1024 * 1024;
 const PLATFORM = { os: "linux", architecture: "amd64" };

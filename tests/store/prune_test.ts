@@ -1,7 +1,7 @@
 /** The store's reachability walk (store/prune.ts), over blobs held in memory. */
 import assert from "node:assert/strict";
 import { entryRoots, reachableBlobs } from "../../src/store/prune.ts";
-import { MANIFEST_DIGEST, SOURCE_DIGEST } from "../../src/store/oci.ts";
+import { MANIFEST_DIGEST, SOURCE_DIGEST } from "../../src/store/annotations.ts";
 
 const d = (name: string) => `sha256:${name.padEnd(64, "0")}`;
 

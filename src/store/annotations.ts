@@ -1,31 +1,4 @@
-/** The OCI shapes berth reads and writes, and the annotations it adds to `index.json` entries. */
-import type { Platform } from "../registry/platform.ts";
-
-export interface Descriptor {
-  mediaType: string;
-  digest: string;
-  size: number;
-  platform?: Platform & { "os.version"?: string; "os.features"?: string[] };
-  annotations?: Record<string, string>;
-  urls?: string[];
-  artifactType?: string;
-}
-
-export interface OciIndex {
-  schemaVersion: number;
-  mediaType?: string;
-  manifests: Descriptor[];
-  annotations?: Record<string, string>;
-}
-
-export interface ImageManifest {
-  schemaVersion: number;
-  mediaType?: string;
-  artifactType?: string;
-  config: Descriptor;
-  layers: Descriptor[];
-  annotations?: Record<string, string>;
-}
+/** The annotations berth adds to the entries of its store's `index.json`. */
 
 /** The OCI annotation skopeo and others match `oci:<dir>:<name>` against. */
 export const REF_NAME = "org.opencontainers.image.ref.name";
