@@ -30,6 +30,8 @@ export interface Device {
   composeRoot: string;
   /** Found lazily: only run, stop and rm need it. */
   compose: () => Promise<Compose>;
+  /** Variables of berth's environment compose may interpolate (the config's composeEnvironment). */
+  composeEnvironment: readonly string[];
 }
 
 export interface InstallResult {
@@ -49,6 +51,17 @@ export function localImageTag(pinned: string): string {
 }
 
 const projectDir = (device: Pick<Device, "composeRoot">, name: string) => `${device.composeRoot}/${name}`;
+
+/** compose, run on an installed app's project: its pinned file only, berth's chosen variables only. */
+async function composeApp(device: Device, name: string, args: string[]): Promise<void> {
+  await runCompose(await device.compose(), {
+    dockerHost: device.engine.host,
+    dir: projectDir(device, name),
+    file: COMPOSE_FILE,
+    name,
+    passEnv: device.composeEnvironment,
+  }, args);
+}
 
 /** The versions before `digest`, newest first: the one being replaced goes to the front (at most 16 kept). */
 function previousVersions(record: AppRecord | undefined, digest: string): string[] {
@@ -231,18 +244,14 @@ export async function installedApp(
 /** `docker compose up -d --remove-orphans` for an installed app; records that it should run. */
 export async function runApp(device: Device, name: string): Promise<void> {
   const record = await installedApp(device, name);
-  await runCompose(await device.compose(), device.engine.host, projectDir(device, name), name, [
-    "up",
-    "-d",
-    "--remove-orphans",
-  ]);
+  await composeApp(device, name, ["up", "-d", "--remove-orphans"]);
   await writeApp(device.store, name, { ...record, running: true });
 }
 
 /** Stops an app's containers; records that it should not run. */
 export async function stopApp(device: Device, name: string): Promise<void> {
   const record = await installedApp(device, name);
-  await runCompose(await device.compose(), device.engine.host, projectDir(device, name), name, ["stop"]);
+  await composeApp(device, name, ["stop"]);
   await writeApp(device.store, name, { ...record, running: false });
 }
 
@@ -260,7 +269,7 @@ export async function removeApp(device: Device, name: string): Promise<void> {
       }); stop it first`,
     );
   }
-  await runCompose(await device.compose(), device.engine.host, projectDir(device, name), name, ["down"]);
+  await composeApp(device, name, ["down"]);
   const aside = `${device.composeRoot}/.${name}.old-${crypto.randomUUID().slice(0, 8)}`;
   await Deno.rename(projectDir(device, name), aside);
   await fsyncDir(device.composeRoot);
