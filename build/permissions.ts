@@ -4,7 +4,10 @@
  * paths and hosts are the operator's (config file, flags) and only known at run time.
  */
 
-/** Environment variables berth reads (the proxy variables are read by Deno's fetch itself, unchecked). */
+/**
+ * Environment variables berth's code reads by name (the proxy variables are read by Deno's fetch itself,
+ * unchecked); besides these, only the names the operator lists in the config's composeEnvironment.
+ */
 export const ENV_VARS = [
   "BERTH_CONFIG",
   "BERTH_STORE",
@@ -30,7 +33,11 @@ export const PERMISSION_FLAGS: readonly string[] = [
   "--allow-write",
   // Registries anywhere, the docker engine (unix socket or tcp), and the status endpoint's listener.
   "--allow-net",
-  `--allow-env=${ENV_VARS.join(",")}`,
+  // Every variable, not ENV_VARS: the config's composeEnvironment names variables to pass on to compose,
+  // known only at run time, and a compiled binary's permissions are fixed. Narrowing it would not keep the
+  // environment from anyone: with --allow-run any child could read it. What keeps it from apps is that every
+  // child gets an environment written out by berth (src/util/child_env.ts), never berth's own.
+  "--allow-env",
   // compose (`docker compose`, `docker-compose`, or whatever command the config's `compose` names), df
   // for the storage pre-flight, sync -f to flush the engine: the compose command is the operator's.
   "--allow-run",

@@ -40,6 +40,8 @@ export interface AgentSettings {
   composeRoot: string;
   dockerHost: string;
   composeCommand?: string;
+  /** Variables of the agent's environment compose may interpolate (the config's composeEnvironment). */
+  composeEnvironment: string[];
   platform: Platform;
   parallel: number;
   registry: Partial<RegistryOptions>;
@@ -164,6 +166,7 @@ export class Agent {
       store: this.#store,
       engine,
       composeRoot: this.#settings.composeRoot,
+      composeEnvironment: this.#settings.composeEnvironment,
       compose: () => {
         this.#compose ??= findCompose(this.#settings.dockerHost, this.#settings.composeCommand).catch(
           (error) => {

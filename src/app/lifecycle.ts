@@ -20,9 +20,16 @@ import { type Compose, runCompose } from "../docker/compose.ts";
 import { COMPOSE_FILE, extractBundle, isAppManifest, parseAppManifest, verifyBundleIndex } from "./bundle.ts";
 import { formatComposeFile, parseComposeFile, pinnedReferences, rewriteForEngine } from "./compose.ts";
 import { appName } from "./stored.ts";
+import { checkProjectDotEnv, DOTENV_FILE, protectDotEnv } from "./dotenv.ts";
 
 /** In each installed project: the app manifest digest it was installed from. */
 const VERSION_FILE = ".berth-app-digest";
+/**
+ * The compose root and each project are root's alone: a project holds the app's configuration and maybe
+ * secrets (`.env`, 0600). The files inside keep 0644/0755: containers running as other users read what is
+ * bind-mounted from a project, and a bind mount does not go through the directories above it.
+ */
+const PRIVATE_DIR_MODE = 0o700;
 
 export interface Device {
   store: Store;
@@ -30,6 +37,8 @@ export interface Device {
   composeRoot: string;
   /** Found lazily: only run, stop and rm need it. */
   compose: () => Promise<Compose>;
+  /** Variables of berth's environment compose may interpolate (the config's composeEnvironment). */
+  composeEnvironment: readonly string[];
 }
 
 export interface InstallResult {
@@ -49,6 +58,24 @@ export function localImageTag(pinned: string): string {
 }
 
 const projectDir = (device: Pick<Device, "composeRoot">, name: string) => `${device.composeRoot}/${name}`;
+
+/** Makes the compose root and an app's project root's alone (also for projects installed before it was so). */
+async function protectProject(device: Device, dir: string): Promise<void> {
+  await Deno.chmod(device.composeRoot, PRIVATE_DIR_MODE);
+  await Deno.chmod(dir, PRIVATE_DIR_MODE);
+  await protectDotEnv(dir);
+}
+
+/** compose, run on an installed app's project: its pinned file only, berth's chosen variables only. */
+async function composeApp(device: Device, name: string, args: string[]): Promise<void> {
+  await runCompose(await device.compose(), {
+    dockerHost: device.engine.host,
+    dir: projectDir(device, name),
+    file: COMPOSE_FILE,
+    name,
+    passEnv: device.composeEnvironment,
+  }, args);
+}
 
 /** The versions before `digest`, newest first: the one being replaced goes to the front (at most 16 kept). */
 function previousVersions(record: AppRecord | undefined, digest: string): string[] {
@@ -142,8 +169,10 @@ export async function installApp(device: Device, input: string | AppVersion): Pr
     record?.installed && record.digest === stored.manifestDigest && (await statIfExists(dir)) &&
     (await readFileIfExists(`${dir}/${VERSION_FILE}`).then((b) => b && new TextDecoder().decode(b))) ===
       stored.manifestDigest &&
-    await imagesPresent(device, dir)
+    await imagesPresent(device, dir) &&
+    await checkProjectDotEnv(dir, `${stored.ref}: ${dir}/${DOTENV_FILE}`).then(() => true, () => false)
   ) {
+    await protectProject(device, dir);
     return {
       name,
       ref: stored.ref,
@@ -156,14 +185,19 @@ export async function installApp(device: Device, input: string | AppVersion): Pr
   }
 
   await ensureDirDurable(device.composeRoot);
+  await Deno.chmod(device.composeRoot, PRIVATE_DIR_MODE);
   const staging = `${device.composeRoot}/.${name}.new-${crypto.randomUUID().slice(0, 8)}`;
-  await Deno.mkdir(staging);
+  await Deno.mkdir(staging, { mode: PRIVATE_DIR_MODE });
   try {
     const bundle = await store.openBlob(app.bundle.digest);
     await extractBundle(bundle.readable, staging, { what: `${stored.ref} bundle` });
     if (app.bundleIndex) {
       await verifyBundleIndex(staging, await store.readBlob(app.bundleIndex.digest), `${stored.ref} bundle`);
     }
+    // Before any image is loaded: a refused .env leaves the engine as it was.
+    await checkProjectDotEnv(staging, `${stored.ref} bundle: ${DOTENV_FILE}`);
+    await Deno.chmod(staging, PRIVATE_DIR_MODE);
+    await protectDotEnv(staging);
     const composePath = `${staging}/${COMPOSE_FILE}`;
     const compose = parseComposeFile(await Deno.readFile(composePath), `${stored.ref}: ${COMPOSE_FILE}`);
     const pinned = pinnedReferences(compose);
@@ -228,21 +262,22 @@ export async function installedApp(
   return record;
 }
 
-/** `docker compose up -d --remove-orphans` for an installed app; records that it should run. */
+/**
+ * `docker compose up -d --remove-orphans` for an installed app; records that it should run. A project
+ * installed before berth refused compose's settings in `.env` is refused here, before it starts.
+ */
 export async function runApp(device: Device, name: string): Promise<void> {
   const record = await installedApp(device, name);
-  await runCompose(await device.compose(), device.engine.host, projectDir(device, name), name, [
-    "up",
-    "-d",
-    "--remove-orphans",
-  ]);
+  const dir = projectDir(device, name);
+  await checkProjectDotEnv(dir, `app ${name}: ${dir}/${DOTENV_FILE}`);
+  await composeApp(device, name, ["up", "-d", "--remove-orphans"]);
   await writeApp(device.store, name, { ...record, running: true });
 }
 
 /** Stops an app's containers; records that it should not run. */
 export async function stopApp(device: Device, name: string): Promise<void> {
   const record = await installedApp(device, name);
-  await runCompose(await device.compose(), device.engine.host, projectDir(device, name), name, ["stop"]);
+  await composeApp(device, name, ["stop"]);
   await writeApp(device.store, name, { ...record, running: false });
 }
 
@@ -260,7 +295,7 @@ export async function removeApp(device: Device, name: string): Promise<void> {
       }); stop it first`,
     );
   }
-  await runCompose(await device.compose(), device.engine.host, projectDir(device, name), name, ["down"]);
+  await composeApp(device, name, ["down"]);
   const aside = `${device.composeRoot}/.${name}.old-${crypto.randomUUID().slice(0, 8)}`;
   await Deno.rename(projectDir(device, name), aside);
   await fsyncDir(device.composeRoot);

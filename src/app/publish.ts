@@ -12,6 +12,7 @@ import type { RegistryPusher } from "../registry/push.ts";
 import { OCI_EMPTY_DATA, OCI_EMPTY_DIGEST } from "../oci/descriptor.ts";
 import { appManifest, buildBundle, COMPOSE_FILE } from "./bundle.ts";
 import { formatComposeFile, labelServices, parseComposeFile, pinImages, serviceImages } from "./compose.ts";
+import { checkProjectDotEnv, DOTENV_FILE } from "./dotenv.ts";
 
 export interface PublishResult {
   ref: string;
@@ -57,6 +58,9 @@ export async function publishApp(
   }
   const pinned = formatComposeFile(labelServices(pinImages(compose, pins)));
   const built = await buildBundle(dir, pinned);
+  // Refused here as at install (see dotenv.ts), before anything is pushed; a .env left out by
+  // .composeappignores is not in the bundle and not checked.
+  if (built.files.includes(DOTENV_FILE)) await checkProjectDotEnv(dir, `${dir}/${DOTENV_FILE}`);
   const bundle = { digest: sha256Of(built.bundle), size: built.bundle.length };
   const bundleIndex = { digest: sha256Of(built.bundleIndex), size: built.bundleIndex.length };
   await pusher.pushBlob(ref, OCI_EMPTY_DIGEST, OCI_EMPTY_DATA);

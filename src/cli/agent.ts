@@ -19,6 +19,7 @@ function settingsOf(context: Context, config: Config): AgentSettings {
     composeRoot: context.composeRoot,
     dockerHost: context.dockerHost,
     composeCommand: context.composeCommand,
+    composeEnvironment: config.composeEnvironment,
     platform: context.platform,
     parallel: context.parallel,
     registry: context.registry,

@@ -39,6 +39,7 @@ async function withDevice<T>(
       store,
       engine,
       composeRoot: context.composeRoot,
+      composeEnvironment: context.config.composeEnvironment,
       compose: () => {
         compose ??= findCompose(context.dockerHost, context.composeCommand).then((found) => {
           context.note(`compose: ${found.argv.join(" ")} (${found.version})`);

@@ -32,6 +32,8 @@ export interface Config {
   docker: { host?: string };
   /** The compose command, as --compose. */
   compose?: string;
+  /** Names of variables in berth's environment that compose may interpolate into apps; none by default. */
+  composeEnvironment: string[];
   /** As --platform, normalised ("linux/arm/v7"). */
   platform?: string;
   /** References of the apps the agent keeps installed and running, as written; each parses. */
@@ -176,6 +178,16 @@ const percent = (input: unknown) => {
     : input;
   return typeof value === "number" && value >= 1 && value <= 100 ? value : undefined;
 };
+/** A variable name compose can interpolate (`${NAME}`), the shell's rule. */
+const VARIABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** compose's and docker's own settings: berth sets the ones it needs (file, project, engine), no one else. */
+const COMPOSE_SETTING = /^(?:COMPOSE|DOCKER)_/i;
+const variableName = (input: unknown) =>
+  typeof input === "string" && VARIABLE_NAME.test(input) && !COMPOSE_SETTING.test(input) ? input : undefined;
+const variableProblem = (input: unknown) =>
+  typeof input === "string" && COMPOSE_SETTING.test(input)
+    ? "COMPOSE_* and DOCKER_* set compose's own behaviour, which berth decides: the engine is docker.host"
+    : "";
 const REGISTRY_HOST =
   /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 
@@ -203,6 +215,13 @@ const ConfigSchema = mapping("", {
     ),
   }),
   compose: leaf('a command like "docker compose" or "docker-compose"', nonEmptyString),
+  composeEnvironment: list(
+    item(
+      "an environment variable name like MY_SETTING (letters, digits and _), not COMPOSE_* or DOCKER_*",
+      variableName,
+      variableProblem,
+    ),
+  ),
   platform: leaf(
     "os/arch[/variant], e.g. linux/arm64",
     tryParse((text) => formatPlatform(parsePlatform(text))),
@@ -390,6 +409,7 @@ export function parseConfig(text: string, path: string): Config {
     composeRoot: file.composeRoot,
     docker: { host: file.docker?.host },
     compose: file.compose,
+    composeEnvironment: file.composeEnvironment ?? defaults.composeEnvironment,
     platform: file.platform,
     apps: file.apps ?? defaults.apps,
     pollInterval,

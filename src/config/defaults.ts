@@ -27,6 +27,7 @@ export const DEFAULT_TIMEOUTS = { stall: 60, start: 60, retryMax: 300 } as const
 export function defaultConfig(): Config {
   return {
     docker: {},
+    composeEnvironment: [],
     apps: [],
     pollInterval: DEFAULT_POLL_INTERVAL,
     pollJitter: DEFAULT_POLL_INTERVAL * DEFAULT_POLL_JITTER_FRACTION,

@@ -5,6 +5,7 @@
  */
 import { BerthError, errorMessage } from "../util/errors.ts";
 import { statIfExists } from "../util/fs.ts";
+import { childCommand } from "../util/child_env.ts";
 import type { Store } from "../store/store.ts";
 import { readManifest, type StoredImage } from "../store/images.ts";
 import { type ArchiveImage, chainIds, dockerArchive } from "./archive.ts";
@@ -48,7 +49,7 @@ async function engineChains(engine: Engine): Promise<Set<string>> {
 export async function syncEngine(engine: Engine): Promise<void> {
   const { DockerRootDir } = await engine.info();
   if (!DockerRootDir || !(await statIfExists(DockerRootDir))) return;
-  const { code, stderr } = await new Deno.Command("sync", { args: ["-f", DockerRootDir], stderr: "piped" })
+  const { code, stderr } = await childCommand("sync", { args: ["-f", DockerRootDir], stderr: "piped" })
     .output();
   if (code !== 0) {
     throw new BerthError(

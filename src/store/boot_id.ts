@@ -2,6 +2,7 @@
  * The kernel's boot id tells a process crash from a reboot: after kill -9 the page cache (so every byte a
  * partial download wrote) survives; after a power cut only what was fsynced does.
  */
+import { childCommand } from "../util/child_env.ts";
 
 const BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id";
 let cached: string | undefined;
@@ -14,7 +15,7 @@ let cached: string | undefined;
 export function currentBootId(): string {
   if (cached === undefined) {
     try {
-      const output = new Deno.Command("cat", { args: [BOOT_ID_FILE], stdout: "piped", stderr: "null" })
+      const output = childCommand("cat", { args: [BOOT_ID_FILE], stdout: "piped", stderr: "null" })
         .outputSync();
       const id = new TextDecoder().decode(output.stdout).trim();
       cached = output.success && id ? id : "unknown";

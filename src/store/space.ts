@@ -6,6 +6,7 @@
  */
 import { BerthError, errorMessage } from "../util/errors.ts";
 import { dirname, statIfExists } from "../util/fs.ts";
+import { childCommand } from "../util/child_env.ts";
 import type { Engine } from "../docker/engine.ts";
 import type { PullPlan } from "../fetch/pull.ts";
 import type { Store } from "./store.ts";
@@ -78,8 +79,10 @@ async function existingAncestor(path: string): Promise<string> {
 export async function spaceOf(path: string): Promise<FsSpace> {
   const existing = await existingAncestor(path);
   try {
-    const output = await new Deno.Command("df", {
+    const output = await childCommand("df", {
       args: ["-P", "-k", existing],
+      // The C locale: the output parsed below in the POSIX format, whatever the device's locale.
+      env: { LC_ALL: "C" },
       stdout: "piped",
       stderr: "piped",
     })

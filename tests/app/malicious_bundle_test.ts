@@ -12,37 +12,11 @@ import assert from "node:assert/strict";
 import { run, startDockerd } from "../harness/services.ts";
 import { runBerth, scratchDir, snapshotTree, testEnv, withServices } from "../harness/env.ts";
 import { RegistryPusher } from "../../src/registry/push.ts";
-import { parseReference } from "../../src/registry/reference.ts";
-import { OCI_MANIFEST } from "../../src/oci/mediatypes.ts";
-import { appManifest, COMPOSE_FILE, DEFAULT_BUNDLE_LIMITS } from "../../src/app/bundle.ts";
-import { OCI_EMPTY_DATA, OCI_EMPTY_DIGEST } from "../../src/oci/descriptor.ts";
-import { gzip, type TarEntry, writeTar } from "../../src/app/tar.ts";
-import { sha256Of } from "../../src/oci/digest.ts";
+import { COMPOSE_FILE, DEFAULT_BUNDLE_LIMITS } from "../../src/app/bundle.ts";
+import type { TarEntry } from "../../src/app/tar.ts";
+import { file, pushApp } from "./crafted.ts";
 
 const encoder = new TextEncoder();
-
-/**
- * Pushes a compose app whose bundle holds `entries` (in that order) and whose index lists the regular
- * files among them; returns the manifest digest.
- */
-async function pushApp(pusher: RegistryPusher, refText: string, entries: TarEntry[]): Promise<string> {
-  const ref = parseReference(refText);
-  const bundle = await gzip(writeTar(entries));
-  const index: Record<string, string> = {};
-  for (const entry of entries) if (entry.type === "file") index[entry.name] = sha256Of(entry.data!);
-  const sorted = Object.fromEntries(Object.entries(index).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0));
-  const indexBytes = encoder.encode(JSON.stringify(sorted));
-  const bundleRef = { digest: sha256Of(bundle), size: bundle.length };
-  const indexRef = { digest: sha256Of(indexBytes), size: indexBytes.length };
-  await pusher.pushBlob(ref, OCI_EMPTY_DIGEST, OCI_EMPTY_DATA);
-  await pusher.pushBlob(ref, indexRef.digest, indexBytes);
-  await pusher.pushBlob(ref, bundleRef.digest, bundle);
-  return await pusher.pushManifest(
-    ref,
-    appManifest({ bundle: bundleRef, bundleIndex: indexRef }),
-    OCI_MANIFEST,
-  );
-}
 
 /** A valid compose file pinning app-a by digest, as publish writes it. */
 function composeFile(pinned: string): Uint8Array {
@@ -59,12 +33,6 @@ function composeFile(pinned: string): Uint8Array {
     ].join("\n"),
   );
 }
-
-const file = (name: string, text = `${name}\n`): TarEntry => ({
-  name,
-  type: "file",
-  data: encoder.encode(text),
-});
 
 /** Entries names are matched literally in the message: escape them for a RegExp. */
 const literal = (text: string) => text.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");

@@ -24,6 +24,7 @@ function errorFor(text: string): string {
 Deno.test("an empty file, comments only, or keys with no value give the defaults", () => {
   const defaults: Config = {
     docker: {},
+    composeEnvironment: [],
     apps: [],
     pollInterval: 300,
     pollJitter: 30,
@@ -77,6 +78,7 @@ composeRoot: /data/berth/apps
 docker:
   host: tcp://127.0.0.1:2375
 compose: docker-compose
+composeEnvironment: [SITE_NAME, http_proxy, _X1]
 platform: linux/aarch64
 apps:
   - registry.example.com/factory/shop:stable
@@ -114,6 +116,7 @@ logLevel: debug
     composeRoot: "/data/berth/apps",
     docker: { host: "tcp://127.0.0.1:2375" },
     compose: "docker-compose",
+    composeEnvironment: ["SITE_NAME", "http_proxy", "_X1"],
     platform: "linux/arm64",
     apps: [
       "registry.example.com/factory/shop:stable",
@@ -284,6 +287,23 @@ Deno.test("wrong values name the file, the key path, what was expected and what 
     ],
     ["docker: unix:///x", 'docker: expected a mapping with keys host, got "unix:///x"'],
     ["compose: ''", 'compose: expected a command like "docker compose" or "docker-compose", got ""'],
+    [
+      "composeEnvironment: [OK, 1BAD]",
+      'composeEnvironment[1]: expected an environment variable name like MY_SETTING (letters, digits and _), not COMPOSE_* or DOCKER_*, got "1BAD"',
+    ],
+    [
+      "composeEnvironment: [MY-SETTING]",
+      'composeEnvironment[0]: expected an environment variable name like MY_SETTING (letters, digits and _), not COMPOSE_* or DOCKER_*, got "MY-SETTING"',
+    ],
+    [
+      "composeEnvironment: [COMPOSE_FILE]",
+      'composeEnvironment[0]: expected an environment variable name like MY_SETTING (letters, digits and _), not COMPOSE_* or DOCKER_*, got "COMPOSE_FILE" (COMPOSE_* and DOCKER_* set compose\'s own behaviour, which berth decides: the engine is docker.host)',
+    ],
+    [
+      "composeEnvironment: [A, docker_host]",
+      'composeEnvironment[1]: expected an environment variable name like MY_SETTING (letters, digits and _), not COMPOSE_* or DOCKER_*, got "docker_host" (COMPOSE_* and DOCKER_* set compose\'s own behaviour, which berth decides: the engine is docker.host)',
+    ],
+    ["composeEnvironment: SITE_NAME", 'composeEnvironment: expected a list, got "SITE_NAME"'],
     ["platform: arm64", 'platform: expected os/arch[/variant], e.g. linux/arm64, got "arm64"'],
     [
       "status: { listen: 8470 }",
@@ -337,7 +357,7 @@ Deno.test("wrong values name the file, the key path, what was expected and what 
 Deno.test("an unknown key is an error naming it, with the likely key it misspells", () => {
   assert.equal(
     errorFor("pollIntervall: 5m"),
-    `${FILE}: pollIntervall: unknown key (did you mean pollInterval?); expected one of: store, composeRoot, docker, compose, platform, apps, pollInterval, pollJitter, status, parallel, rateLimit, storage, registries, keep, timeouts, limits, logLevel`,
+    `${FILE}: pollIntervall: unknown key (did you mean pollInterval?); expected one of: store, composeRoot, docker, compose, composeEnvironment, platform, apps, pollInterval, pollJitter, status, parallel, rateLimit, storage, registries, keep, timeouts, limits, logLevel`,
   );
   assert.equal(
     errorFor("status:\n  listne: 127.0.0.1:1\n"),
@@ -353,7 +373,7 @@ Deno.test("an unknown key is an error naming it, with the likely key it misspell
 Deno.test("with several problems the first in the file is named and the rest counted", () => {
   assert.equal(
     errorFor("statsu: {}\nkeep: x\nlogLevl: info\n"),
-    `${FILE}: statsu: unknown key (did you mean status?); expected one of: store, composeRoot, docker, compose, platform, apps, pollInterval, pollJitter, status, parallel, rateLimit, storage, registries, keep, timeouts, limits, logLevel (and 2 more problems)`,
+    `${FILE}: statsu: unknown key (did you mean status?); expected one of: store, composeRoot, docker, compose, composeEnvironment, platform, apps, pollInterval, pollJitter, status, parallel, rateLimit, storage, registries, keep, timeouts, limits, logLevel (and 2 more problems)`,
   );
   assert.equal(
     errorFor("keep: -1\nparallel: 0\nlogLevel: loud"),
