@@ -5,8 +5,8 @@
  *
  * The rules:
  * - Nothing a client does ends the process: accept, read, write and handler errors are all caught. An accept
- *   error closes the oldest connection still waiting for its request (freeing a descriptor) and accepting
- *   goes on after ACCEPT_RETRY_MS.
+ *   error (EMFILE) closes the oldest connection still waiting for its request, freeing a descriptor, and
+ *   accepting goes on at once; with none to close, after ACCEPT_RETRY_MS.
  * - At most MAX_CONNECTIONS are open. Accepting one more closes the oldest connection that has not sent a
  *   complete request head (a slow, silent or idle client); when every one is busy being answered, the new
  *   one is closed instead. So a flood of slow connections only ever delays a fresh client by the time it
@@ -32,7 +32,7 @@ export const IDLE_TIMEOUT_MS = 30_000;
 export const RESPONSE_TIMEOUT_MS = 10_000;
 /** A request head (request line and headers): real ones are well under 2 KiB, cookies included. */
 export const MAX_HEAD_BYTES = 16 * 1024;
-/** The pause after an accept error, so that running out of descriptors does not spin the CPU. */
+/** The pause after an accept error that closing a connection cannot help, so that it does not spin the CPU. */
 export const ACCEPT_RETRY_MS = 100;
 /** At most one warning about refused or closed connections this often, so a flood does not fill the log. */
 export const WARN_INTERVAL_MS = 60_000;
@@ -368,10 +368,12 @@ export function serveHttp(
         const freed = evictOldestWaiting();
         warn(
           `cannot accept a connection (${error instanceof Error ? error.message : error}); ` +
-            `${freed ? "closed the oldest connection still waiting for its request, " : ""}` +
-            `retrying every ${ACCEPT_RETRY_MS} ms`,
+            (freed
+              ? "closed the oldest connection still waiting for its request and retrying"
+              : `retrying every ${ACCEPT_RETRY_MS} ms`),
         );
-        await new Promise((resolve) => setTimeout(resolve, ACCEPT_RETRY_MS));
+        // After closing one, only a turn of the event loop: the descriptor is released when its read ends.
+        await new Promise((resolve) => setTimeout(resolve, freed ? 0 : ACCEPT_RETRY_MS));
         continue;
       }
       if (closing) {
