@@ -154,3 +154,25 @@ Deno.test("3,000 slow clients are closed, those the cap left open after the 5 s 
     await agent.stop();
   }
 });
+
+Deno.test("out of open files (a limit below the connection cap), accept errors are survived and /healthz still answered", async () => {
+  await raiseOwnLimit(1000);
+  const dir = await scratchDir("status-emfile-");
+  // The agent needs a few dozen descriptors of its own; the rest is far fewer than MAX_CONNECTIONS.
+  const nofile = 128;
+  const agent = await startAgent(dir, nofile);
+  try {
+    const started = Date.now();
+    const probing = probe(agent.port, started, started + 2 * ANSWER_WITHIN_MS);
+    const { clients, refused } = await openSlowClients(agent.port, 600);
+    const closed = await Promise.all(clients.map((client) => client.closedWithin(HEADER_TIMEOUT_MS + 5_000)));
+    const probes = await probing;
+    assert.ok(agent.alive(), `the agent died:\n${agent.log()}`);
+    assert.equal(refused, 0, "connections refused while the agent runs");
+    console.log(`600 slow clients against ${nofile} open files: ${checkProbes(probes)}`);
+    assert.match(agent.log(), /cannot accept a connection \(Too many open files.*\); closed the oldest/);
+    assert.equal(closed.filter((done) => !done).length, 0, "every slow client was closed by the agent");
+  } finally {
+    await agent.stop();
+  }
+});
