@@ -37,9 +37,9 @@ export const ACCEPT_RETRY_MS = 100;
 /** At most one warning about refused or closed connections this often, so a flood does not fill the log. */
 export const WARN_INTERVAL_MS = 60_000;
 /**
- * While connections queue, each accept returns at once and reads would wait for the whole queue: after this
- * many accepts in a row one turn of the event loop lets ready reads finish, so a client that did send its
- * request is not taken for a slow one and closed at the cap. Well under MAX_CONNECTIONS for that reason.
+ * While connections queue, each accept returns at once and reads would wait for the whole queue: after every
+ * this many accepts one turn of the event loop (about 3 ms) lets ready reads finish, so a client that did send
+ * its request is not taken for a slow one and closed at the cap. Well under MAX_CONNECTIONS for that reason.
  */
 export const ACCEPT_BATCH = 16;
 /** Bytes asked for by one read: a whole request head usually arrives in one. */
@@ -365,10 +365,10 @@ export function serveHttp(
   };
 
   const accepting = (async () => {
-    let inARow = 0;
+    let accepted = 0;
     while (!closing) {
-      if (++inARow > ACCEPT_BATCH) {
-        inARow = 0;
+      if (++accepted > ACCEPT_BATCH) {
+        accepted = 0;
         await new Promise((resolve) => setTimeout(resolve, 0));
       }
       let conn: Deno.Conn;
