@@ -1,7 +1,8 @@
 /**
  * `berth agent`: runs the reconcile loop as a service, with the status endpoint beside it. Holds the
  * store's writer lock for its whole life (other writing commands fail at once, naming it). SIGHUP reloads
- * the config (a broken one is refused and the old one kept); SIGTERM and SIGINT stop it cleanly, exit 0.
+ * the config (a broken one is refused and the old one kept), status.listen, token and hosts included;
+ * SIGTERM and SIGINT stop it cleanly, exit 0.
  */
 import { BerthError, errorMessage, UsageError } from "../util/errors.ts";
 import { createLogger } from "../util/log.ts";
@@ -10,7 +11,7 @@ import { Store } from "../store/store.ts";
 import type { Config } from "../config/config.ts";
 import { Agent, type AgentSettings } from "../agent/agent.ts";
 import { StatusModel } from "../agent/model.ts";
-import { serveStatus } from "../status/server.ts";
+import { serveStatus, type StatusServer } from "../status/server.ts";
 import { type Context, makeContext } from "./context.ts";
 
 /** The agent's settings: command-line options (already resolved over the config) and the config's own keys. */
@@ -47,7 +48,7 @@ export async function agentCommand(context: Context): Promise<number> {
     log,
   });
   const agent = new Agent(store, settingsOf(context, config), model, log);
-  let server: { url: string; close(): Promise<void> } | undefined;
+  let server: StatusServer | undefined;
   const stop = new AbortController();
   const onStop = (signal: string) => () => {
     log.info(`${signal}: stopping`);
@@ -66,6 +67,13 @@ export async function agentCommand(context: Context): Promise<number> {
           log.warn(`config reload: store changed to ${reloaded.storePath}; that takes a restart`);
         }
         agent.reconfigure(settingsOf(reloaded, fresh));
+        const statusWas = server?.url;
+        try {
+          await server?.reconfigure(fresh.status.listen, fresh.status);
+        } catch (error) {
+          log.error(`config reload: the status endpoint: ${errorMessage(error)}`);
+        }
+        if (server && server.url !== statusWas) log.info(`status now at ${server.url}`, { was: statusWas });
         log.info(`config reloaded from ${context.configPath}`, { apps: fresh.apps.length });
       } catch (error) {
         log.error(`config reload refused, keeping the running config: ${errorMessage(error)}`, {
@@ -78,7 +86,11 @@ export async function agentCommand(context: Context): Promise<number> {
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGHUP", onHup);
   try {
-    server = await serveStatus(config.status.listen, model, { token: config.status.token });
+    server = await serveStatus(config.status.listen, model, {
+      token: config.status.token,
+      hosts: config.status.hosts,
+      warn: (message) => log.warn(message),
+    });
     log.info(`status at ${server.url}`, { version: VERSION, store: store.root, apps: config.apps.length });
     await agent.run(stop.signal);
     return 0;

@@ -42,8 +42,11 @@ export interface Config {
   pollInterval: number;
   /** Seconds of random extra wait per poll, at most. */
   pollJitter: number;
-  /** The status endpoint: host:port, [v6]:port or an absolute unix socket path; a token for Bearer auth. */
-  status: { listen: string; token?: string };
+  /**
+   * The status endpoint: host:port, [v6]:port or an absolute unix socket path; a token for Bearer auth;
+   * host names requests may name besides the listen address and localhost (against DNS rebinding).
+   */
+  status: { listen: string; token?: string; hosts: string[] };
   /** Blobs downloaded at once, as --parallel. */
   parallel?: number;
   /** Download bytes per second; undefined is unlimited. */
@@ -188,6 +191,9 @@ const variableProblem = (input: unknown) =>
   typeof input === "string" && COMPOSE_SETTING.test(input)
     ? "COMPOSE_* and DOCKER_* set compose's own behaviour, which berth decides: the engine is docker.host"
     : "";
+/** A DNS name or IPv4 address, without a port: what a Host header names. */
+const HOST_NAME =
+  /^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$/;
 const REGISTRY_HOST =
   /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 
@@ -244,6 +250,12 @@ const ConfigSchema = mapping("", {
       (input) => typeof input === "string" && parseListenAddress(input) ? input : undefined,
     ),
     token: leaf("a non-empty string", nonEmptyString),
+    hosts: list(
+      item(
+        "a host name like device.example.com (no port, no scheme)",
+        (input) => typeof input === "string" && HOST_NAME.test(input) ? input : undefined,
+      ),
+    ),
   }),
   parallel: leaf("a whole number from 1 to 64", whole(1, 64)),
   rateLimit: leaf(`bytes per second or a size like 500KB, 2MiB (units: ${SIZE_UNITS.join(", ")})`, rate),
@@ -414,7 +426,11 @@ export function parseConfig(text: string, path: string): Config {
     apps: file.apps ?? defaults.apps,
     pollInterval,
     pollJitter: file.pollJitter ?? pollInterval * DEFAULT_POLL_JITTER_FRACTION,
-    status: { listen: file.status?.listen ?? defaults.status.listen, token: file.status?.token },
+    status: {
+      listen: file.status?.listen ?? defaults.status.listen,
+      token: file.status?.token,
+      hosts: file.status?.hosts ?? defaults.status.hosts,
+    },
     parallel: file.parallel,
     rateLimit: file.rateLimit,
     storage: {

@@ -31,7 +31,7 @@ export function defaultConfig(): Config {
     apps: [],
     pollInterval: DEFAULT_POLL_INTERVAL,
     pollJitter: DEFAULT_POLL_INTERVAL * DEFAULT_POLL_JITTER_FRACTION,
-    status: { listen: DEFAULT_STATUS_LISTEN },
+    status: { listen: DEFAULT_STATUS_LISTEN, hosts: [] },
     storage: { watermark: DEFAULT_WATERMARK, reserve: DEFAULT_RESERVE },
     registries: { insecure: [] },
     keep: DEFAULT_KEEP,

@@ -8,7 +8,11 @@
  *
  * Handlers only read the StatusSource, which answers from memory: a slow download, a stuck engine or a
  * full disk never holds up an answer. Nothing secret goes out: the document carries no credentials, and
- * the token is never echoed.
+ * the token is never echoed. Connections are accepted, capped and timed out by http.ts.
+ *
+ * Without a token, a TCP listener answers only requests whose Host names it (the listen address, localhost,
+ * a loopback address or a name in status.hosts): a web page that rebinds its own DNS name to 127.0.0.1
+ * must not be able to read /status from a browser on the device.
  */
 import { Hono } from "hono";
 import { BerthError } from "../util/errors.ts";
@@ -16,6 +20,7 @@ import type { Counters, Status } from "./schema.ts";
 import { METRICS_CONTENT_TYPE, renderMetrics } from "./metrics.ts";
 import { STATUS_PAGE_HTML } from "./page.ts";
 import { connectHost, formatListen, isLoopback, type ListenAddress, parseListen } from "./listen.ts";
+import { type HttpLimits, type HttpServer, serveHttp } from "./http.ts";
 
 /** What the server reads; the agent implements it. Every method answers from memory, at once. */
 export interface StatusSource {
@@ -30,6 +35,21 @@ export interface StatusSource {
 export interface StatusOptions {
   /** When set, every route but `GET /` and `GET /healthz` needs `Authorization: Bearer <token>`. */
   token?: string;
+  /** Host names besides the listen address and localhost that requests may name (status.hosts). */
+  hosts?: string[];
+}
+
+/** What the routes check each request against; the server swaps it on a config reload. */
+export interface RouteSettings extends StatusOptions {
+  /** The address served; undefined (as in tests through app.request) or a unix socket: any Host. */
+  listen?: ListenAddress;
+}
+
+export interface ServeOptions extends StatusOptions {
+  /** Trouble with clients (a flood at the connection cap, accept errors), rate-limited by http.ts. */
+  warn?: (message: string) => void;
+  /** Tests shorten the timeouts; the agent keeps http.ts's defaults. */
+  limits?: Partial<HttpLimits>;
 }
 
 /** Routes without a token: the page carries no data; health is for supervisors and load balancers. */
@@ -62,16 +82,65 @@ async function etagOf(body: string): Promise<string> {
   return `"${Array.from(hash.subarray(0, 16), (byte) => byte.toString(16).padStart(2, "0")).join("")}"`;
 }
 
-/** The routes, without a listener: test them with `app.request()`. */
-export function statusRoutes(source: StatusSource, options: StatusOptions = {}): Hono {
+/** The host name a Host header names: "Device.Example.:8470" → "device.example", "[::1]:8470" → "::1". */
+export function hostName(header: string): string | undefined {
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]+))(?::\d*)?$/.exec(header.trim());
+  if (!match) return undefined;
+  return (match[1] ?? match[2]).toLowerCase().replace(/\.$/, "");
+}
+
+/**
+ * Whether a request with this Host header may be answered. The port is not compared: DNS rebinding
+ * controls the name, not the port, and a tunnel (ssh -L 9000:127.0.0.1:8470) changes the port a browser
+ * names. IP literals of loopback cannot be rebound, so they pass too.
+ */
+export function hostAllowed(header: string | undefined, settings: RouteSettings): boolean {
+  const listen = settings.listen;
+  // No Host: not a browser (they always send one). A token: the token is the guard. Unix: no browser.
+  if (header === undefined || settings.token !== undefined || !listen || listen.transport === "unix") {
+    return true;
+  }
+  const name = hostName(header);
+  if (name === undefined) return false;
+  if (name === listen.hostname.toLowerCase() || isLoopback({ transport: "tcp", hostname: name, port: 0 })) {
+    return true;
+  }
+  return (settings.hosts ?? []).some((host) => host.toLowerCase().replace(/\.$/, "") === name);
+}
+
+/**
+ * The routes, without a listener: test them with `app.request()`. `settings` is read on every request,
+ * so a reloaded token or host list takes effect at once.
+ */
+export function statusRoutes(
+  source: StatusSource,
+  settings: RouteSettings | (() => RouteSettings) = {},
+): Hono {
   const app = new Hono();
-  const token = options.token;
+  const current = typeof settings === "function" ? settings : () => settings;
   // Polling fleets mostly ask for an unchanged document: hash it once.
   let lastBody = "";
   let lastEtag = "";
 
-  if (token !== undefined) {
-    app.use("*", async (c, next) => {
+  app.use("*", async (c, next) => {
+    const host = c.req.header("host");
+    const now = current();
+    if (!hostAllowed(host, now)) {
+      const shown = JSON.stringify(host!.length > 100 ? `${host!.slice(0, 97)}...` : host);
+      c.header("X-Content-Type-Options", "nosniff");
+      return c.json({
+        error: "misdirected_request",
+        message: `Host ${shown} is not a name of this agent (status.listen ${
+          formatListen(now.listen!)
+        }): ask for localhost or the listen address, or add the name to status.hosts`,
+      }, 421);
+    }
+    await next();
+  });
+
+  app.use("*", async (c, next) => {
+    const token = current().token;
+    if (token !== undefined) {
       if (OPEN_PATHS.has(c.req.path) && (c.req.method === "GET" || c.req.method === "HEAD")) {
         await next();
         return;
@@ -87,9 +156,9 @@ export function statusRoutes(source: StatusSource, options: StatusOptions = {}):
             : "the bearer token is not this agent's status.token",
         }, 401);
       }
-      await next();
-    });
-  }
+    }
+    await next();
+  });
 
   app.get("/", (c) => {
     c.header("Cache-Control", "no-cache");
@@ -149,9 +218,15 @@ export function statusRoutes(source: StatusSource, options: StatusOptions = {}):
 
 export interface StatusServer {
   /** "http://127.0.0.1:8470", or "unix:/run/berth/status.sock" for a unix socket. */
-  url: string;
+  readonly url: string;
   /** The address actually bound, in `status.listen` syntax (the real port when 0 was asked). */
-  listen: string;
+  readonly listen: string;
+  /**
+   * Applies a reloaded `status` config. The token and hosts take effect at once. A changed listen address
+   * is bound before the old one is closed; when that fails the old one keeps serving (with the new token
+   * and hosts, if its address allows them) and a BerthError names the address.
+   */
+  reconfigure(listen: string, options: StatusOptions): Promise<void>;
   /** Stops listening, lets requests in flight finish, and removes the unix socket. */
   close(): Promise<void>;
 }
@@ -201,46 +276,117 @@ async function clearStaleSocket(path: string): Promise<void> {
   );
 }
 
-/** Listens on `listen` (host:port, [v6]:port or a unix socket path) and serves statusRoutes. */
-export async function serveStatus(
-  listen: string,
-  source: StatusSource,
-  options: StatusOptions = {},
-): Promise<StatusServer> {
-  const address = parseListen(listen);
-  checkListenAllowed(address, options);
-  const app = statusRoutes(source, options);
-  const handler = (request: Request) => app.fetch(request);
+/** Binds `address`; errors name `listen` and say what to do. */
+async function bind(address: ListenAddress, listen: string): Promise<Deno.Listener> {
   try {
     if (address.transport === "unix") {
       await clearStaleSocket(address.path);
-      const server = Deno.serve({ path: address.path, onListen: () => {} }, handler);
-      return {
-        url: `unix:${address.path}`,
-        listen: address.path,
-        close: async () => {
-          await server.shutdown();
-          await Deno.remove(address.path).catch(() => {});
-        },
-      };
+      return Deno.listen({ transport: "unix", path: address.path });
     }
-    const server = Deno.serve(
-      { hostname: address.hostname, port: address.port, onListen: () => {} },
-      handler,
-    );
-    const bound = { ...address, port: server.addr.port };
-    const urlHost = connectHost(bound);
-    return {
-      url: `http://${urlHost.includes(":") ? `[${urlHost}]` : urlHost}:${bound.port}`,
-      listen: formatListen(bound),
-      close: () => server.shutdown(),
-    };
+    return Deno.listen({ hostname: address.hostname, port: address.port });
   } catch (error) {
     if (error instanceof BerthError) throw error;
     throw new BerthError(
       "invalid_input",
-      `status.listen "${listen}": cannot listen: ${error instanceof Error ? error.message : error}`,
+      `status.listen "${listen}": cannot listen: ${error instanceof Error ? error.message : error} ` +
+        `(choose a free address, or stop what holds it)`,
       { cause: error },
     );
   }
+}
+
+/** One bound listener and what it answers as. */
+interface Bound {
+  /** As configured: a reload with the same text keeps the listener, even for port 0. */
+  requested: string;
+  address: ListenAddress;
+  url: string;
+  listen: string;
+  http: HttpServer;
+}
+
+/** Listens on `listen` (host:port, [v6]:port or a unix socket path) and serves statusRoutes. */
+export async function serveStatus(
+  listen: string,
+  source: StatusSource,
+  options: ServeOptions = {},
+): Promise<StatusServer> {
+  const settingsFor = (address: ListenAddress, next: StatusOptions): RouteSettings => ({
+    token: next.token,
+    hosts: [...(next.hosts ?? [])],
+    listen: address,
+  });
+  // Set before the first connection is accepted: no request is ever answered without the checks.
+  let settings = settingsFor(parseListen(listen), options);
+  const app = statusRoutes(source, () => settings);
+  const handler = (request: Request) => app.fetch(request);
+
+  const open = async (requested: string): Promise<Bound> => {
+    const address = parseListen(requested);
+    const listener = await bind(address, requested);
+    if (address.transport === "unix") {
+      const http = serveHttp(listener, handler, { ...options, name: `status endpoint ${address.path}` });
+      return { requested, address, url: `unix:${address.path}`, listen: address.path, http };
+    }
+    const bound = { ...address, port: (listener.addr as Deno.NetAddr).port };
+    const urlHost = connectHost(bound);
+    const http = serveHttp(listener, handler, { ...options, name: `status endpoint ${formatListen(bound)}` });
+    return {
+      requested,
+      address: bound,
+      url: `http://${urlHost.includes(":") ? `[${urlHost}]` : urlHost}:${bound.port}`,
+      listen: formatListen(bound),
+      http,
+    };
+  };
+  const stop = async (bound: Bound) => {
+    await bound.http.close();
+    if (bound.address.transport === "unix") await Deno.remove(bound.address.path).catch(() => {});
+  };
+  const settle = (bound: Bound, next: StatusOptions) => {
+    settings = settingsFor(bound.address, next);
+  };
+
+  checkListenAllowed(parseListen(listen), options);
+  let current = await open(listen);
+  settle(current, options);
+  return {
+    get url() {
+      return current.url;
+    },
+    get listen() {
+      return current.listen;
+    },
+    async reconfigure(listen: string, next: StatusOptions) {
+      if (listen === current.requested) {
+        checkListenAllowed(current.address, next);
+        settle(current, next);
+        return;
+      }
+      checkListenAllowed(parseListen(listen), next);
+      let fresh: Bound;
+      try {
+        fresh = await open(listen);
+      } catch (error) {
+        let allowed = true;
+        try {
+          checkListenAllowed(current.address, next);
+        } catch {
+          allowed = false;
+        }
+        if (allowed) settle(current, next);
+        throw new BerthError(
+          "invalid_input",
+          `${error instanceof Error ? error.message : error}; still serving on ${current.listen}` +
+            (allowed ? "" : " with the previous token"),
+          { cause: error },
+        );
+      }
+      const old = current;
+      current = fresh;
+      settle(current, next);
+      await stop(old);
+    },
+    close: () => stop(current),
+  };
 }

@@ -37,7 +37,7 @@ Deno.test("a broken config file: every command exits 1 with one line naming the 
     ],
     [
       `store: ${dir}/file-store\nstatus:\n  listen: 127.0.0.1:8470\n  tokn: x\n`,
-      `berth: ${file}: status.tokn: unknown key (did you mean token?); expected one of: listen, token`,
+      `berth: ${file}: status.tokn: unknown key (did you mean token?); expected one of: listen, token, hosts`,
     ],
     [
       `store: ${dir}/file-store\napps: [registry.example.com/shop:1, 42]\n`,

@@ -28,7 +28,7 @@ Deno.test("an empty file, comments only, or keys with no value give the defaults
     apps: [],
     pollInterval: 300,
     pollJitter: 30,
-    status: { listen: "127.0.0.1:8470" },
+    status: { listen: "127.0.0.1:8470", hosts: [] },
     storage: { watermark: 95, reserve: 64 * 1024 * 1024 },
     registries: { insecure: [] },
     keep: 1,
@@ -88,6 +88,7 @@ pollJitter: 2m
 status:
   listen: 0.0.0.0:9000
   token: s3cret-token
+  hosts: [device.example.com, kiosk.lan.]
 parallel: 8
 rateLimit: 2MiB/s
 storage:
@@ -124,7 +125,7 @@ logLevel: debug
     ],
     pollInterval: 5400,
     pollJitter: 120,
-    status: { listen: "0.0.0.0:9000", token: "s3cret-token" },
+    status: { listen: "0.0.0.0:9000", token: "s3cret-token", hosts: ["device.example.com", "kiosk.lan."] },
     parallel: 8,
     rateLimit: 2 * 1024 * 1024,
     storage: { watermark: 90, reserve: 1024 ** 3 },
@@ -310,7 +311,16 @@ Deno.test("wrong values name the file, the key path, what was expected and what 
       "status.listen: expected host:port, [v6]:port or an absolute unix socket path, got 8470",
     ],
     ["status: { token: '' }", 'status.token: expected a non-empty string, got ""'],
-    ["status: [a]", 'status: expected a mapping with keys listen, token, got ["a"]'],
+    ["status: [a]", 'status: expected a mapping with keys listen, token, hosts, got ["a"]'],
+    ["status: { hosts: device.lan }", 'status.hosts: expected a list, got "device.lan"'],
+    [
+      "status: { hosts: [ok.lan, 'device.lan:8470'] }",
+      'status.hosts[1]: expected a host name like device.example.com (no port, no scheme), got "device.lan:8470"',
+    ],
+    [
+      "status: { hosts: ['http://device.lan'] }",
+      'status.hosts[0]: expected a host name like device.example.com (no port, no scheme), got "http://device.lan"',
+    ],
     ["parallel: 0", "parallel: expected a whole number from 1 to 64, got 0"],
     ["parallel: 2.5", "parallel: expected a whole number from 1 to 64, got 2.5"],
     ["parallel: '4'", 'parallel: expected a whole number from 1 to 64, got "4"'],
@@ -361,7 +371,7 @@ Deno.test("an unknown key is an error naming it, with the likely key it misspell
   );
   assert.equal(
     errorFor("status:\n  listne: 127.0.0.1:1\n"),
-    `${FILE}: status.listne: unknown key (did you mean listen?); expected one of: listen, token`,
+    `${FILE}: status.listne: unknown key (did you mean listen?); expected one of: listen, token, hosts`,
   );
   assert.equal(
     errorFor("timeouts: { install: 5m }"),

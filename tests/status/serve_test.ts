@@ -11,6 +11,7 @@ import { BerthError } from "../../src/util/errors.ts";
 import { runBerth } from "../harness/env.ts";
 import { freePort } from "../harness/services.ts";
 import { FixedSource, sampleStatus } from "./fixture.ts";
+import { portOf, request } from "./raw_http.ts";
 
 const TOKEN = "token-for-serve-tests";
 
@@ -206,4 +207,57 @@ Deno.test("formatStatus: a blocked app shows its reason and facts; an unreachabl
     lines[0],
     "agent   berth 0.1.0, reconciling, up 2h, last reconcile 5m ago, polls every 5m",
   );
+});
+
+Deno.test("reconfigure: a new token and hosts apply at once; a new address is bound before the old is closed", async () => {
+  const server = await serveStatus("127.0.0.1:0", new FixedSource(), {});
+  try {
+    const first = server.listen;
+    const port = portOf(server.url);
+    assert.equal((await request(port, "/status"))?.status, 200);
+    assert.equal((await request(port, "/status", { host: "kiosk.lan" }))?.status, 421);
+
+    await server.reconfigure("127.0.0.1:0", { token: TOKEN, hosts: ["kiosk.lan"] });
+    assert.equal(server.listen, first, "the same listen text keeps the listener, even for port 0");
+    assert.equal((await request(port, "/status"))?.status, 401, "the new token applies at once");
+    await server.reconfigure("127.0.0.1:0", { hosts: ["kiosk.lan"] });
+    assert.equal((await request(port, "/status", { host: "kiosk.lan" }))?.status, 200, "new hosts apply");
+
+    const next = freePort();
+    await server.reconfigure(`127.0.0.1:${next}`, {});
+    assert.equal(server.listen, `127.0.0.1:${next}`);
+    assert.equal(server.url, `http://127.0.0.1:${next}`);
+    assert.equal((await request(next, "/healthz"))?.status, 200);
+    await assert.rejects(
+      request(port, "/healthz"),
+      Deno.errors.ConnectionRefused,
+      "the old address is closed",
+    );
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("reconfigure: when the new address cannot be bound the old one keeps serving and the error names both", async () => {
+  const server = await serveStatus("127.0.0.1:0", new FixedSource(), {});
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const port = portOf(server.url);
+    const busy = `127.0.0.1:${(taken.addr as Deno.NetAddr).port}`;
+    await assert.rejects(server.reconfigure(busy, { token: TOKEN }), (error: BerthError) => {
+      assert.equal(error.reason, "invalid_input");
+      assert.match(
+        error.message,
+        new RegExp(`^status\\.listen "${busy}": cannot listen: .*; still serving on ${server.listen}$`),
+      );
+      return true;
+    });
+    assert.equal(server.listen, `127.0.0.1:${port}`);
+    assert.equal((await request(port, "/status"))?.status, 401, "the token applies on the address kept");
+    await assert.rejects(server.reconfigure("0.0.0.0:0", {}), /a non-loopback address needs status\.token/);
+    assert.equal((await request(port, "/healthz"))?.status, 200);
+  } finally {
+    taken.close();
+    await server.close();
+  }
 });
