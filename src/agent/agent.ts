@@ -324,6 +324,8 @@ export class Agent {
   async #sleepUntilDue(signal: AbortSignal): Promise<void> {
     const next = Math.min(...[...this.#schedule.values()].map((schedule) => schedule.nextAt));
     const wait = Number.isFinite(next) ? Math.max(0, next - Date.now()) : this.#pollDelay();
+    // A stop that came during the pass has fired already: a listener added now would never hear it.
+    if (signal.aborted) return;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(done, wait);
       const onAbort = () => done();
