@@ -148,6 +148,25 @@ Deno.test({
         /size-string:1 .* layers\[0\]\.size: "100" is not a size in bytes/,
       ],
       [
+        "config-huge",
+        DOCKER_MANIFEST,
+        imageWith((m) => m.config.size = 200_000_000),
+        /config-huge:1 manifest .* config: sha256:[0-9a-f]{64} declares 200000000 bytes, over the 8388608-byte limit \(limits\.imageConfig in the config file\)/,
+      ],
+      [
+        "meta-huge",
+        OCI_MANIFEST,
+        appWith((m) =>
+          m.layers.push({
+            mediaType: "application/json",
+            digest: `sha256:${"4".repeat(64)}`,
+            size: 500_000_000,
+            annotations: { "layers-meta": "v1" },
+          })
+        ),
+        /meta-huge:1 manifest .* layers meta: sha256:4{64} declares 500000000 bytes, over the 16777216-byte limit \(limits\.layersMeta/,
+      ],
+      [
         "index-traversal",
         OCI_INDEX,
         {
