@@ -196,7 +196,9 @@ export class RegistryClient {
               signal: abort.signal,
               credentialFiles: this.options.credentialFiles,
             },
-          );
+          ).catch((error) => {
+            throw inContext(error, what);
+          });
           this.#tokens.set(ref.registry, scopeKey, answer.header, answer.lifetimeMs);
           // The fresh answer is used directly: a token may live shorter than the cache keeps it.
           response = await this.#follow(ref, transport, request, scopeKey, abort.signal, answer.header);
@@ -424,13 +426,22 @@ export class RegistryClient {
     // Headers and body together within the deadline: the request's own bound ends with its headers.
     const deadline = this.#deadline(`manifest ${formatReference(ref)}`, ref.registry, signal);
     try {
-      return await this.#getManifest(ref, deadline.signal);
+      // A body that stalls or drops is asked for again, as a failed request is; the deadline bounds both.
+      let failure: BerthError | undefined;
+      for (let attempt = 1; attempt <= this.options.attempts; attempt++) {
+        if (attempt > 1) await sleep(backoffDelay(attempt - 1, this.options), deadline.signal);
+        const result = await this.#getManifest(ref, deadline.signal);
+        if (!(result instanceof BerthError)) return result;
+        failure = result;
+      }
+      throw failure;
     } finally {
       deadline.done();
     }
   }
 
-  async #getManifest(ref: Reference, signal: AbortSignal): Promise<Manifest> {
+  /** One GET of a manifest; a transient failure to read its body is returned, to be tried again. */
+  async #getManifest(ref: Reference, signal: AbortSignal): Promise<Manifest | BerthError> {
     const selector = manifestSelector(ref);
     const name = formatReference(ref);
     const { response, abort, release } = await this.request(ref, {
@@ -457,11 +468,18 @@ export class RegistryClient {
         );
       }
       // Content-Length may lie or be absent: the cap holds whatever arrives.
-      const { bytes, truncated } = await readAtMost(response.body, MAX_MANIFEST_BYTES, {
-        what: `manifest ${name}`,
-        stallMs: this.options.stallTimeoutMs,
-        signal: abort.signal,
-      });
+      let read: { bytes: Uint8Array; truncated: boolean };
+      try {
+        read = await readAtMost(response.body, MAX_MANIFEST_BYTES, {
+          what: `manifest ${name}`,
+          stallMs: this.options.stallTimeoutMs,
+          signal: abort.signal,
+        });
+      } catch (error) {
+        if (signal.aborted || !(error instanceof BerthError) || !error.transient) throw error;
+        return error;
+      }
+      const { bytes, truncated } = read;
       if (truncated) {
         throw new BerthError("unsupported", `${name}: manifest is over the ${MAX_MANIFEST_BYTES}-byte limit`);
       }
@@ -526,7 +544,7 @@ export class RegistryClient {
   ): Promise<AsyncIterable<Uint8Array>> {
     const headers = new Headers();
     if (offset > 0) headers.set("Range", `bytes=${offset}-${size - 1}`);
-    const what = `blob ${digest}`;
+    const what = `blob ${digest} of ${formatReference(ref)}`;
     const { response, abort, release } = await this.request(ref, {
       target: `/v2/${ref.repository}/blobs/${digest}`,
       headers,
@@ -551,10 +569,7 @@ export class RegistryClient {
     let skip = 0;
     if (response.status === 404) {
       const detail = await this.#errorText(response, abort.signal);
-      throw new BerthError(
-        "not_found",
-        `${what} of ${formatReference(ref)}: not found in ${ref.registry} (${detail})`,
-      );
+      throw new BerthError("not_found", `${what}: not found in ${ref.registry} (${detail})`);
     }
     if (response.status === 206) {
       // Exactly the range asked for: another start would splice wrong bytes in, another end or total
@@ -597,4 +612,14 @@ function parseLocation(location: string, base: URL, registry: string, what: stri
       `registry ${registry} sent an invalid redirect for ${what}: "${outsideText(location, 120)}"`,
     );
   }
+}
+
+/** A failure of the token exchange names the request it was for (the reference), unless it already does. */
+function inContext(error: unknown, what: string): unknown {
+  if (!(error instanceof BerthError) || error.message.includes(what)) return error;
+  return new BerthError(error.reason, `${what}: ${error.message}`, {
+    cause: error,
+    transient: error.transient,
+    details: error.details,
+  });
 }
