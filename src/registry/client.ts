@@ -155,7 +155,8 @@ export class RegistryClient {
     // One cache entry per set of scopes: a push token is not handed to a pull, nor the other way round.
     const scopeKey = scopes.join(" ");
     const attempts = request.attempts ?? this.options.attempts;
-    const deadlineAt = Date.now() + this.options.deadlineMs;
+    // An upload is given time for its body (`timeoutMs`); the deadline never cuts that short.
+    const deadlineAt = Date.now() + Math.max(this.options.deadlineMs, request.timeoutMs ?? 0);
     let lastError: unknown;
     let attempt = 1;
     for (; attempt <= attempts; attempt++) {
