@@ -247,7 +247,8 @@ export class RegistryClient {
       }
     }
     if (lastError instanceof BerthError && lastError.reason !== "registry_unreachable") throw lastError;
-    const tried = Math.min(attempt, attempts);
+    // The loop ends past the last attempt, or breaks before one the deadline leaves no time for.
+    const tried = attempt - 1;
     throw new BerthError(
       "registry_unreachable",
       `cannot reach registry ${ref.registry} for ${what} after ${tried} attempt${tried === 1 ? "" : "s"}: ${
