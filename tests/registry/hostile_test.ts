@@ -19,6 +19,10 @@ import {
   startHostileRegistry,
 } from "../harness/hostile_registry.ts";
 import { MAX_REDIRECTS } from "../../src/registry/client.ts";
+import { RegistryPusher } from "../../src/registry/push.ts";
+import { parseReference } from "../../src/registry/reference.ts";
+import { sha256Of } from "../../src/util/digest.ts";
+import { BerthError } from "../../src/util/errors.ts";
 
 const MiB = 1024 * 1024;
 /** What a flood sends: far more than any cap, and more than the RSS bound. */
@@ -417,3 +421,25 @@ hostile(
     assert.ok(line.length < 600, `${line.length} characters`);
   },
 );
+
+hostile("an upload Location with a file: URL is refused before anything is sent there", async (registry) => {
+  registry.route(
+    "POST",
+    "/v2/evil/up/blobs/uploads/",
+    () => new Response(null, { status: 202, headers: { Location: "file:///tmp/berth-upload-target" } }),
+  );
+  const pusher = new RegistryPusher({ deadlineMs: 5_000, stallTimeoutMs: 1_000 });
+  const bytes = new TextEncoder().encode("layer");
+  try {
+    await assert.rejects(
+      pusher.pushBlob(parseReference(`${registry.host}/evil/up:1`), sha256Of(bytes), bytes),
+      (error: unknown) =>
+        error instanceof BerthError &&
+        /registry 127\.0\.0\.1:\d+ sent a location for upload of blob .* "file:\/\/\/tmp\/berth-upload-target[^"]*": berth goes only to https:/
+          .test(error.message),
+    );
+  } finally {
+    await pusher.close();
+  }
+  assert.equal(await Deno.stat("/tmp/berth-upload-target").then(() => true, () => false), false);
+});
