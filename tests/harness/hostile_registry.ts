@@ -21,7 +21,6 @@
  * - Unrouted: `/v2/` answers 200 (berth's plain-HTTP probe), anything else 404 with a registry error.
  * - `requests` lists every request (method, path, query, Authorization, Range); `count` counts matching ones.
  */
-import { sha256Of } from "../../src/util/digest.ts";
 
 export type Handler = (request: Request, match: RegExpExecArray) => Response | Promise<Response>;
 
@@ -97,7 +96,7 @@ function matches(path: string | RegExp, actual: string): RegExpExecArray | null 
 }
 
 /** An empty tar archive (two zero blocks), gzipped: a layer any unpacker accepts. */
-async function emptyLayer(): Promise<{ tar: Uint8Array; gzip: Uint8Array<ArrayBuffer> }> {
+async function emptyLayer(): Promise<{ tar: Uint8Array<ArrayBuffer>; gzip: Uint8Array<ArrayBuffer> }> {
   const tar = new Uint8Array(1024);
   const gzip = new Uint8Array(
     await new Response(new Blob([tar]).stream().pipeThrough(new CompressionStream("gzip"))).arrayBuffer(),
@@ -106,8 +105,15 @@ async function emptyLayer(): Promise<{ tar: Uint8Array; gzip: Uint8Array<ArrayBu
 }
 
 const encoder = new TextEncoder();
-const blob = (bytes: Uint8Array<ArrayBuffer>): ServedBlob => ({
-  digest: sha256Of(bytes),
+
+/** "sha256:<hex>" of `bytes`, computed here: the harness depends on nothing in src/. */
+export async function sha256Digest(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return `sha256:${Array.from(hash, (byte) => byte.toString(16).padStart(2, "0")).join("")}`;
+}
+
+const blob = async (bytes: Uint8Array<ArrayBuffer>): Promise<ServedBlob> => ({
+  digest: await sha256Digest(bytes),
   size: bytes.length,
   bytes,
 });
@@ -193,16 +199,16 @@ export async function startHostileRegistry(): Promise<HostileRegistry> {
     },
     async serveImage(repo, tag, options = {}): Promise<ServedImage> {
       const { tar, gzip } = await emptyLayer();
-      const layer = blob(options.layer ?? gzip);
+      const layer = await blob(options.layer ?? gzip);
       const arch = Deno.build.arch === "aarch64" ? "arm64" : "amd64";
-      const config = blob(encoder.encode(JSON.stringify({
+      const config = await blob(encoder.encode(JSON.stringify({
         architecture: arch,
         os: "linux",
         config: {},
-        rootfs: { type: "layers", diff_ids: [sha256Of(tar)] },
+        rootfs: { type: "layers", diff_ids: [await sha256Digest(tar)] },
       })));
       const manifestType = "application/vnd.oci.image.manifest.v1+json";
-      const manifest = blob(encoder.encode(JSON.stringify({
+      const manifest = await blob(encoder.encode(JSON.stringify({
         schemaVersion: 2,
         mediaType: manifestType,
         config: {

@@ -16,12 +16,12 @@ import {
   generatedBody,
   type HostileRegistry,
   jsonResponse,
+  sha256Digest,
   startHostileRegistry,
 } from "../harness/hostile_registry.ts";
 import { MAX_REDIRECTS } from "../../src/registry/client.ts";
 import { RegistryPusher } from "../../src/registry/push.ts";
 import { parseReference } from "../../src/registry/reference.ts";
-import { sha256Of } from "../../src/util/digest.ts";
 import { BerthError } from "../../src/util/errors.ts";
 
 const MiB = 1024 * 1024;
@@ -432,7 +432,7 @@ hostile("an upload Location with a file: URL is refused before anything is sent 
   const bytes = new TextEncoder().encode("layer");
   try {
     await assert.rejects(
-      pusher.pushBlob(parseReference(`${registry.host}/evil/up:1`), sha256Of(bytes), bytes),
+      pusher.pushBlob(parseReference(`${registry.host}/evil/up:1`), await sha256Digest(bytes), bytes),
       (error: unknown) =>
         error instanceof BerthError &&
         /registry 127\.0\.0\.1:\d+ sent a location for upload of blob .* "file:\/\/\/tmp\/berth-upload-target[^"]*": berth goes only to https:/
