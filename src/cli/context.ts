@@ -168,6 +168,8 @@ export async function makeContext(
         DOCKER_CERTS_DIR,
       ],
       credentialFiles: [credentials, ...(dockerConfig ? [dockerConfig] : [])],
+      ...(config.registries.stallTimeout ? { stallTimeoutMs: config.registries.stallTimeout * 1000 } : {}),
+      ...(config.registries.timeout ? { deadlineMs: config.registries.timeout * 1000 } : {}),
     },
     args,
     say: (line) => {

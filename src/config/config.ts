@@ -53,8 +53,17 @@ export interface Config {
   rateLimit?: number;
   /** watermark: maximum % of a filesystem used; reserve: bytes kept free. */
   storage: { watermark: number; reserve: number };
-  /** As --credentials, --certs-dir and --insecure-registry (the flags add to this list). */
-  registries: { credentials?: string; certsDir?: string; insecure: string[] };
+  /**
+   * As --credentials, --certs-dir and --insecure-registry (the flags add to this list); seconds without a
+   * body byte, and for one whole registry operation (defaults in registry/options.ts).
+   */
+  registries: {
+    credentials?: string;
+    certsDir?: string;
+    insecure: string[];
+    stallTimeout?: number;
+    timeout?: number;
+  };
   /** Previous app versions kept besides the current one. */
   keep: number;
   /** Seconds: no progress before "stalled"; services running after `up`; cap of the retry back-off. */
@@ -272,6 +281,8 @@ const ConfigSchema = mapping("", {
         (input) => typeof input === "string" && REGISTRY_HOST.test(input) ? input : undefined,
       ),
     ),
+    stallTimeout: leaf(DURATION_EXPECTED, positiveDuration),
+    timeout: leaf(DURATION_EXPECTED, positiveDuration),
   }),
   keep: leaf("a whole number, 0 or more", whole(0, Number.MAX_SAFE_INTEGER)),
   timeouts: mapping("timeouts", {
@@ -441,6 +452,8 @@ export function parseConfig(text: string, path: string): Config {
       credentials: file.registries?.credentials,
       certsDir: file.registries?.certsDir,
       insecure: file.registries?.insecure ?? defaults.registries.insecure,
+      stallTimeout: file.registries?.stallTimeout,
+      timeout: file.registries?.timeout,
     },
     keep: file.keep ?? defaults.keep,
     timeouts: {

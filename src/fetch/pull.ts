@@ -190,7 +190,7 @@ class Pool {
 /**
  * Downloads one blob into the store, resuming its ingest: a dropped or stalled transfer continues with a
  * Range request from the byte reached. Consecutive failures without progress are bounded by the client's
- * attempt count. A verification failure of a resumed download is retried once from byte 0 (the kept
+ * attempt count, and the time without a byte received by its deadline. A verification failure of a resumed download is retried once from byte 0 (the kept
  * prefix may be what was wrong); a second one is final and names the digest.
  */
 async function downloadBlob(
@@ -208,6 +208,7 @@ async function downloadBlob(
     const writer = await store.ingest(digest, size);
     options.onEvent?.({ type: "blob-start", digest, size, offset: writer.offset });
     let failures = 0;
+    let progressAt = Date.now();
     try {
       while (writer.offset < size) {
         const before = writer.offset;
@@ -216,6 +217,7 @@ async function downloadBlob(
           for await (const chunk of body) {
             await writer.write(chunk);
             bytesFetched += chunk.length;
+            progressAt = Date.now();
             await limiter?.take(chunk.length, options.signal);
             options.onEvent?.({ type: "blob-progress", digest, bytesDone: writer.offset, size });
           }
@@ -233,6 +235,13 @@ async function downloadBlob(
           if (!(error instanceof BerthError) || !error.transient) throw error;
           failures = writer.offset > before ? 1 : failures + 1;
           if (failures >= client.options.attempts) throw error;
+          if (Date.now() - progressAt >= client.options.deadlineMs) {
+            throw new BerthError(
+              "registry_unreachable",
+              `${error.message} (no data for ${Math.round((Date.now() - progressAt) / 1000)} s, giving up)`,
+              { cause: error, transient: true },
+            );
+          }
           options.onEvent?.({ type: "blob-retry", digest, offset: writer.offset, error: error.message });
           await writer.checkpoint();
           await sleep(backoffDelay(failures, client.options), options.signal);

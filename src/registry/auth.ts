@@ -4,7 +4,10 @@
  * `expires_in` runs out. No credential or token is ever put in a message or a log.
  */
 import { BerthError } from "../util/errors.ts";
+import { readAtMost } from "./body.ts";
 import type { Credentials } from "./credentials.ts";
+import { isLoopbackHost } from "./reference.ts";
+import { checkRegistryUrl } from "./transport.ts";
 
 export interface Challenge {
   scheme: "bearer" | "basic";
@@ -94,22 +97,45 @@ export class TokenCache {
 }
 
 /**
- * Turns a challenge into an Authorization header and its lifetime. `fetchToken` performs the token GET
- * (so the caller's transport, certificates and timeouts apply). `scope` is what the request needs, one
- * scope or several; see `tokenScopes` for what is asked.
+ * A token response is a JSON object with one token (a JWT of a few KiB at most in practice); the cap leaves
+ * room for tokens with large claims and keeps a hostile token service from filling memory.
+ */
+export const MAX_TOKEN_RESPONSE_BYTES = 256 * 1024;
+/** A token goes into a header: visible ASCII only, so a hostile one cannot add headers or lines. */
+const TOKEN_CHARS = /^[\x21-\x7e]+$/;
+
+/** How the token GET is made, and what the registry's transport allows. */
+export interface TokenExchange {
+  /** Performs the token GET (so the caller's transport, certificates and timeouts apply). */
+  fetch: (url: URL, headers: Headers) => Promise<Response>;
+  /** The registry is spoken to over TLS: credentials then never go to a plain-HTTP realm on the network. */
+  tls: boolean;
+  /** The registry may be spoken to in plain HTTP (loopback, insecure): its realm may be http: too. */
+  plainHttpAllowed: boolean;
+  /** Milliseconds without a byte of the token response before it fails. */
+  stallMs: number;
+  signal?: AbortSignal;
+  /** Named when there are no credentials and the registry wants some. */
+  credentialFiles?: string[];
+}
+
+/**
+ * Turns a challenge into an Authorization header and its lifetime. `scope` is what the request needs,
+ * one scope or several; see `tokenScopes` for what is asked. The realm must be https: (or http: for a
+ * registry allowed plain HTTP), and Basic credentials go to a plain-HTTP realm only from a plain-HTTP
+ * registry or on this machine (loopback): never from a TLS registry across the network.
  */
 export async function answerChallenge(
   challenge: Challenge,
   registry: string,
   scope: string | readonly string[],
   credentials: Credentials | undefined,
-  fetchToken: (url: URL, headers: Headers) => Promise<Response>,
-  credentialFiles: string[] = [],
+  exchange: TokenExchange,
 ): Promise<{ header: string; lifetimeMs: number }> {
   const scopes = typeof scope === "string" ? [scope] : scope;
   const scopeText = scopes.join(" ");
   const noCredentials = `no credentials for ${registry} in ${
-    credentialFiles.join(" or ") || "any credentials file"
+    exchange.credentialFiles?.join(" or ") || "any credentials file"
   }`;
   if (challenge.scheme === "basic") {
     if (!credentials) {
@@ -128,13 +154,21 @@ export async function answerChallenge(
   try {
     url = new URL(realm);
   } catch {
-    throw new BerthError("auth_failed", `registry ${registry} sent an invalid token realm "${realm}"`);
+    throw new BerthError("auth_failed", `registry ${registry} sent an invalid token realm`);
+  }
+  checkRegistryUrl(url, registry, exchange.plainHttpAllowed, "a token realm");
+  if (credentials && exchange.tls && url.protocol === "http:" && !isLoopbackHost(url.host)) {
+    throw new BerthError(
+      "auth_failed",
+      `registry ${registry} is spoken to over TLS but its token realm ${url.origin} is plain HTTP: ` +
+        `berth does not send the registry's credentials there`,
+    );
   }
   if (challenge.params.service) url.searchParams.set("service", challenge.params.service);
   for (const each of tokenScopes(scopes, challenge.params.scope)) url.searchParams.append("scope", each);
   const headers = new Headers();
   if (credentials) headers.set("Authorization", basicHeader(credentials));
-  const response = await fetchToken(url, headers);
+  const response = await exchange.fetch(url, headers);
   if (response.status === 401 || response.status === 403) {
     await response.body?.cancel();
     throw new BerthError(
@@ -151,14 +185,31 @@ export async function answerChallenge(
       transient: response.status >= 500,
     });
   }
-  let body: { token?: string; access_token?: string; expires_in?: number };
+  const { bytes, truncated } = await readAtMost(response.body, MAX_TOKEN_RESPONSE_BYTES, {
+    what: `token response of ${registry}`,
+    stallMs: exchange.stallMs,
+    signal: exchange.signal,
+  });
+  if (truncated) {
+    throw new BerthError(
+      "registry_error",
+      `token service of ${registry} answered with more than ${MAX_TOKEN_RESPONSE_BYTES} bytes`,
+    );
+  }
+  let body: { token?: unknown; access_token?: unknown; expires_in?: unknown };
   try {
-    body = await response.json();
+    body = JSON.parse(new TextDecoder().decode(bytes));
   } catch {
     throw new BerthError("registry_error", `token service of ${registry} answered with invalid JSON`);
   }
-  const token = body.token ?? body.access_token;
+  const token = body?.token ?? body?.access_token;
   if (!token) throw new BerthError("auth_failed", `token service of ${registry} returned no token`);
+  if (typeof token !== "string" || !TOKEN_CHARS.test(token)) {
+    throw new BerthError(
+      "auth_failed",
+      `token service of ${registry} returned a token that is not plain text`,
+    );
+  }
   const seconds = typeof body.expires_in === "number" && body.expires_in > 0
     ? body.expires_in
     : DEFAULT_TOKEN_SECONDS;

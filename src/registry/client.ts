@@ -6,138 +6,49 @@
  */
 import { BerthError, errorMessage } from "../util/errors.ts";
 import { sha256Of } from "../oci/digest.ts";
+import { outsideText } from "../util/text.ts";
 import { answerChallenge, parseChallenge, repositoryScope, TokenCache } from "./auth.ts";
+import { readAtMost, readRegistryError, watchBody } from "./body.ts";
 import { type Credentials, findCredentials } from "./credentials.ts";
 import { bareMediaType, isIndexType, isManifestType, MANIFEST_TYPES } from "../oci/mediatypes.ts";
 import { apiHost, formatReference, manifestSelector, type Reference } from "./reference.ts";
 import {
+  allowsPlainHttp,
+  checkRegistryUrl,
   type HostTransport,
   isTlsError,
   resolveTransport,
   tlsHint,
-  type TransportOptions,
 } from "./transport.ts";
+
+import {
+  backoffDelay,
+  DEFAULT_REGISTRY_OPTIONS,
+  type RegistryOptions,
+  type RegistryRequest,
+  type RegistryResponse,
+  sleep,
+} from "./options.ts";
+
+export { readRegistryError, type RegistryErrorBody } from "./body.ts";
+export {
+  backoffDelay,
+  DEFAULT_REGISTRY_OPTIONS,
+  type RegistryOptions,
+  type RegistryRequest,
+  type RegistryResponse,
+  sleep,
+} from "./options.ts";
 
 /** The distribution spec lets registries refuse manifests over 4 MiB; berth refuses to read larger ones. */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
-const MAX_REDIRECTS = 5;
-
-export interface RegistryOptions extends TransportOptions {
-  /** Credential files in docker's config.json format, searched in order. */
-  credentialFiles: string[];
-  /** Attempts per request before giving up (network faults, 429, 5xx). */
-  attempts: number;
-  /** Milliseconds to wait for response headers. */
-  requestTimeoutMs: number;
-  /** Milliseconds without a body byte after which a transfer is abandoned and resumed. */
-  stallTimeoutMs: number;
-  /** First backoff delay in milliseconds; doubles per attempt up to `maxBackoffMs`. */
-  backoffMs: number;
-  maxBackoffMs: number;
-}
-
-export const DEFAULT_REGISTRY_OPTIONS: RegistryOptions = {
-  insecureRegistries: [],
-  certsDirs: [],
-  credentialFiles: [],
-  attempts: 5,
-  requestTimeoutMs: 30_000,
-  stallTimeoutMs: 30_000,
-  backoffMs: 250,
-  maxBackoffMs: 8_000,
-};
-
-/** One exchange with the registry, as `RegistryClient.request` takes it. */
-export interface RegistryRequest {
-  /** Default GET. */
-  method?: "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
-  /** A path below the registry's base URL ("/v2/…"), or an absolute URL (an upload's Location). */
-  target: string;
-  headers?: Headers;
-  /** Sent with its Content-Length; held in memory so that a retry, a 401 or a 307 can send it again. */
-  body?: Uint8Array;
-  /**
-   * The token scopes the request needs, e.g. `repositoryScope(repo, "pull,push")`; default pull on the
-   * reference's repository. Tokens are cached per set of scopes.
-   */
-  scopes?: readonly string[];
-  /** Names the request in errors: "manifest host/a/b:1", "upload of blob sha256:… to a/b". */
-  what: string;
-  /** Attempts for this request; 1 for one that must not be repeated as it is (an upload's PUT). */
-  attempts?: number;
-  /** Milliseconds to wait for the response headers; an upload sends its body within them. */
-  timeoutMs?: number;
-  signal?: AbortSignal;
-}
-
-/** The final response of `RegistryClient.request`, its body unread. */
-export interface RegistryResponse {
-  response: Response;
-  /** Aborting it ends the exchange and its body: call `abort.abort()` when done. */
-  abort: AbortController;
-  /** Stops the caller's signal from covering the body. */
-  release: () => void;
-}
+/** Redirects followed for one request: real registries use one (to a CDN or object store); more is a loop. */
+export const MAX_REDIRECTS = 5;
 
 export interface Manifest {
   bytes: Uint8Array;
   digest: string;
   mediaType: string;
-}
-
-/** Backoff before attempt `attempt` (1-based), with jitter so a fleet does not retry in lock step. */
-export function backoffDelay(
-  attempt: number,
-  options: Pick<RegistryOptions, "backoffMs" | "maxBackoffMs">,
-): number {
-  const base = Math.min(options.maxBackoffMs, options.backoffMs * 2 ** (attempt - 1));
-  return base / 2 + Math.random() * base / 2;
-}
-
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
-/** What a registry said when it refused something: its first error code, and one short phrase. */
-export interface RegistryErrorBody {
-  /** The distribution spec's error code ("NAME_UNKNOWN", "DENIED", …), when the body had one. */
-  code?: string;
-  /** "CODE: message", or "HTTP <status>" for a body that is not the registry's JSON. */
-  text: string;
-}
-
-/** Reads (and so consumes) the registry's JSON error body ({errors: [{code, message}]}). */
-export async function readRegistryError(response: Response): Promise<RegistryErrorBody> {
-  try {
-    const text = (await response.text()).slice(0, 4096);
-    const parsed = JSON.parse(text) as { errors?: { code?: string; message?: string }[] };
-    const first = parsed.errors?.[0];
-    if (first && (first.code || first.message)) {
-      return {
-        code: typeof first.code === "string" ? first.code : undefined,
-        text: [first.code, first.message].filter(Boolean).join(": "),
-      };
-    }
-  } catch {
-    // not JSON: the status line says enough
-  }
-  return { text: `HTTP ${response.status}` };
-}
-
-/** Reads the registry's JSON error body into one short phrase. */
-async function registryErrorText(response: Response): Promise<string> {
-  return (await readRegistryError(response)).text;
 }
 
 /** Whether any of `scopes` asks to write (a push): the refusal then names the missing push access. */
@@ -198,10 +109,45 @@ export class RegistryClient {
     return credentials;
   }
 
+  /** Reads an error body within the stall timeout, cleaned for a message. */
+  async #errorText(response: Response, signal?: AbortSignal): Promise<string> {
+    return (await readRegistryError(response, this.options.stallTimeoutMs, signal)).text;
+  }
+
+  /**
+   * A signal that aborts when `signal` does or when `deadlineMs` has passed, with a transient
+   * registry_unreachable naming `what`: the bound on one whole operation. Call `done()` when finished.
+   */
+  #deadline(what: string, registry: string, signal?: AbortSignal): { signal: AbortSignal; done: () => void } {
+    const abort = new AbortController();
+    const onAbort = () => abort.abort(signal!.reason);
+    if (signal?.aborted) onAbort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const seconds = this.options.deadlineMs / 1000;
+    const timer = setTimeout(() =>
+      abort.abort(
+        new BerthError(
+          "registry_unreachable",
+          `registry ${registry} did not deliver ${what} within ${seconds} s`,
+          {
+            transient: true,
+          },
+        ),
+      ), this.options.deadlineMs);
+    return {
+      signal: abort.signal,
+      done: () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      },
+    };
+  }
+
   /**
    * One HTTP exchange with retries, auth and redirects: the one path every registry request takes, pulls
    * and pushes alike. Returns the final response with its body unread; the headers-phase timeout does not
    * cover the body (the caller watches the body for stalls). A request body is sent within that timeout.
+   * All attempts together stop at `deadlineMs`.
    */
   protected async request(ref: Reference, request: RegistryRequest): Promise<RegistryResponse> {
     const { what, signal } = request;
@@ -209,15 +155,22 @@ export class RegistryClient {
     // One cache entry per set of scopes: a push token is not handed to a pull, nor the other way round.
     const scopeKey = scopes.join(" ");
     const attempts = request.attempts ?? this.options.attempts;
+    // An upload is given time for its body (`timeoutMs`); the deadline never cuts that short.
+    const deadlineAt = Date.now() + Math.max(this.options.deadlineMs, request.timeoutMs ?? 0);
     let lastError: unknown;
-    for (let attempt = 1; attempt <= attempts; attempt++) {
-      if (attempt > 1) await sleep(backoffDelay(attempt - 1, this.options), signal);
+    let attempt = 1;
+    for (; attempt <= attempts; attempt++) {
+      if (attempt > 1) {
+        const delay = backoffDelay(attempt - 1, this.options);
+        if (Date.now() + delay >= deadlineAt) break;
+        await sleep(delay, signal);
+      }
       const abort = new AbortController();
       const onAbort = () => abort.abort(signal!.reason);
       signal?.addEventListener("abort", onAbort, { once: true });
       const timer = setTimeout(
         () => abort.abort(new BerthError("registry_unreachable", "timed out", { transient: true })),
-        request.timeoutMs ?? this.options.requestTimeoutMs,
+        Math.min(request.timeoutMs ?? this.options.requestTimeoutMs, deadlineAt - Date.now()),
       );
       try {
         const transport = await this.#transport(ref.registry, signal);
@@ -236,10 +189,17 @@ export class RegistryClient {
             ref.registry,
             scopes,
             await this.#credentialsFor(ref.registry),
-            (url, tokenHeaders) =>
-              fetch(url, { headers: tokenHeaders, client: transport.client, signal: abort.signal }),
-            this.options.credentialFiles,
-          );
+            {
+              fetch: (url, tokenHeaders) => this.#fetchToken(ref, transport, url, tokenHeaders, abort.signal),
+              tls: transport.baseUrl.startsWith("https:"),
+              plainHttpAllowed: allowsPlainHttp(ref.registry, this.options.insecureRegistries),
+              stallMs: this.options.stallTimeoutMs,
+              signal: abort.signal,
+              credentialFiles: this.options.credentialFiles,
+            },
+          ).catch((error) => {
+            throw inContext(error, what);
+          });
           this.#tokens.set(ref.registry, scopeKey, answer.header, answer.lifetimeMs);
           // The fresh answer is used directly: a token may live shorter than the cache keeps it.
           response = await this.#follow(ref, transport, request, scopeKey, abort.signal, answer.header);
@@ -251,7 +211,7 @@ export class RegistryClient {
           throw new BerthError("auth_failed", await this.#deniedMessage(ref, scopes, what, response));
         }
         if (isRetryableStatus(response.status)) {
-          const detail = await registryErrorText(response);
+          const detail = await this.#errorText(response, abort.signal);
           throw new BerthError("registry_error", `registry ${ref.registry} failed ${what}: ${detail}`, {
             transient: true,
           });
@@ -287,11 +247,13 @@ export class RegistryClient {
       }
     }
     if (lastError instanceof BerthError && lastError.reason !== "registry_unreachable") throw lastError;
+    // The loop ends past the last attempt, or breaks before one the deadline leaves no time for.
+    const tried = attempt - 1;
     throw new BerthError(
       "registry_unreachable",
-      `cannot reach registry ${ref.registry} for ${what} after ${attempts} attempt${
-        attempts === 1 ? "" : "s"
-      }: ${errorMessage(lastError)}`,
+      `cannot reach registry ${ref.registry} for ${what} after ${tried} attempt${tried === 1 ? "" : "s"}: ${
+        errorMessage(lastError)
+      }`,
       { cause: lastError, transient: true },
     );
   }
@@ -306,7 +268,7 @@ export class RegistryClient {
     what: string,
     response: Response,
   ): Promise<string> {
-    const detail = await registryErrorText(response);
+    const detail = await this.#errorText(response);
     const denied = `registry ${ref.registry} denied ${what} (${detail})`;
     if (!wantsPush(scopes)) return denied;
     if (await this.#credentialsFor(ref.registry)) {
@@ -331,8 +293,10 @@ export class RegistryClient {
   ): Promise<Response> {
     const method = request.method ?? "GET";
     const registryOrigin = new URL(transport.baseUrl).origin;
+    const plainHttpAllowed = allowsPlainHttp(ref.registry, this.options.insecureRegistries);
     // An upload's Location may be absolute, and on another host (a storage front end).
     let url = new URL(request.target, transport.baseUrl);
+    checkRegistryUrl(url, ref.registry, plainHttpAllowed, `a location for ${request.what}`);
     for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
       const sameHost = url.origin === registryOrigin;
       const requestHeaders = new Headers(request.headers);
@@ -353,14 +317,49 @@ export class RegistryClient {
         response.status === 308;
       if (response.status >= 300 && response.status < 400 && location && follows) {
         await response.body?.cancel();
-        url = new URL(location, url);
+        url = parseLocation(location, url, ref.registry, request.what);
+        checkRegistryUrl(url, ref.registry, plainHttpAllowed, `a redirect for ${request.what}`);
         continue;
       }
       return response;
     }
     throw new BerthError(
       "registry_error",
-      `registry ${ref.registry} redirected more than ${MAX_REDIRECTS} times`,
+      `registry ${ref.registry} redirected ${request.what} more than ${MAX_REDIRECTS} times (a redirect loop?)`,
+    );
+  }
+
+  /**
+   * The token GET: with the registry's certificates, and with redirects followed here, each checked as a
+   * realm is, and Authorization (the credentials) only ever sent to the realm's own origin.
+   */
+  async #fetchToken(
+    ref: Reference,
+    transport: HostTransport,
+    realm: URL,
+    headers: Headers,
+    signal: AbortSignal,
+  ): Promise<Response> {
+    const plainHttpAllowed = allowsPlainHttp(ref.registry, this.options.insecureRegistries);
+    let url = realm;
+    for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
+      const sent = new Headers(headers);
+      if (url.origin !== realm.origin) sent.delete("Authorization");
+      const response = await fetch(url, {
+        headers: sent,
+        client: transport.client,
+        signal,
+        redirect: "manual",
+      });
+      const location = response.headers.get("location");
+      if (response.status < 300 || response.status >= 400 || !location) return response;
+      await response.body?.cancel();
+      url = parseLocation(location, url, ref.registry, "the token request");
+      checkRegistryUrl(url, ref.registry, plainHttpAllowed, "a redirect for the token request");
+    }
+    throw new BerthError(
+      "registry_error",
+      `token service of ${ref.registry} redirected more than ${MAX_REDIRECTS} times (a redirect loop?)`,
     );
   }
 
@@ -426,6 +425,25 @@ export class RegistryClient {
    * Content-Type, and it must be one of the four supported types and at most 4 MiB.
    */
   async getManifest(ref: Reference, signal?: AbortSignal): Promise<Manifest> {
+    // Headers and body together within the deadline: the request's own bound ends with its headers.
+    const deadline = this.#deadline(`manifest ${formatReference(ref)}`, ref.registry, signal);
+    try {
+      // A body that stalls or drops is asked for again, as a failed request is; the deadline bounds both.
+      let failure: BerthError | undefined;
+      for (let attempt = 1; attempt <= this.options.attempts; attempt++) {
+        if (attempt > 1) await sleep(backoffDelay(attempt - 1, this.options), deadline.signal);
+        const result = await this.#getManifest(ref, deadline.signal);
+        if (!(result instanceof BerthError)) return result;
+        failure = result;
+      }
+      throw failure;
+    } finally {
+      deadline.done();
+    }
+  }
+
+  /** One GET of a manifest; a transient failure to read its body is returned, to be tried again. */
+  async #getManifest(ref: Reference, signal: AbortSignal): Promise<Manifest | BerthError> {
     const selector = manifestSelector(ref);
     const name = formatReference(ref);
     const { response, abort, release } = await this.request(ref, {
@@ -436,21 +454,37 @@ export class RegistryClient {
     });
     try {
       if (response.status === 404) {
-        const detail = await registryErrorText(response);
+        const detail = await this.#errorText(response, abort.signal);
         throw new BerthError("not_found", `${name}: not found in registry ${ref.registry} (${detail})`);
       }
       if (!response.ok) {
-        const detail = await registryErrorText(response);
+        const detail = await this.#errorText(response, abort.signal);
         throw new BerthError("registry_error", `${name}: registry ${ref.registry} answered ${detail}`);
       }
       const length = Number(response.headers.get("content-length") ?? "0");
       if (length > MAX_MANIFEST_BYTES) {
+        await response.body?.cancel();
         throw new BerthError(
           "unsupported",
           `${name}: manifest is ${length} bytes, over the ${MAX_MANIFEST_BYTES}-byte limit`,
         );
       }
-      const bytes = await readCapped(response, MAX_MANIFEST_BYTES, name, abort.signal);
+      // Content-Length may lie or be absent: the cap holds whatever arrives.
+      let read: { bytes: Uint8Array; truncated: boolean };
+      try {
+        read = await readAtMost(response.body, MAX_MANIFEST_BYTES, {
+          what: `manifest ${name}`,
+          stallMs: this.options.stallTimeoutMs,
+          signal: abort.signal,
+        });
+      } catch (error) {
+        if (signal.aborted || !(error instanceof BerthError) || !error.transient) throw error;
+        return error;
+      }
+      const { bytes, truncated } = read;
+      if (truncated) {
+        throw new BerthError("unsupported", `${name}: manifest is over the ${MAX_MANIFEST_BYTES}-byte limit`);
+      }
       const digest = sha256Of(bytes);
       if (ref.digest && ref.digest !== digest) {
         throw new BerthError(
@@ -462,7 +496,7 @@ export class RegistryClient {
       if (served?.startsWith("sha256:") && served !== digest) {
         throw new BerthError(
           "verification_failed",
-          `${name}: manifest body hashes to ${digest} but the registry says ${served}`,
+          `${name}: manifest body hashes to ${digest} but the registry says ${outsideText(served, 80)}`,
         );
       }
       const contentType = bareMediaType(response.headers.get("content-type"));
@@ -476,7 +510,9 @@ export class RegistryClient {
       if (bodyType && contentType && bodyType !== contentType) {
         throw new BerthError(
           "verification_failed",
-          `${name}: manifest says mediaType ${bodyType} but was served as ${contentType}`,
+          `${name}: manifest says mediaType ${outsideText(bodyType, 100)} but was served as ${
+            outsideText(contentType, 100)
+          }`,
         );
       }
       const mediaType = bodyType ?? contentType;
@@ -484,7 +520,7 @@ export class RegistryClient {
         throw new BerthError(
           "unsupported",
           `${name}: unsupported manifest media type "${
-            mediaType || "(none)"
+            outsideText(mediaType, 100) || "(none)"
           }" (berth reads OCI and Docker v2 ` +
             `manifests and indexes)`,
         );
@@ -510,7 +546,7 @@ export class RegistryClient {
   ): Promise<AsyncIterable<Uint8Array>> {
     const headers = new Headers();
     if (offset > 0) headers.set("Range", `bytes=${offset}-${size - 1}`);
-    const what = `blob ${digest}`;
+    const what = `blob ${digest} of ${formatReference(ref)}`;
     const { response, abort, release } = await this.request(ref, {
       target: `/v2/${ref.repository}/blobs/${digest}`,
       headers,
@@ -518,9 +554,10 @@ export class RegistryClient {
       signal,
     });
     try {
-      return await this.#blobBody(response, abort, release, offset, what, ref);
+      return await this.#blobBody(response, abort, release, { offset, size, what, ref });
     } catch (error) {
       release();
+      abort.abort();
       throw error;
     }
   }
@@ -529,26 +566,27 @@ export class RegistryClient {
     response: Response,
     abort: AbortController,
     release: () => void,
-    offset: number,
-    what: string,
-    ref: Reference,
+    { offset, size, what, ref }: { offset: number; size: number; what: string; ref: Reference },
   ): Promise<AsyncIterable<Uint8Array>> {
     let skip = 0;
     if (response.status === 404) {
-      const detail = await registryErrorText(response);
-      throw new BerthError(
-        "not_found",
-        `${what} of ${formatReference(ref)}: not found in ${ref.registry} (${detail})`,
-      );
+      const detail = await this.#errorText(response, abort.signal);
+      throw new BerthError("not_found", `${what}: not found in ${ref.registry} (${detail})`);
     }
     if (response.status === 206) {
-      const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(response.headers.get("content-range") ?? "");
-      if (!range || Number(range[1]) !== offset) {
+      // Exactly the range asked for: another start would splice wrong bytes in, another end or total
+      // means the registry serves something else than the blob of `size` bytes.
+      const header = response.headers.get("content-range") ?? "";
+      const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header);
+      if (
+        !range || Number(range[1]) !== offset || Number(range[2]) !== size - 1 ||
+        (range[3] !== "*" && Number(range[3]) !== size)
+      ) {
         await response.body?.cancel();
         throw new BerthError(
           "registry_error",
-          `${what}: asked for bytes from ${offset}, registry answered Content-Range "${
-            response.headers.get("content-range")
+          `${what}: asked for bytes ${offset}-${size - 1} of ${size}, registry answered Content-Range "${
+            outsideText(header, 80)
           }"`,
           { transient: true },
         );
@@ -556,7 +594,7 @@ export class RegistryClient {
     } else if (response.status === 200) {
       skip = offset;
     } else {
-      const detail = await registryErrorText(response);
+      const detail = await this.#errorText(response, abort.signal);
       throw new BerthError("registry_error", `${what}: registry ${ref.registry} answered ${detail}`);
     }
     if (!response.body) {
@@ -566,120 +604,24 @@ export class RegistryClient {
   }
 }
 
-/**
- * Ties a body's reader to `signal`: an abort cancels the reader at once, so a pending `read()` settles
- * (done) and the connection is closed. Returns the function that unties them.
- *
- * fetch's own signal is not enough once the headers are in: Deno (2.x) forwards an abort to the body only
- * through the Request object's internal signal, which the caller's signal holds weakly. When the Request is
- * unreachable (fetch returned) and a garbage collection ran, the abort never reaches the body and the read
- * runs to the end. Whether that collection happens depends on the heap, so an abort used to work or not
- * depending on which modules were loaded.
- */
-function cancelOnAbort(reader: ReadableStreamDefaultReader<Uint8Array>, signal: AbortSignal): () => void {
-  const onAbort = () => reader.cancel(signal.reason).catch(() => {});
-  if (signal.aborted) onAbort();
-  else signal.addEventListener("abort", onAbort, { once: true });
-  return () => signal.removeEventListener("abort", onAbort);
-}
-
-/** Reads a whole response body, refusing more than `cap` bytes; an abort of `signal` ends it at once. */
-async function readCapped(
-  response: Response,
-  cap: number,
-  name: string,
-  signal: AbortSignal,
-): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  const reader = (response.body ?? new ReadableStream<Uint8Array>()).getReader();
-  const untie = cancelOnAbort(reader, signal);
+/** A Location header as a URL against the one it answered; a malformed one is the registry's error. */
+function parseLocation(location: string, base: URL, registry: string, what: string): URL {
   try {
-    for (;;) {
-      const result = await reader.read().catch((error) => {
-        if (signal.aborted) throw signal.reason;
-        throw error;
-      });
-      if (signal.aborted) throw signal.reason;
-      if (result.done) break;
-      total += result.value.length;
-      if (total > cap) throw new BerthError("unsupported", `${name}: manifest is over the ${cap}-byte limit`);
-      chunks.push(result.value);
-    }
-  } finally {
-    untie();
-    reader.releaseLock();
-  }
-  const bytes = new Uint8Array(total);
-  let at = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, at);
-    at += chunk.length;
-  }
-  return bytes;
-}
-
-/** How often the stall watchdog looks at a transfer. */
-const WATCHDOG_MS = 1_000;
-
-/**
- * Yields a body's chunks: drops the first `skip` bytes, and aborts the request when no byte arrives for
- * `stallMs`. Read errors become transient BerthErrors so the caller resumes; an abort (the caller's, or
- * the stall watchdog's) ends the read at once and surfaces as the abort's reason.
- */
-async function* watchBody(
-  body: ReadableStream<Uint8Array>,
-  abort: AbortController,
-  release: () => void,
-  skip: number,
-  stallMs: number,
-  what: string,
-): AsyncGenerator<Uint8Array> {
-  const reader = body.getReader();
-  const untie = cancelOnAbort(reader, abort.signal);
-  let lastByteAt = Date.now();
-  // One timer per transfer, not one per chunk: chunks arrive thousands of times a second.
-  const watchdog = setInterval(() => {
-    if (Date.now() - lastByteAt < stallMs) return;
-    abort.abort(
-      new BerthError("registry_unreachable", `${what}: no data for ${stallMs / 1000} s`, { transient: true }),
+    return new URL(location, base);
+  } catch {
+    throw new BerthError(
+      "registry_error",
+      `registry ${registry} sent an invalid redirect for ${what}: "${outsideText(location, 120)}"`,
     );
-  }, Math.min(stallMs, WATCHDOG_MS));
-  let toSkip = skip;
-  try {
-    for (;;) {
-      let result: ReadableStreamReadResult<Uint8Array>;
-      try {
-        result = await reader.read();
-      } catch (error) {
-        if (abort.signal.aborted) throw abort.signal.reason;
-        throw new BerthError(
-          "registry_unreachable",
-          `${what}: transfer interrupted (${errorMessage(error)})`,
-          {
-            cause: error,
-            transient: true,
-          },
-        );
-      }
-      // A cancelled reader reports done: that is the abort, not the end of the body.
-      if (abort.signal.aborted) throw abort.signal.reason;
-      if (result.done) return;
-      lastByteAt = Date.now();
-      const chunk = result.value;
-      if (toSkip >= chunk.length) {
-        toSkip -= chunk.length;
-        continue;
-      }
-      yield toSkip > 0 ? chunk.subarray(toSkip) : chunk;
-      toSkip = 0;
-    }
-  } finally {
-    clearInterval(watchdog);
-    release();
-    // A consumer that stops early leaves the body open: cancelling it closes the connection for sure.
-    abort.abort();
-    untie();
-    reader.releaseLock();
   }
+}
+
+/** A failure of the token exchange names the request it was for (the reference), unless it already does. */
+function inContext(error: unknown, what: string): unknown {
+  if (!(error instanceof BerthError) || error.message.includes(what)) return error;
+  return new BerthError(error.reason, `${what}: ${error.message}`, {
+    cause: error,
+    transient: error.transient,
+    details: error.details,
+  });
 }

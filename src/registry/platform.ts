@@ -4,6 +4,7 @@
  * and an arm v7 device also runs v6 and v5 images, in that order of preference.
  */
 import { BerthError } from "../util/errors.ts";
+import { listSome, outsideText } from "../util/text.ts";
 
 export interface Platform {
   os: string;
@@ -93,12 +94,15 @@ export function choosePlatform<T extends PlatformCandidate>(entries: T[], wanted
     );
     if (index >= 0) return entries[index];
   }
+  // The names come from the registry: cleaned, and only the first few listed (an index may hold thousands).
   const offered = normalized.filter((platform): platform is Platform => platform !== undefined)
-    .map(formatPlatform).filter((name) => name !== "unknown/unknown");
+    .map((platform) => outsideText(formatPlatform(platform), 60)).filter((name) =>
+      name !== "unknown/unknown"
+    );
   throw new BerthError(
     "not_found",
     `${what} has no image for platform ${formatPlatform(wanted)}; it offers: ${
-      offered.length ? [...new Set(offered)].join(", ") : "none"
+      offered.length ? listSome([...new Set(offered)]) : "none"
     } (choose one with --platform)`,
   );
 }

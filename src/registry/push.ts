@@ -9,6 +9,7 @@
  * retried by repeating the PUT: it starts again from a new POST (after asking whether the blob landed
  * after all). A manifest PUT names its content completely and is simply repeated.
  */
+import { outsideText } from "../util/text.ts";
 import { BerthError } from "../util/errors.ts";
 import { parseDigest, sha256Of } from "../oci/digest.ts";
 import { repositoryScope } from "./auth.ts";
@@ -312,7 +313,7 @@ export class RegistryPusher extends RegistryClient {
     } catch {
       throw new BerthError(
         "registry_error",
-        `registry ${ref.registry} opened ${what} with an invalid Location "${location.slice(0, 200)}"`,
+        `registry ${ref.registry} opened ${what} with an invalid Location "${outsideText(location, 200)}"`,
       );
     }
   }

@@ -5,6 +5,7 @@
  * Proxies: Deno's fetch honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment.
  */
 import { BerthError, errorMessage } from "../util/errors.ts";
+import { outsideText } from "../util/text.ts";
 import { isLoopbackHost } from "./reference.ts";
 
 /** Docker's certificate directory, read as well as berth's own. */
@@ -72,6 +73,21 @@ export function allowsPlainHttp(registry: string, insecureRegistries: string[]):
   if (isLoopbackHost(registry)) return true;
   const hostOnly = registry.replace(/:[0-9]+$/, "");
   return insecureRegistries.some((entry) => entry === registry || entry === hostOnly);
+}
+
+/**
+ * Refuses a URL that a registry handed berth to go to — a redirect, an upload's Location, a token realm —
+ * unless it is https:, or http: for a registry berth may speak plain HTTP to (`plainHttpAllowed`). fetch
+ * also reads file: and data: URLs: a registry must not make berth read a local file and send it on. The
+ * error names the refused URL (cleaned, it came from the registry) and the registry.
+ */
+export function checkRegistryUrl(url: URL, registry: string, plainHttpAllowed: boolean, what: string): void {
+  if (url.protocol === "https:" || (url.protocol === "http:" && plainHttpAllowed)) return;
+  throw new BerthError(
+    "registry_error",
+    `registry ${registry} sent ${what} "${outsideText(url.href, 120)}": berth goes only to https: URLs` +
+      (url.protocol === "http:" ? ` (http: only for loopback and --insecure-registry hosts)` : ""),
+  );
 }
 
 /** Whether a connection error is about TLS (certificates, handshake) rather than reachability. */

@@ -11,6 +11,7 @@ import { DEFAULT_COMPOSE_ROOT } from "../../src/cli/context.ts";
 import { DEFAULT_DOCKER_HOST } from "../../src/docker/engine.ts";
 import { DEFAULT_CREDENTIALS_FILE } from "../../src/registry/credentials.ts";
 import { DEFAULT_CERTS_DIR } from "../../src/registry/transport.ts";
+import { DEFAULT_REGISTRY_OPTIONS } from "../../src/registry/options.ts";
 
 const FILE = new URL("../../build/config.yml", import.meta.url).pathname;
 const TEXT = await Deno.readTextFile(FILE);
@@ -69,6 +70,8 @@ const DEFAULT_WHEN_SET: Record<string, unknown> = {
   "parallel": 3,
   "registries.credentials": DEFAULT_CREDENTIALS_FILE,
   "registries.certsDir": DEFAULT_CERTS_DIR,
+  "registries.stallTimeout": DEFAULT_REGISTRY_OPTIONS.stallTimeoutMs / 1000,
+  "registries.timeout": DEFAULT_REGISTRY_OPTIONS.deadlineMs / 1000,
 };
 const EXAMPLES = ["compose", "platform", "status.token", "rateLimit", "registries.insecure"];
 

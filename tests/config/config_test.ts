@@ -98,6 +98,8 @@ registries:
   credentials: /etc/berth/creds.json
   certsDir: /etc/berth/certs
   insecure: [registry.local:5000, "[fd00::1]:5000"]
+  stallTimeout: 15s
+  timeout: 2m
 keep: 0
 timeouts:
   stall: 2m
@@ -133,6 +135,8 @@ logLevel: debug
       credentials: "/etc/berth/creds.json",
       certsDir: "/etc/berth/certs",
       insecure: ["registry.local:5000", "[fd00::1]:5000"],
+      stallTimeout: 15,
+      timeout: 120,
     },
     keep: 0,
     timeouts: { stall: 120, start: 90, retryMax: 3600 },
