@@ -5,6 +5,7 @@
  */
 import { BerthError, errorMessage } from "../util/errors.ts";
 import type { LogFields, Logger } from "../util/log.ts";
+import { messageLine } from "../util/text.ts";
 import type { PullEvent } from "../fetch/pull.ts";
 import {
   type AppState,
@@ -52,12 +53,13 @@ export function reasonOf(error: unknown): StatusReason {
   if (error instanceof BerthError) {
     return {
       code: error.reason,
-      message: error.message,
+      // Served to fleet tooling and shown on the page: one clean, bounded line whatever a registry sent.
+      message: messageLine(error.message),
       ...(error.details ? { details: error.details } : {}),
       at: now(),
     };
   }
-  return { code: "internal", message: errorMessage(error), at: now() };
+  return { code: "internal", message: messageLine(errorMessage(error)), at: now() };
 }
 
 export class StatusModel {

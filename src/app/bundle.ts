@@ -61,7 +61,7 @@ import { BerthError } from "../util/errors.ts";
 import { EMPTY_SHA256, parseDigest, Sha256, sha256Of } from "../oci/digest.ts";
 import { fsyncDir, join, readFileIfExists } from "../util/fs.ts";
 import { OCI_MANIFEST } from "../oci/mediatypes.ts";
-import { quoted } from "../util/quote.ts";
+import { quoted } from "../util/text.ts";
 import {
   checkAnnotations,
   checkDescriptor,

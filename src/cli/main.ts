@@ -3,6 +3,7 @@
  * 2 usage error. Unexpected exceptions are bugs: they print their stack and exit 1.
  */
 import { BerthError, errorMessage, UsageError } from "../util/errors.ts";
+import { messageLine } from "../util/text.ts";
 import { VERSION } from "../version.ts";
 import { LAYOUT_VERSION } from "../store/store.ts";
 import { formatPlatform, hostPlatform } from "../registry/platform.ts";
@@ -187,15 +188,16 @@ export async function main(argv: string[]): Promise<number> {
     }
     return await command.run(await makeContext(args, { readConfig: command.readsConfig ?? true }));
   } catch (error) {
+    // The last line may carry text from a registry or a bundle: it leaves as one clean, bounded line.
     if (error instanceof UsageError) {
-      write(`berth: ${error.message}`, Deno.stderr);
+      write(`berth: ${messageLine(error.message)}`, Deno.stderr);
       return 2;
     }
     if (error instanceof BerthError) {
-      write(`berth: ${error.message}`, Deno.stderr);
+      write(`berth: ${messageLine(error.message)}`, Deno.stderr);
       return 1;
     }
-    write(`berth: internal error: ${errorMessage(error)}`, Deno.stderr);
+    write(`berth: internal error: ${messageLine(errorMessage(error))}`, Deno.stderr);
     if (error instanceof Error && error.stack) write(error.stack, Deno.stderr);
     return 1;
   }

@@ -4,7 +4,7 @@
  * `index.json` — before anything uses its digest or size.
  */
 import { BerthError } from "../util/errors.ts";
-import { quoted } from "../util/quote.ts";
+import { quoted } from "../util/text.ts";
 import { parseDigest } from "./digest.ts";
 
 /** The platform of an index entry, as the image spec writes it. */

@@ -11,7 +11,7 @@
  */
 import { createHash, type Hash } from "node:crypto";
 import { BerthError } from "../util/errors.ts";
-import { quoted, QUOTED_CHARACTERS } from "../util/quote.ts";
+import { quoted, QUOTED_CHARACTERS } from "../util/text.ts";
 
 const SHA256_DIGEST = /^sha256:[a-f0-9]{64}$/;
 /** The OCI digest grammar (algorithm ":" encoded), to tell "another algorithm" from "not a digest". */

@@ -4,7 +4,7 @@
  * because a bad manifest is bad input, not a bug.
  */
 import { BerthError } from "../util/errors.ts";
-import { quoted } from "../util/quote.ts";
+import { quoted } from "../util/text.ts";
 import { isManifestType } from "./mediatypes.ts";
 import {
   checkAnnotations,
