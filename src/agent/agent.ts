@@ -14,7 +14,9 @@
  * agent picks up the same version where it was.
  */
 import { BerthError, errorMessage } from "../util/errors.ts";
-import { backoffDelay, RegistryClient, type RegistryOptions, sleep } from "../registry/client.ts";
+import { RegistryClient } from "../registry/client.ts";
+import type { RegistryOptions } from "../registry/options.ts";
+import { backoffDelay, sleep } from "../util/async.ts";
 import { formatReference, parseReference, type Reference } from "../registry/reference.ts";
 import type { Platform } from "../registry/platform.ts";
 import type { Store } from "../store/store.ts";

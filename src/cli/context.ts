@@ -7,7 +7,7 @@ import { DEFAULT_STORE } from "../store/store.ts";
 import { hostPlatform, parsePlatform, type Platform } from "../registry/platform.ts";
 import { DEFAULT_CREDENTIALS_FILE, dockerConfigPath } from "../registry/credentials.ts";
 import { DEFAULT_CERTS_DIR, DOCKER_CERTS_DIR } from "../registry/transport.ts";
-import type { RegistryOptions } from "../registry/client.ts";
+import type { RegistryOptions } from "../registry/options.ts";
 import { DEFAULT_DOCKER_HOST } from "../docker/engine.ts";
 import { DEFAULT_CONFIG_FILE, defaultConfig } from "../config/defaults.ts";
 import type { Config } from "../config/config.ts";

@@ -7,7 +7,8 @@
  */
 import { BerthError, errorMessage } from "../util/errors.ts";
 import { EMPTY_SHA256, sha256Of } from "../oci/digest.ts";
-import { backoffDelay, type Manifest, type RegistryClient, sleep } from "../registry/client.ts";
+import type { Manifest, RegistryClient } from "../registry/client.ts";
+import { backoffDelay, sleep } from "../util/async.ts";
 import { isIndexType, OCI_INDEX, OCI_MANIFEST } from "../oci/mediatypes.ts";
 import { choosePlatform, formatPlatform, normalizePlatform, type Platform } from "../registry/platform.ts";
 import { formatReference, parseReference, type Reference } from "../registry/reference.ts";

@@ -3,7 +3,7 @@
  * so `parallel` does not multiply it. Reads wait before the next chunk is taken from the socket, and TCP
  * flow control then slows the sender.
  */
-import { sleep } from "../registry/client.ts";
+import { sleep } from "../util/async.ts";
 
 /** At most this much may go through in one burst after an idle spell. */
 const BURST_SECONDS = 0.25;

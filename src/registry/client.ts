@@ -22,23 +22,14 @@ import {
 } from "./transport.ts";
 
 import {
-  backoffDelay,
   DEFAULT_REGISTRY_OPTIONS,
   type RegistryOptions,
   type RegistryRequest,
   type RegistryResponse,
-  sleep,
 } from "./options.ts";
+import { backoffDelay, sleep } from "../util/async.ts";
 
 export { readRegistryError, type RegistryErrorBody } from "./body.ts";
-export {
-  backoffDelay,
-  DEFAULT_REGISTRY_OPTIONS,
-  type RegistryOptions,
-  type RegistryRequest,
-  type RegistryResponse,
-  sleep,
-} from "./options.ts";
 
 /** The distribution spec lets registries refuse manifests over 4 MiB; berth refuses to read larger ones. */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;

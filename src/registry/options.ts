@@ -70,27 +70,3 @@ export interface RegistryResponse {
   /** Stops the caller's signal from covering the body. */
   release: () => void;
 }
-
-/** Backoff before attempt `attempt` (1-based), with jitter so a fleet does not retry in lock step. */
-export function backoffDelay(
-  attempt: number,
-  options: Pick<RegistryOptions, "backoffMs" | "maxBackoffMs">,
-): number {
-  const base = Math.min(options.maxBackoffMs, options.backoffMs * 2 ** (attempt - 1));
-  return base / 2 + Math.random() * base / 2;
-}
-
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-}

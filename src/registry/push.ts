@@ -13,15 +13,9 @@ import { outsideText } from "../util/text.ts";
 import { BerthError } from "../util/errors.ts";
 import { parseDigest, sha256Of } from "../oci/digest.ts";
 import { repositoryScope } from "./auth.ts";
-import {
-  backoffDelay,
-  MAX_MANIFEST_BYTES,
-  readRegistryError,
-  RegistryClient,
-  type RegistryErrorBody,
-  type RegistryRequest,
-  sleep,
-} from "./client.ts";
+import { MAX_MANIFEST_BYTES, readRegistryError, RegistryClient, type RegistryErrorBody } from "./client.ts";
+import type { RegistryRequest } from "./options.ts";
+import { backoffDelay, sleep } from "../util/async.ts";
 import { isIndexType, isManifestType } from "../oci/mediatypes.ts";
 import { formatReference, type Reference } from "./reference.ts";
 
