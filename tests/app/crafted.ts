@@ -2,6 +2,7 @@
  * Crafted compose apps: a bundle with exactly the entries a test names, pushed in-process with
  * RegistryPusher, so `berth pull` takes it like any app and only `berth install` sees what is in it.
  */
+import assert from "node:assert/strict";
 import type { RegistryPusher } from "../../src/registry/push.ts";
 import { parseReference } from "../../src/registry/reference.ts";
 import { OCI_MANIFEST } from "../../src/oci/mediatypes.ts";
@@ -41,3 +42,16 @@ export const file = (name: string, text = `${name}\n`): TarEntry => ({
   type: "file",
   data: encoder.encode(text),
 });
+
+/**
+ * What a refused install must leave on a device of its own: no app record, no container, no image in its
+ * engine (`docker` runs the docker CLI against it).
+ */
+export async function assertNothingInstalled(
+  store: string,
+  docker: (...args: string[]) => Promise<string>,
+): Promise<void> {
+  assert.equal(await Deno.stat(`${store}/apps.json`).then(() => true, () => false), false, "no record");
+  assert.equal((await docker("ps", "-a", "-q")).trim(), "", "no container");
+  assert.equal((await docker("image", "ls", "-a", "-q")).trim(), "", "nothing loaded");
+}

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { run, startDockerd } from "../harness/services.ts";
 import { runBerth, scratchDir, snapshotTree, testEnv, withServices } from "../harness/env.ts";
 import { RegistryPusher } from "../../src/registry/push.ts";
-import { file, pushApp } from "./crafted.ts";
+import { assertNothingInstalled, file, pushApp } from "./crafted.ts";
 
 /** Names go into a RegExp literally. */
 const literal = (text: string) => text.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
@@ -124,13 +124,7 @@ Deno.test({
             ),
           );
           assert.deepEqual(await list(composeRoot), [], "no project and no staging leftovers");
-          assert.equal(
-            await Deno.stat(`${store}/apps.json`).then(() => true, () => false),
-            false,
-            "no record",
-          );
-          assert.equal((await docker("ps", "-a", "-q")).trim(), "", "no container");
-          assert.equal((await docker("image", "ls", "-a", "-q")).trim(), "", "nothing loaded");
+          await assertNothingInstalled(store, docker);
         });
       }
 

@@ -14,7 +14,7 @@ import { runBerth, scratchDir, snapshotTree, testEnv, withServices } from "../ha
 import { RegistryPusher } from "../../src/registry/push.ts";
 import { COMPOSE_FILE, DEFAULT_BUNDLE_LIMITS } from "../../src/app/bundle.ts";
 import type { TarEntry } from "../../src/app/tar.ts";
-import { file, pushApp } from "./crafted.ts";
+import { assertNothingInstalled, file, pushApp } from "./crafted.ts";
 
 const encoder = new TextEncoder();
 
@@ -183,13 +183,7 @@ Deno.test({
           const shop = listed.apps.find((app: { name: string }) => app.name === "shop");
           assert.equal(shop.installed, false);
           assert.ok(shop.fetched.includes(ref));
-          assert.equal(
-            await Deno.stat(`${store}/apps.json`).then(() => true, () => false),
-            false,
-            "no record",
-          );
-          assert.equal((await docker("ps", "-a", "-q")).trim(), "", "no container");
-          assert.equal((await docker("image", "ls", "-a", "-q")).trim(), "", "nothing loaded");
+          await assertNothingInstalled(store, docker);
         });
       }
 
