@@ -471,7 +471,8 @@ export class Agent {
   }
 
   async #preflight(plan: PullPlan): Promise<void> {
-    const engine = this.#engine;
+    // An app's own blobs (a partial plan) are never loaded into the engine: only the store is asked.
+    const engine = plan.partial ? undefined : this.#engine;
     const dataRoot = engine ? (await engine.info().catch(() => undefined))?.DockerRootDir : undefined;
     await checkPlanSpace(this.#store, plan, {
       policy: this.#settings.storage,

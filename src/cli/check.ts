@@ -29,11 +29,15 @@ export async function checkPlan(context: Context, store: Store, plan: PullPlan):
   let engine: Engine | undefined;
   let engineDataRoot: string | undefined;
   let engineSkipped: string | undefined;
-  try {
-    engine = await Engine.connect(context.dockerHost);
-    engineDataRoot = (await engine.info()).DockerRootDir;
-  } catch (error) {
-    engineSkipped = `engine not checked (${context.dockerHost}): ${errorMessage(error)}`;
+  // An app's own blobs (a partial plan) are never loaded into the engine: only the store is asked.
+  if (plan.partial) engineSkipped = "engine not checked: an app's own blobs only";
+  else {
+    try {
+      engine = await Engine.connect(context.dockerHost);
+      engineDataRoot = (await engine.info()).DockerRootDir;
+    } catch (error) {
+      engineSkipped = `engine not checked (${context.dockerHost}): ${errorMessage(error)}`;
+    }
   }
   try {
     const report = await checkSpace(store, plan, {
