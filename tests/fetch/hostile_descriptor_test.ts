@@ -83,6 +83,19 @@ Deno.test({
         /hostile-app:1 manifest sha256:[0-9a-f]{64} layers\[1\]\.digest: "sha256:\.\.\/.*" is not a valid digest/,
       ],
       [
+        // The attack as found: a third layer, which the app manifest parser did not look at but the pull
+        // fetched, whose digest led the ingest out of the store (its directory removed, bytes written there).
+        "third-layer-traversal",
+        OCI_MANIFEST,
+        appWith((m) =>
+          m.layers.push(
+            { mediaType: "application/json", digest: `sha256:${"5".repeat(64)}`, size: 2, annotations: {} },
+            { mediaType: "application/json", digest: traversal, size: 12 },
+          )
+        ),
+        /third-layer-traversal:1 manifest sha256:[0-9a-f]{64}: layers\[2\] \("sha256:\.\.\/.*…?"\) is not part of a compose app/,
+      ],
+      [
         "three-layers",
         OCI_MANIFEST,
         appWith((m) =>
