@@ -191,8 +191,9 @@ class Pool {
 /**
  * Downloads one blob into the store, resuming its ingest: a dropped or stalled transfer continues with a
  * Range request from the byte reached. Consecutive failures without progress are bounded by the client's
- * attempt count, and the time without a byte received by its deadline. A verification failure of a resumed download is retried once from byte 0 (the kept
- * prefix may be what was wrong); a second one is final and names the digest.
+ * attempt count, and the time without a byte by its deadline. A verification failure of a resumed download
+ * is retried once from byte 0 (the kept prefix may be what was wrong); a second one is final and names the
+ * digest.
  */
 async function downloadBlob(
   client: RegistryClient,

@@ -7,7 +7,7 @@
  */
 
 /** The environment of a child: PATH plus `vars`; a variable whose value is undefined is left out. */
-export function childEnv(vars: Record<string, string | undefined> = {}): Record<string, string> {
+function childEnv(vars: Record<string, string | undefined> = {}): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [name, value] of Object.entries({ PATH: Deno.env.get("PATH"), ...vars })) {
     if (value !== undefined) env[name] = value;
