@@ -8,7 +8,7 @@ import { BerthError } from "../util/errors.ts";
 import { writeFileAtomic } from "../util/fs.ts";
 import { readNoFollow } from "../store/nofollow.ts";
 import { parseDigest } from "../oci/digest.ts";
-import { parseReference } from "../registry/reference.ts";
+import { parseReference } from "../oci/reference.ts";
 import type { Store } from "../store/store.ts";
 import type { StatusReason } from "../status/schema.ts";
 

@@ -45,7 +45,7 @@ import type { Document, Node, Pair, Scalar, ScalarTag, Tags, YAMLMap } from "yam
 import { z } from "zod";
 import { createHash } from "node:crypto";
 import { BerthError } from "../util/errors.ts";
-import { parseReference, type Reference } from "../registry/reference.ts";
+import { parseReference, type Reference } from "../oci/reference.ts";
 
 /** The label composeapp sets on each service (and compose copies onto its containers). */
 export const CONFIG_HASH_LABEL = "io.compose-spec.config-hash";

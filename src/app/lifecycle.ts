@@ -10,7 +10,7 @@
 import { BerthError } from "../util/errors.ts";
 import { ensureDirDurable, fsyncDir, readFileIfExists, statIfExists, writeFileAtomic } from "../util/fs.ts";
 
-import { formatReference, parseReference } from "../registry/reference.ts";
+import { formatReference, parseReference } from "../oci/reference.ts";
 import type { Store } from "../store/store.ts";
 import { findStoredImage, readManifest } from "../store/images.ts";
 import { type AppRecord, readApps, writeApp } from "../store/apps.ts";

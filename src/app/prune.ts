@@ -31,7 +31,7 @@
  * still fetching go into `keepIngests`.
  */
 import { BerthError } from "../util/errors.ts";
-import { parseReference } from "../registry/reference.ts";
+import { parseReference } from "../oci/reference.ts";
 import type { Store } from "../store/store.ts";
 import { type AppRecord, readApps, writeApp } from "../store/apps.ts";
 import type { Descriptor } from "../oci/descriptor.ts";

@@ -7,7 +7,7 @@
 import { BerthError } from "../util/errors.ts";
 import { sha256Of } from "../oci/digest.ts";
 import { OCI_MANIFEST } from "../oci/mediatypes.ts";
-import { formatReference, parseReference } from "../registry/reference.ts";
+import { formatReference, parseReference } from "../oci/reference.ts";
 import type { RegistryPusher } from "../registry/push.ts";
 import { OCI_EMPTY_DATA, OCI_EMPTY_DIGEST } from "../oci/descriptor.ts";
 import { appManifest, buildBundle, COMPOSE_FILE } from "./bundle.ts";

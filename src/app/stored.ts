@@ -3,7 +3,7 @@
  * bundle (read straight from the stored .tar.gz, nothing extracted), and the images it pins.
  */
 import { BerthError } from "../util/errors.ts";
-import { formatReference } from "../registry/reference.ts";
+import { formatReference } from "../oci/reference.ts";
 import type { Store } from "../store/store.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
 import { COMPOSE_FILE } from "./bundle.ts";

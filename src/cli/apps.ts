@@ -1,6 +1,6 @@
 /** The compose-app commands: publish, install, run, stop, rm, restore. */
 import { UsageError } from "../util/errors.ts";
-import { parseReference } from "../registry/reference.ts";
+import { parseReference } from "../oci/reference.ts";
 import { RegistryPusher } from "../registry/push.ts";
 import { Store } from "../store/store.ts";
 import { Engine } from "../docker/engine.ts";

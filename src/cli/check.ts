@@ -5,7 +5,7 @@
  * is downloaded.
  */
 import { errorMessage, UsageError } from "../util/errors.ts";
-import { parseReference } from "../registry/reference.ts";
+import { parseReference } from "../oci/reference.ts";
 import { RegistryClient } from "../registry/client.ts";
 import { Store } from "../store/store.ts";
 import { pull, type PullPlan } from "../fetch/pull.ts";

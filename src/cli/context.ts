@@ -4,7 +4,7 @@
  */
 import { UsageError } from "../util/errors.ts";
 import { DEFAULT_STORE } from "../store/store.ts";
-import { hostPlatform, parsePlatform, type Platform } from "../registry/platform.ts";
+import { hostPlatform, parsePlatform, type Platform } from "../oci/platform.ts";
 import { DEFAULT_CREDENTIALS_FILE, dockerConfigPath } from "../registry/credentials.ts";
 import { DEFAULT_CERTS_DIR, DOCKER_CERTS_DIR } from "../registry/transport.ts";
 import type { RegistryOptions } from "../registry/options.ts";

@@ -1,6 +1,6 @@
 /** `berth load IMAGE_REF...`: stored images into the docker engine; never touches the network. */
 import { UsageError } from "../util/errors.ts";
-import { parseReference } from "../registry/reference.ts";
+import { parseReference } from "../oci/reference.ts";
 import { Store } from "../store/store.ts";
 import { findStoredImage } from "../store/images.ts";
 import { Engine } from "../docker/engine.ts";

@@ -6,7 +6,7 @@ import { BerthError, errorMessage, UsageError } from "../util/errors.ts";
 import { messageLine } from "../util/text.ts";
 import { VERSION } from "../version.ts";
 import { LAYOUT_VERSION } from "../store/store.ts";
-import { formatPlatform, hostPlatform } from "../registry/platform.ts";
+import { formatPlatform, hostPlatform } from "../oci/platform.ts";
 import { formatOptions, type OptionSpec, parseArgs } from "./args.ts";
 import { type Context, GLOBAL_OPTIONS, makeContext } from "./context.ts";
 import { pullCommand } from "./pull.ts";

@@ -1,6 +1,6 @@
 /** `berth pull REF...`: fetch images into the store, verified and resumable. */
 import { BerthError, UsageError } from "../util/errors.ts";
-import { parseReference } from "../registry/reference.ts";
+import { parseReference } from "../oci/reference.ts";
 import { RegistryClient } from "../registry/client.ts";
 import { Store } from "../store/store.ts";
 import { pull, type PullEvent } from "../fetch/pull.ts";

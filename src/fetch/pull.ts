@@ -10,8 +10,8 @@ import { EMPTY_SHA256, sha256Of } from "../oci/digest.ts";
 import type { Manifest, RegistryClient } from "../registry/client.ts";
 import { backoffDelay, sleep } from "../util/async.ts";
 import { isIndexType, OCI_INDEX, OCI_MANIFEST } from "../oci/mediatypes.ts";
-import { choosePlatform, formatPlatform, normalizePlatform, type Platform } from "../registry/platform.ts";
-import { formatReference, parseReference, type Reference } from "../registry/reference.ts";
+import { choosePlatform, formatPlatform, normalizePlatform, type Platform } from "../oci/platform.ts";
+import { formatReference, parseReference, type Reference } from "../oci/reference.ts";
 import { APP_JSON_MEDIA_TYPE, type AppManifest, isAppManifest, parseAppManifest } from "../app/bundle.ts";
 // Compose parsing (app/stored.ts: yaml, zod) is imported only when an app is pulled: it costs start-up time.
 import { appName } from "../app/name.ts";

@@ -6,7 +6,7 @@
 import { BerthError } from "../util/errors.ts";
 import { readAtMost } from "./body.ts";
 import type { Credentials } from "./credentials.ts";
-import { isLoopbackHost } from "./reference.ts";
+import { isLoopbackHost } from "../oci/reference.ts";
 import { checkRegistryUrl } from "./transport.ts";
 
 export interface Challenge {

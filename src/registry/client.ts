@@ -11,7 +11,7 @@ import { answerChallenge, parseChallenge, repositoryScope, TokenCache } from "./
 import { readAtMost, readRegistryError, watchBody } from "./body.ts";
 import { type Credentials, findCredentials } from "./credentials.ts";
 import { bareMediaType, isIndexType, isManifestType, MANIFEST_TYPES } from "../oci/mediatypes.ts";
-import { apiHost, formatReference, manifestSelector, type Reference } from "./reference.ts";
+import { apiHost, formatReference, manifestSelector, type Reference } from "../oci/reference.ts";
 import {
   allowsPlainHttp,
   checkRegistryUrl,

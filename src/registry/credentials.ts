@@ -6,7 +6,7 @@
  */
 import { BerthError } from "../util/errors.ts";
 import { readFileIfExists } from "../util/fs.ts";
-import { DOCKER_HUB } from "./reference.ts";
+import { DOCKER_HUB } from "../oci/reference.ts";
 
 export interface Credentials {
   username: string;

@@ -18,7 +18,7 @@ import { readRegistryError, type RegistryErrorBody } from "./body.ts";
 import type { RegistryRequest } from "./options.ts";
 import { backoffDelay, sleep } from "../util/async.ts";
 import { isIndexType, isManifestType } from "../oci/mediatypes.ts";
-import { formatReference, type Reference } from "./reference.ts";
+import { formatReference, type Reference } from "../oci/reference.ts";
 
 /** What `pushBlob` did: nothing (the repository had it), a mount from another repository, or an upload. */
 export type BlobPushResult = "exists" | "mounted" | "uploaded";

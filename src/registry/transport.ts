@@ -6,7 +6,7 @@
  */
 import { BerthError, errorMessage } from "../util/errors.ts";
 import { outsideText } from "../util/text.ts";
-import { isLoopbackHost } from "./reference.ts";
+import { isLoopbackHost } from "../oci/reference.ts";
 
 /** Docker's certificate directory, read as well as berth's own. */
 export const DOCKER_CERTS_DIR = "/etc/docker/certs.d";

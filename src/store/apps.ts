@@ -6,7 +6,7 @@
 import { BerthError } from "../util/errors.ts";
 import { writeFileAtomic } from "../util/fs.ts";
 import { parseDigest } from "../oci/digest.ts";
-import { parseReference } from "../registry/reference.ts";
+import { parseReference } from "../oci/reference.ts";
 import { readNoFollow } from "./nofollow.ts";
 import type { Store } from "./store.ts";
 

@@ -4,7 +4,7 @@
  */
 import { BerthError, errorMessage } from "../util/errors.ts";
 import { parseImageManifest } from "../oci/manifest.ts";
-import { formatReference, parseReference } from "../registry/reference.ts";
+import { formatReference, parseReference } from "../oci/reference.ts";
 import type { Descriptor, ImageManifest } from "../oci/descriptor.ts";
 import { MANIFEST_DIGEST, PLATFORM, PULLED_AT, REF_NAME, SOURCE_DIGEST } from "./annotations.ts";
 import type { Store } from "./store.ts";

@@ -6,7 +6,7 @@ import { DEFAULT_STORE } from "../../src/store/store.ts";
 import { DEFAULT_DOCKER_HOST } from "../../src/docker/engine.ts";
 import { DEFAULT_CREDENTIALS_FILE } from "../../src/registry/credentials.ts";
 import { DEFAULT_CERTS_DIR } from "../../src/registry/transport.ts";
-import { hostPlatform } from "../../src/registry/platform.ts";
+import { hostPlatform } from "../../src/oci/platform.ts";
 import { BerthError } from "../../src/util/errors.ts";
 import { DEFAULT_CONFIG_FILE } from "../../src/config/defaults.ts";
 

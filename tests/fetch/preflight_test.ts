@@ -9,7 +9,7 @@ import { startFaultProxy } from "../harness/fault_proxy.ts";
 import { runBerth, scratchDir, testEnv, withServices } from "../harness/env.ts";
 import { pull, type PullEvent, type PullPlan } from "../../src/fetch/pull.ts";
 import { RegistryClient } from "../../src/registry/client.ts";
-import { parseReference } from "../../src/registry/reference.ts";
+import { parseReference } from "../../src/oci/reference.ts";
 import { Store } from "../../src/store/store.ts";
 import { ingestPaths, readIngestState } from "../../src/store/ingest.ts";
 import { checkPlanSpace } from "../../src/store/space.ts";

@@ -21,7 +21,7 @@ import {
 } from "../harness/hostile_registry.ts";
 import { MAX_REDIRECTS } from "../../src/registry/client.ts";
 import { RegistryPusher } from "../../src/registry/push.ts";
-import { parseReference } from "../../src/registry/reference.ts";
+import { parseReference } from "../../src/oci/reference.ts";
 import { BerthError } from "../../src/util/errors.ts";
 
 const MiB = 1024 * 1024;

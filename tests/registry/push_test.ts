@@ -16,7 +16,7 @@ import { startTokenServer } from "../harness/token_server.ts";
 import { tokenScopes } from "../../src/registry/auth.ts";
 import { type BlobPushResult, RegistryPusher, withDigest } from "../../src/registry/push.ts";
 import { MANIFEST_TYPES, OCI_MANIFEST } from "../../src/oci/mediatypes.ts";
-import { parseReference, type Reference } from "../../src/registry/reference.ts";
+import { parseReference, type Reference } from "../../src/oci/reference.ts";
 import type { RegistryOptions } from "../../src/registry/options.ts";
 import { sha256Of } from "../../src/oci/digest.ts";
 import { BerthError, type Reason } from "../../src/util/errors.ts";

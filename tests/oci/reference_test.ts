@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { formatReference, isLoopbackHost, parseReference } from "../../src/registry/reference.ts";
+import { formatReference, isLoopbackHost, parseReference } from "../../src/oci/reference.ts";
 import { BerthError } from "../../src/util/errors.ts";
 
 const DIGEST = "sha256:" + "a".repeat(64);

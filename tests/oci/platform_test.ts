@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { choosePlatform, formatPlatform, parsePlatform } from "../../src/registry/platform.ts";
+import { choosePlatform, formatPlatform, parsePlatform } from "../../src/oci/platform.ts";
 import { BerthError } from "../../src/util/errors.ts";
 
 const entry = (platform: string) => {
