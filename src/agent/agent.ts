@@ -13,6 +13,7 @@
  * atomically), and `agent.json` names the version each app is moving to, so after a crash or reboot the
  * agent picks up the same version where it was.
  */
+import { readAppArtifact } from "../app/artifact.ts";
 import { BerthError, errorMessage } from "../util/errors.ts";
 import { RegistryClient } from "../registry/client.ts";
 import type { RegistryOptions } from "../registry/options.ts";
@@ -31,7 +32,8 @@ import { type Device, installApp, installedServices, removeApp, runApp, stopApp 
 import { appImageRefs, appName, readBundleCompose } from "../app/stored.ts";
 import { parseAppManifest } from "../app/bundle.ts";
 import { pruneStore, reclaimableBytes } from "../app/prune.ts";
-import { checkPlanSpace, spaceOf, type SpacePolicy } from "../store/space.ts";
+import { checkPlanSpace, type SpacePolicy } from "../fetch/preflight.ts";
+import { spaceOf } from "../util/disk_space.ts";
 import { type ManagedApp, readAgentState, writeAgentState } from "./state.ts";
 import type { Logger } from "../util/log.ts";
 import { reasonOf, StatusModel } from "./model.ts";
@@ -452,6 +454,7 @@ export class Agent {
     this.#registryRequests++;
     try {
       await pull(this.#client, this.#store, [pinned], {
+        readArtifact: readAppArtifact,
         platform: this.#settings.platform,
         parallel: this.#settings.parallel,
         rateLimit: this.#settings.rateLimit,
@@ -515,9 +518,9 @@ export class Agent {
     const failedRef = `${parseReference(refText).registry}/${
       parseReference(refText).repository
     }@${failedDigest}`;
-    const index = await this.#store.readIndex();
-    index.manifests = index.manifests.filter((entry) => entry.annotations?.[REF_NAME] !== failedRef);
-    await this.#store.writeIndex(index);
+    await this.#store.updateIndex((manifests) =>
+      manifests.filter((entry) => entry.annotations?.[REF_NAME] !== failedRef)
+    );
     await this.#prune(device);
   }
 

@@ -240,6 +240,9 @@ async function readPins(store: Store, version: string): Promise<string[] | undef
   }
 }
 
+/** What tells one index.json entry from another: its reference name and the manifest it names. */
+const indexKey = (entry: Descriptor) => `${entry.annotations?.[REF_NAME] ?? ""}@${entry.digest}`;
+
 /** Reads what planning needs from the store and plans. */
 async function survey(store: Store, keep: number, removeApps?: string[]) {
   checkKeep(keep);
@@ -249,7 +252,7 @@ async function survey(store: Store, keep: number, removeApps?: string[]) {
   const pins = new Map<string, string[] | undefined>();
   for (const version of appVersions(index.manifests, apps)) pins.set(version, await readPins(store, version));
   const plan = planPrune({ entries: index.manifests, apps, keep, pins, removeApps });
-  return { index, sizes, plan };
+  return { sizes, plan };
 }
 
 /**
@@ -261,7 +264,7 @@ export async function pruneStore(store: Store, engine: Engine, options: PruneOpt
   const dryRun = options.dryRun ?? false;
   // Asked first, so that an unreachable engine fails the prune before anything has changed.
   await engine.info();
-  const { index, sizes, plan: planned } = await survey(store, options.keep, options.removeApps);
+  const { sizes, plan: planned } = await survey(store, options.keep, options.removeApps);
 
   const imagesRemoved: string[] = [];
   const imagesInUse: string[] = [];
@@ -284,7 +287,9 @@ export async function pruneStore(store: Store, engine: Engine, options: PruneOpt
   if (!dryRun) {
     if (plan.droppedEntries.length > 0) {
       const dropped = new Set(plan.droppedEntries);
-      await store.writeIndex({ ...index, manifests: index.manifests.filter((entry) => !dropped.has(entry)) });
+      // Entries are told apart by reference name and digest: the file is read again under the change.
+      const droppedKeys = new Set([...dropped].map(indexKey));
+      await store.updateIndex((manifests) => manifests.filter((entry) => !droppedKeys.has(indexKey(entry))));
     }
     for (const record of plan.trimmedApps) await writeApp(store, record.name, record);
   }

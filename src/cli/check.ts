@@ -4,13 +4,14 @@
  * checks the store's filesystem and, when the engine answers, its data root's, then stops before any layer
  * is downloaded.
  */
+import { readAppArtifact } from "../app/artifact.ts";
 import { errorMessage, UsageError } from "../util/errors.ts";
 import { parseReference } from "../oci/reference.ts";
 import { RegistryClient } from "../registry/client.ts";
 import { Store } from "../store/store.ts";
 import { pull, type PullPlan } from "../fetch/pull.ts";
 import { Engine } from "../docker/engine.ts";
-import { checkSpace, insufficientStorage, type SpaceReport } from "../store/space.ts";
+import { checkSpace, insufficientStorage, type SpaceReport } from "../fetch/preflight.ts";
 import { type Context, formatBytes } from "./context.ts";
 
 /** Thrown by the pre-flight hook to stop the pull once the plan is checked. */
@@ -70,6 +71,7 @@ export async function checkCommand(context: Context): Promise<number> {
     let report: SpaceReport | undefined;
     try {
       await pull(client, store, refs, {
+        readArtifact: readAppArtifact,
         platform: context.platform,
         parallel: context.parallel,
         limits: context.config.limits,

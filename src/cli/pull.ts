@@ -1,4 +1,5 @@
 /** `berth pull REF...`: fetch images into the store, verified and resumable. */
+import { readAppArtifact } from "../app/artifact.ts";
 import { BerthError, UsageError } from "../util/errors.ts";
 import { parseReference } from "../oci/reference.ts";
 import { RegistryClient } from "../registry/client.ts";
@@ -27,6 +28,7 @@ export async function pullCommand(context: Context): Promise<number> {
     : undefined;
   try {
     const results = await pull(client, store, refs, {
+      readArtifact: readAppArtifact,
       platform: context.platform,
       parallel: context.parallel,
       rateLimit: context.config.rateLimit,

@@ -6,6 +6,11 @@ export const DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+
 export const DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /** Sent as Accept on every manifest request, most preferred first. */
+/** The config media types of a container image (anything else is an artifact the engine cannot run). */
+export const IMAGE_CONFIG_TYPES = [
+  "application/vnd.oci.image.config.v1+json",
+  "application/vnd.docker.container.image.v1+json",
+] as const;
 export const MANIFEST_TYPES = [OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST] as const;
 
 export function isIndexType(mediaType: string): boolean {

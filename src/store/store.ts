@@ -15,7 +15,7 @@
  */
 import { BerthError, errorMessage } from "../util/errors.ts";
 import { digestHex, isDigest } from "../oci/digest.ts";
-import { checkDescriptor, type OciIndex } from "../oci/descriptor.ts";
+import { checkDescriptor, type Descriptor, type OciIndex } from "../oci/descriptor.ts";
 import {
   ensureDirDurable,
   fsyncDir,
@@ -25,7 +25,7 @@ import {
   writeFileAtomic,
 } from "../util/fs.ts";
 import { OCI_INDEX } from "../oci/mediatypes.ts";
-import { IngestWriter } from "./ingest.ts";
+import { IngestWriter, resumableBytes } from "./ingest.ts";
 import { LOCK_FILE, StoreLock } from "./lock.ts";
 import { checkLayoutEntries, openNoFollow, readNoFollow } from "./nofollow.ts";
 
@@ -85,6 +85,8 @@ export class Store {
   readonly exists: boolean;
   #lock?: StoreLock;
   #puts = new Map<string, Promise<void>>();
+  /** index.json changes run one at a time, each on the result of the one before. */
+  #indexChange: Promise<void> = Promise.resolve();
 
   private constructor(root: string, exists: boolean, lock?: StoreLock) {
     this.root = root;
@@ -270,10 +272,28 @@ export class Store {
     }
   }
 
-  /** Replaces index.json atomically. Only a writer may call this. */
-  async writeIndex(index: OciIndex): Promise<void> {
-    if (!this.#lock) throw new Error("writeIndex needs the writer lock");
-    await writeFileAtomic(`${this.root}/${INDEX_FILE}`, JSON.stringify(index, null, 2) + "\n");
+  /**
+   * Changes index.json: `change` gets its entries and returns the new ones, which replace the file
+   * atomically. Changes from one process run one after another; other processes are kept out by the
+   * writer lock, which this needs.
+   */
+  updateIndex(change: (manifests: Descriptor[]) => Descriptor[]): Promise<void> {
+    if (!this.#lock) throw new Error("updateIndex needs the writer lock");
+    const run = this.#indexChange.then(async () => {
+      const index = await this.readIndex();
+      const manifests = change(index.manifests);
+      await writeFileAtomic(
+        `${this.root}/${INDEX_FILE}`,
+        JSON.stringify({ ...index, manifests }, null, 2) + "\n",
+      );
+    });
+    this.#indexChange = run.catch(() => {});
+    return run;
+  }
+
+  /** Bytes of `digest` a resumable ingest already holds (0 when none, or when it cannot be resumed). */
+  ingestedBytes(digest: string, size: number): Promise<number> {
+    return resumableBytes(this.ingestDir, digest, size).catch(() => 0);
   }
 
   /** Leftover temporary files from interrupted atomic writes (removed by fsck --repair). */

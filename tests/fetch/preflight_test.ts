@@ -3,6 +3,7 @@
  * what a resume keeps), and the storage pre-flight stops a pull that does not fit before any blob is
  * fetched — on a real tmpfs, against the real registry — and lets the same pull through once there is room.
  */
+import { readAppArtifact } from "../../src/app/artifact.ts";
 import assert from "node:assert/strict";
 import { run } from "../harness/services.ts";
 import { startFaultProxy } from "../harness/fault_proxy.ts";
@@ -12,7 +13,7 @@ import { RegistryClient } from "../../src/registry/client.ts";
 import { parseReference } from "../../src/oci/reference.ts";
 import { Store } from "../../src/store/store.ts";
 import { ingestPaths, readIngestState } from "../../src/store/ingest.ts";
-import { checkPlanSpace } from "../../src/store/space.ts";
+import { checkPlanSpace } from "../../src/fetch/preflight.ts";
 import { BerthError } from "../../src/util/errors.ts";
 import { DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST } from "../../src/oci/mediatypes.ts";
 
@@ -77,6 +78,7 @@ Deno.test({
       const abort = new AbortController();
       await assert.rejects(
         pull(client, store, [ref], {
+          readArtifact: readAppArtifact,
           platform: PLATFORM,
           parallel: 1,
           signal: abort.signal,
@@ -107,6 +109,7 @@ Deno.test({
       const planned: PullEvent[] = [];
       const stored = (await storeContent(storePath)).blobs;
       const plan = await pull(client, store, [ref], {
+        readArtifact: readAppArtifact,
         platform: PLATFORM,
         parallel: 1,
         onEvent: (event) => event.type === "planned" && planned.push(event),
@@ -138,6 +141,7 @@ Deno.test({
       let resumedAt: number | undefined;
       const progress = () => manifests + [...done.values()].reduce((sum, bytes) => sum + bytes, 0);
       await pull(client, store, [ref], {
+        readArtifact: readAppArtifact,
         platform: PLATFORM,
         parallel: 3,
         onEvent: (event) => {
@@ -181,6 +185,7 @@ Deno.test({
       const store = await Store.open(storePath, { write: true, command: "test" });
       const policy = { watermark: 95, reserve: MiB };
       const error = await pull(client, store, [parseReference(ref)], {
+        readArtifact: readAppArtifact,
         platform: PLATFORM,
         parallel: 3,
         preflight: async (plan) => {

@@ -1,16 +1,13 @@
 /**
  * The storage pre-flight: before a pull downloads any layer, the bytes it still needs are checked against
  * the store's filesystem and the unpacked size the engine will need against the engine data root's — so a
- * device never fills its disk halfway through an update. Deno has no statfs, so free space comes from
- * `df -P` (POSIX output, which coreutils and busybox both give).
+ * device never fills its disk halfway through an update.
  */
 import { BerthError, errorMessage } from "../util/errors.ts";
-import { dirname, statIfExists } from "../util/fs.ts";
-import { childCommand } from "../util/child_env.ts";
-import type { Engine } from "../docker/engine.ts";
-import type { PullPlan } from "../fetch/pull.ts";
-import type { Store } from "./store.ts";
+import { type FsSpace, spaceOf } from "../util/disk_space.ts";
+import type { Store } from "../store/store.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
+import type { PullPlan } from "./pull.ts";
 
 export interface SpacePolicy {
   /** The most of a filesystem (percent) a pull may leave used. */
@@ -19,82 +16,15 @@ export interface SpacePolicy {
   reserve: number;
 }
 
-export const DEFAULT_SPACE_POLICY: SpacePolicy = { watermark: 95, reserve: 64 * 1024 * 1024 };
-
 /**
  * Unpacked size of a layer known only by its compressed size: gzip of typical root filesystems packs 2–3×.
  * Apps with layers meta give the real figure instead.
  */
 export const UNPACK_ESTIMATE_FACTOR = 2.5;
 
-export interface FsSpace {
-  /** The path asked about, and the mount point df named. */
-  path: string;
-  mountedOn: string;
-  sizeBytes: number;
-  /** df's "Used". Used + available is less than the size by the blocks reserved for root (and on some
-   * filesystems by much more); percentages are of used + available, as df's "Capacity" is. */
-  usedBytes?: number;
-  /** Available to berth (df's "Available": without the blocks reserved for root). */
-  freeBytes: number;
-  /** st_dev: two paths on one filesystem share it. */
-  device: number;
-}
-
-/** Parses `df -P -k PATH` output: a header line, then one line per filesystem (the last one counts). */
-export function parseDf(output: string, path: string): Omit<FsSpace, "device"> {
-  const lines = output.trim().split("\n").filter(Boolean);
-  const fields = lines[lines.length - 1]?.trim().split(/\s+/) ?? [];
-  // Filesystem 1024-blocks Used Available Capacity Mounted-on (a filesystem name may hold spaces: count
-  // from the end).
-  if (lines.length < 2 || fields.length < 6) {
-    throw new Error(`unexpected df output: ${JSON.stringify(output)}`);
-  }
-  const mountIndex = fields.findIndex((field, i) => i >= 4 && /^\d+%$/.test(field)) + 1;
-  const [size, used, available] = fields.slice(mountIndex - 4, mountIndex - 1).map(Number);
-  if (mountIndex === 0 || ![size, used, available].every(Number.isFinite)) {
-    throw new Error(`unexpected df output: ${JSON.stringify(output)}`);
-  }
-  return {
-    path,
-    mountedOn: fields.slice(mountIndex).join(" "),
-    sizeBytes: size * 1024,
-    usedBytes: used * 1024,
-    freeBytes: available * 1024,
-  };
-}
-
-/** The nearest existing directory at or above `path` (a store may not exist yet). */
-async function existingAncestor(path: string): Promise<string> {
-  let current = path;
-  while (!(await statIfExists(current))) {
-    const parent = dirname(current);
-    if (parent === current) break;
-    current = parent;
-  }
-  return current;
-}
-
-/** Size, free bytes and device of the filesystem holding `path`. */
-export async function spaceOf(path: string): Promise<FsSpace> {
-  const existing = await existingAncestor(path);
-  try {
-    const output = await childCommand("df", {
-      args: ["-P", "-k", existing],
-      // The C locale: the output parsed below in the POSIX format, whatever the device's locale.
-      env: { LC_ALL: "C" },
-      stdout: "piped",
-      stderr: "piped",
-    })
-      .output();
-    if (!output.success) throw new Error(new TextDecoder().decode(output.stderr).trim());
-    const info = await Deno.stat(existing);
-    return { ...parseDf(new TextDecoder().decode(output.stdout), path), device: info.dev };
-  } catch (error) {
-    throw new BerthError("store_io", `cannot read the free space of ${path}: ${errorMessage(error)}`, {
-      cause: error,
-    });
-  }
+/** What the pre-flight asks of the engine: whether it already holds an image (by config digest). */
+export interface EngineImages {
+  inspectImage(id: string): Promise<unknown>;
 }
 
 export interface SpaceCheck {
@@ -199,7 +129,7 @@ export function unpackedBytes(images: { layers: Descriptor[] }[], usage: Map<str
 export async function engineNeed(
   store: Store,
   plan: PullPlan,
-  engine: Engine,
+  engine: EngineImages,
   arch: string,
 ): Promise<number> {
   const missing = new Map<string, { layers: Descriptor[] }>();
@@ -215,7 +145,7 @@ export async function engineNeed(
 export interface CheckOptions {
   policy: SpacePolicy;
   /** With an engine and its data root, the engine's side is checked too. */
-  engine?: Engine;
+  engine?: EngineImages;
   engineDataRoot?: string;
   /** The layers meta architecture key ("amd64", "arm64", …). */
   arch?: string;

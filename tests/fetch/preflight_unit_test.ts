@@ -2,13 +2,12 @@
 import assert from "node:assert/strict";
 import {
   judge,
-  parseDf,
   parseLayerUsage,
-  spaceOf,
   storeNeed,
   UNPACK_ESTIMATE_FACTOR,
   unpackedBytes,
-} from "../../src/store/space.ts";
+} from "../../src/fetch/preflight.ts";
+import { parseDf, spaceOf } from "../../src/util/disk_space.ts";
 import type { PullPlan } from "../../src/fetch/pull.ts";
 
 const MiB = 1024 * 1024;
