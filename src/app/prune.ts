@@ -50,9 +50,6 @@ import { parseAppManifest } from "./bundle.ts";
 import { appImageRefs, readBundleCompose } from "./stored.ts";
 import { localImageTag } from "./lifecycle.ts";
 
-/** What the agent and `berth prune` keep by default: one earlier version to roll back to. */
-export const DEFAULT_KEEP = 1;
-
 export interface PruneOptions {
   /** Earlier versions of each app kept besides the installed one. */
   keep: number;

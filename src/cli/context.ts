@@ -3,19 +3,22 @@
  * config file > default, for every setting), and output helpers.
  */
 import { UsageError } from "../util/errors.ts";
-import { DEFAULT_STORE } from "../store/store.ts";
 import { hostPlatform, parsePlatform, type Platform } from "../oci/platform.ts";
-import { DEFAULT_CREDENTIALS_FILE, dockerConfigPath } from "../registry/credentials.ts";
-import { DEFAULT_CERTS_DIR, DOCKER_CERTS_DIR } from "../registry/transport.ts";
+import { dockerConfigPath } from "../registry/credentials.ts";
+import { DOCKER_CERTS_DIR } from "../registry/transport.ts";
 import type { RegistryOptions } from "../registry/options.ts";
-import { DEFAULT_DOCKER_HOST } from "../docker/engine.ts";
-import { DEFAULT_CONFIG_FILE, defaultConfig } from "../config/defaults.ts";
+import {
+  DEFAULT_CERTS_DIR,
+  DEFAULT_COMPOSE_ROOT,
+  DEFAULT_CONFIG_FILE,
+  DEFAULT_CREDENTIALS_FILE,
+  DEFAULT_DOCKER_HOST,
+  DEFAULT_STORE,
+  defaultConfig,
+} from "../config/defaults.ts";
 import type { Config } from "../config/config.ts";
 import { statIfExists } from "../util/fs.ts";
 import type { OptionSpec, ParsedArgs } from "./args.ts";
-
-/** Default directory of installed compose projects on a device. */
-export const DEFAULT_COMPOSE_ROOT = "/var/lib/berth/apps";
 
 export const GLOBAL_OPTIONS: OptionSpec[] = [
   {

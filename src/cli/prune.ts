@@ -2,7 +2,8 @@
 import { BerthError, UsageError } from "../util/errors.ts";
 import { Store } from "../store/store.ts";
 import { Engine } from "../docker/engine.ts";
-import { DEFAULT_KEEP, pruneStore } from "../app/prune.ts";
+import { pruneStore } from "../app/prune.ts";
+import { DEFAULT_KEEP } from "../config/defaults.ts";
 import { type Context, formatBytes } from "./context.ts";
 
 export async function pruneCommand(context: Context): Promise<number> {

@@ -5,7 +5,8 @@
  */
 import { BerthError, errorMessage } from "../util/errors.ts";
 import { type AppStatus, type Status, STATUS_SCHEMA_VERSION, StatusSchema } from "../status/schema.ts";
-import { connectHost, DEFAULT_STATUS_LISTEN, formatListen, parseListen } from "../status/listen.ts";
+import { connectHost, formatListen, parseListen } from "../util/listen_address.ts";
+import { DEFAULT_STATUS_LISTEN } from "../config/defaults.ts";
 import { type Context, formatBytes, shortDigest } from "./context.ts";
 
 /** How long `berth status` waits for an agent; it answers from memory, so this is generous. */

@@ -12,66 +12,17 @@
 import { parseDocument } from "yaml";
 import { z } from "zod";
 import { BerthError } from "../util/errors.ts";
-import { LOG_LEVELS, type LogLevel } from "../util/log.ts";
+import { LOG_LEVELS } from "../util/log.ts";
 import { parseReference } from "../oci/reference.ts";
 import { formatPlatform, parsePlatform } from "../oci/platform.ts";
 import { appName } from "../app/name.ts";
 import { parseDuration, parseSize, SIZE_UNITS } from "./units.ts";
-import { parseListenAddress } from "./listen.ts";
-import type { BlobLimits } from "../fetch/limits.ts";
+import { isLoopback, type ListenAddress, parseListen } from "../util/listen_address.ts";
 import { DEFAULT_CONFIG_FILE, DEFAULT_POLL_JITTER_FRACTION, defaultConfig } from "./defaults.ts";
+import type { Config } from "./types.ts";
 
 export { DEFAULT_CONFIG_FILE, defaultConfig };
-
-export interface Config {
-  /** As --store. */
-  store?: string;
-  /** As --compose-root. */
-  composeRoot?: string;
-  /** host: as --docker-host. */
-  docker: { host?: string };
-  /** The compose command, as --compose. */
-  compose?: string;
-  /** Names of variables in berth's environment that compose may interpolate into apps; none by default. */
-  composeEnvironment: string[];
-  /** As --platform, normalised ("linux/arm/v7"). */
-  platform?: string;
-  /** References of the apps the agent keeps installed and running, as written; each parses. */
-  apps: string[];
-  /** Seconds between checks of each app's tag. */
-  pollInterval: number;
-  /** Seconds of random extra wait per poll, at most. */
-  pollJitter: number;
-  /**
-   * The status endpoint: host:port, [v6]:port or an absolute unix socket path; a token for Bearer auth;
-   * host names requests may name besides the listen address and localhost (against DNS rebinding).
-   */
-  status: { listen: string; token?: string; hosts: string[] };
-  /** Blobs downloaded at once, as --parallel. */
-  parallel?: number;
-  /** Download bytes per second; undefined is unlimited. */
-  rateLimit?: number;
-  /** watermark: maximum % of a filesystem used; reserve: bytes kept free. */
-  storage: { watermark: number; reserve: number };
-  /**
-   * As --credentials, --certs-dir and --insecure-registry (the flags add to this list); seconds without a
-   * body byte, and for one whole registry operation (defaults in registry/options.ts).
-   */
-  registries: {
-    credentials?: string;
-    certsDir?: string;
-    insecure: string[];
-    stallTimeout?: number;
-    timeout?: number;
-  };
-  /** Previous app versions kept besides the current one. */
-  keep: number;
-  /** Seconds: no progress before "stalled"; services running after `up`; cap of the retry back-off. */
-  timeouts: { stall: number; start: number; retryMax: number };
-  /** Bytes: the largest bundle, bundle index, layers meta and image config berth fetches. */
-  limits: BlobLimits;
-  logLevel: LogLevel;
-}
+export type { Config };
 
 /** Where a value was wrong (`apps[1]`, `status.listen`) and the sentence saying what was expected. */
 interface Problem {
@@ -256,7 +207,7 @@ const ConfigSchema = mapping("", {
   status: mapping("status", {
     listen: leaf(
       "host:port, [v6]:port or an absolute unix socket path",
-      (input) => typeof input === "string" && parseListenAddress(input) ? input : undefined,
+      (input) => typeof input === "string" && listenAddress(input) ? input : undefined,
     ),
     token: leaf("a non-empty string", nonEmptyString),
     hosts: list(
@@ -360,10 +311,18 @@ function describeIssue(issue: z.ZodIssue, input: unknown): Problem {
   return { keyPath, message: issue.message };
 }
 
+/** The parsed listen address, or undefined when `text` is not one (the schema reports it). */
+function listenAddress(text: string): ListenAddress | undefined {
+  try {
+    return parseListen(text);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Checks that span keys: what each key alone cannot tell. */
 function crossChecks(config: Config): Problem | undefined {
-  const listen = parseListenAddress(config.status.listen)!;
-  if (listen.transport === "tcp" && !listen.loopback && config.status.token === undefined) {
+  if (!isLoopback(listenAddress(config.status.listen)!) && config.status.token === undefined) {
     return {
       keyPath: "status.token",
       message:

@@ -2,11 +2,23 @@
  * The config file's location and defaults, apart from the parser so that a command run without a config file
  * does not load yaml and zod (~50 ms of start-up on a small device).
  */
-import type { Config } from "./config.ts";
-import { DEFAULT_BLOB_LIMITS } from "../fetch/limits.ts";
+import type { Config } from "./types.ts";
+import type { BlobLimits } from "../fetch/limits.ts";
+
+const MiB = 1024 * 1024;
 
 /** Where berth looks for its config file when neither --config nor BERTH_CONFIG names one. */
 export const DEFAULT_CONFIG_FILE = "/etc/berth/config.yml";
+/** berth's store: on the device's persistent data partition, outside the engine's data root. */
+export const DEFAULT_STORE = "/var/lib/berth/store";
+/** Where installed compose projects live. */
+export const DEFAULT_COMPOSE_ROOT = "/var/lib/berth/apps";
+/** The engine berth loads into and runs apps on: the system's docker. */
+export const DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock";
+/** Registry credentials, docker config.json format. */
+export const DEFAULT_CREDENTIALS_FILE = "/etc/berth/credentials.json";
+/** Extra CAs and client certificates per registry host; docker's own directory is read after it. */
+export const DEFAULT_CERTS_DIR = "/etc/berth/certs.d";
 
 /** Seconds between checks of an app's tag for a new digest. */
 export const DEFAULT_POLL_INTERVAL = 300;
@@ -17,9 +29,21 @@ export const DEFAULT_STATUS_LISTEN = "127.0.0.1:8470";
 /** Maximum % of a filesystem berth fills (store and engine data root). */
 export const DEFAULT_WATERMARK = 95;
 /** Bytes always left free, so the device's logs and databases keep working after a big download. */
-export const DEFAULT_RESERVE = 64 * 1024 * 1024;
+export const DEFAULT_RESERVE = 64 * MiB;
 /** Previous app versions kept besides the current one: one, to go back to without a download. */
 export const DEFAULT_KEEP = 1;
+/**
+ * Caps on blobs read whole, by their declared sizes. composectl reads a bundle of up to about 1 GiB, so
+ * berth accepts as much; the storage pre-flight counts the declared sizes before anything is fetched.
+ */
+export const DEFAULT_BLOB_LIMITS: Readonly<BlobLimits> = {
+  bundle: 1024 * MiB,
+  // Tens of thousands of files fit in a few MiB of index; these are read and parsed in memory.
+  bundleIndex: 16 * MiB,
+  layersMeta: 16 * MiB,
+  // Configs of real images are kilobytes (a long history makes tens); a config is parsed in memory.
+  imageConfig: 8 * MiB,
+};
 /** Seconds: a download without progress is stalled; services must run this long after `up`; back-off cap. */
 export const DEFAULT_TIMEOUTS = { stall: 60, start: 60, retryMax: 300 } as const;
 

@@ -9,7 +9,6 @@ import { BerthError, errorMessage } from "../util/errors.ts";
 const MAX_API_VERSION = "1.41";
 /** The oldest berth accepts: image load with `quiet=0` progress, RootFS in image inspect. */
 const MIN_API_VERSION = "1.25";
-export const DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock";
 
 export interface EngineImage {
   Id: string;

@@ -8,8 +8,7 @@
 import { BerthError } from "../util/errors.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
 
-const MiB = 1024 * 1024;
-
+/** The caps, in bytes (defaults in config/defaults.ts). */
 export interface BlobLimits {
   /** An app's bundle (.tar.gz): composectl accepts projects up to 1 GiB, so berth does too. */
   bundle: number;
@@ -20,15 +19,6 @@ export interface BlobLimits {
   /** An image config (JSON, read whole to learn the platform and the layers' diff IDs). */
   imageConfig: number;
 }
-
-export const DEFAULT_BLOB_LIMITS: Readonly<BlobLimits> = {
-  bundle: 1024 * MiB,
-  // Tens of thousands of files fit in a few MiB of index; these are read and parsed in memory.
-  bundleIndex: 16 * MiB,
-  layersMeta: 16 * MiB,
-  // Configs of real images are kilobytes (a long history makes tens); a config is parsed in memory.
-  imageConfig: 8 * MiB,
-};
 
 /** Refuses a blob whose declared size is over its cap, naming the blob, the cap and the key that sets it. */
 export function checkBlobSize(

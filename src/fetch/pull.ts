@@ -25,7 +25,7 @@ import {
   SOURCE_MEDIA_TYPE,
 } from "../store/annotations.ts";
 import { RateLimiter } from "./rate.ts";
-import { type BlobLimits, DEFAULT_BLOB_LIMITS } from "./limits.ts";
+import type { BlobLimits } from "./limits.ts";
 import { type ArtifactReader, type ResolvedImage, resolveImage } from "./resolve.ts";
 import { downloadBlob, type DownloadEvent } from "./download.ts";
 import { buildPlan, manifestBytesOf, type PlannedBlob, type PlannedImage, type PullPlan } from "./plan.ts";
@@ -65,8 +65,8 @@ export interface PullOptions {
    * with the whole plan, before any layer.
    */
   preflight?: (plan: PullPlan) => Promise<void>;
-  /** Caps on blobs read whole (default DEFAULT_BLOB_LIMITS). */
-  limits?: BlobLimits;
+  /** Caps on blobs read whole, by declared size. */
+  limits: BlobLimits;
   /**
    * Recognises manifests that pin other references (compose apps: the app layer passes its reader).
    * Without one, only container images are fetched.
@@ -176,7 +176,7 @@ class PullRun {
   constructor(readonly client: RegistryClient, readonly store: Store, readonly options: PullOptions) {
     this.#pool = new Pool(Math.max(1, options.parallel));
     this.#limiter = options.rateLimit ? new RateLimiter(options.rateLimit) : undefined;
-    this.#limits = options.limits ?? DEFAULT_BLOB_LIMITS;
+    this.#limits = options.limits;
   }
 
   /** Resolves every reference and what artifacts pin, announces the plan and lets the pre-flight judge it. */

@@ -25,6 +25,12 @@ function parseJson(bytes: Uint8Array, what: string): Record<string, unknown> {
 }
 
 /**
+ * The largest manifest or index berth reads: the distribution spec lets registries refuse manifests over
+ * 4 MiB, so none larger is published; in the store, a larger blob is never a manifest.
+ */
+export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+
+/**
  * Parses an image manifest (OCI or Docker v2) and checks its config and layer descriptors. A compose app's
  * manifest is one too; `rules` let through its legacy config, written without a size.
  */

@@ -28,9 +28,8 @@ import {
   type RegistryResponse,
 } from "./options.ts";
 import { backoffDelay, sleep } from "../util/async.ts";
+import { MAX_MANIFEST_BYTES } from "../oci/manifest.ts";
 
-/** The distribution spec lets registries refuse manifests over 4 MiB; berth refuses to read larger ones. */
-export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 /** Redirects followed for one request: real registries use one (to a CDN or object store); more is a loop. */
 export const MAX_REDIRECTS = 5;
 

@@ -13,9 +13,6 @@ export interface Credentials {
   password: string;
 }
 
-/** Default path of berth's credentials file (same format as docker's config.json). */
-export const DEFAULT_CREDENTIALS_FILE = "/etc/berth/credentials.json";
-
 /** docker's config.json: $DOCKER_CONFIG/config.json, else ~/.docker/config.json. */
 export function dockerConfigPath(): string | undefined {
   const dir = Deno.env.get("DOCKER_CONFIG");

@@ -10,8 +10,6 @@ import { isLoopbackHost } from "../oci/reference.ts";
 
 /** Docker's certificate directory, read as well as berth's own. */
 export const DOCKER_CERTS_DIR = "/etc/docker/certs.d";
-/** berth's own certificate directory (same layout as docker's). */
-export const DEFAULT_CERTS_DIR = "/etc/berth/certs.d";
 /** How long the HTTPS-or-HTTP probe of a loopback or insecure registry may take. */
 const PROBE_TIMEOUT_MS = 5_000;
 
@@ -97,7 +95,7 @@ export function isTlsError(message: string): boolean {
 
 /** The way out of a TLS failure, naming the files berth reads. */
 export function tlsHint(host: string, certsDirs: string[]): string {
-  const dir = `${certsDirs[0] ?? DEFAULT_CERTS_DIR}/${host}`;
+  const dir = `${certsDirs[0] ?? "the certs directory (--certs-dir)"}/${host}`;
   return `for a private CA put it in ${dir}/ca.crt; for a client certificate, ${dir}/client.cert and client.key`;
 }
 

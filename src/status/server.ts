@@ -19,7 +19,13 @@ import { BerthError } from "../util/errors.ts";
 import type { Counters, Status } from "./schema.ts";
 import { METRICS_CONTENT_TYPE, renderMetrics } from "./metrics.ts";
 import { STATUS_PAGE_HTML } from "./page.ts";
-import { connectHost, formatListen, isLoopback, type ListenAddress, parseListen } from "./listen.ts";
+import {
+  connectHost,
+  formatListen,
+  isLoopback,
+  type ListenAddress,
+  parseListen,
+} from "../util/listen_address.ts";
 import { type HttpLimits, type HttpServer, serveHttp } from "./http.ts";
 
 /** What the server reads; the agent implements it. Every method answers from memory, at once. */

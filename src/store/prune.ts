@@ -7,6 +7,7 @@
  * (fsync of blobs/). A kill mid-sweep leaves more unreferenced blobs, which the next sweep removes; nothing
  * a remaining reference needs is ever touched, so fsck passes at every point.
  */
+import { MAX_MANIFEST_BYTES } from "../oci/manifest.ts";
 import { digestHex } from "../oci/digest.ts";
 import { statIfExists, TEMP_SUFFIX } from "../util/fs.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
@@ -18,9 +19,6 @@ export interface BlobRoot {
   digest: string;
   mediaType?: string;
 }
-
-/** Manifests and indexes are at most this big (the registry client refuses larger); larger blobs are leaves. */
-export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 
 /**
  * A temporary file at least this old is a leftover of an interrupted write: atomic writes live for

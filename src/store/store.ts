@@ -34,8 +34,6 @@ export const LAYOUT_VERSION = 1;
 export const BERTH_FILE = "berth.json";
 const OCI_LAYOUT_FILE = "oci-layout";
 const INDEX_FILE = "index.json";
-/** Default store location on a device. */
-export const DEFAULT_STORE = "/var/lib/berth/store";
 
 /** Files a freshly created (or half-created) store may hold before `berth.json` marks it complete. */
 const INIT_ENTRIES = new Set([OCI_LAYOUT_FILE, INDEX_FILE, "blobs", "ingest", LOCK_FILE]);

@@ -5,12 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { type Config, parseConfig } from "../../src/config/config.ts";
-import { defaultConfig } from "../../src/config/defaults.ts";
-import { DEFAULT_STORE } from "../../src/store/store.ts";
-import { DEFAULT_COMPOSE_ROOT } from "../../src/cli/context.ts";
-import { DEFAULT_DOCKER_HOST } from "../../src/docker/engine.ts";
-import { DEFAULT_CREDENTIALS_FILE } from "../../src/registry/credentials.ts";
-import { DEFAULT_CERTS_DIR } from "../../src/registry/transport.ts";
+import {
+  DEFAULT_CERTS_DIR,
+  DEFAULT_COMPOSE_ROOT,
+  DEFAULT_CREDENTIALS_FILE,
+  DEFAULT_DOCKER_HOST,
+  DEFAULT_STORE,
+  defaultConfig,
+} from "../../src/config/defaults.ts";
 import { DEFAULT_REGISTRY_OPTIONS } from "../../src/registry/options.ts";
 
 const FILE = new URL("../../build/config.yml", import.meta.url).pathname;

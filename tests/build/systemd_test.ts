@@ -9,9 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { scratchDir } from "../harness/env.ts";
-import { DEFAULT_CONFIG_FILE } from "../../src/config/defaults.ts";
-import { DEFAULT_STORE } from "../../src/store/store.ts";
-import { DEFAULT_COMPOSE_ROOT } from "../../src/cli/context.ts";
+import { DEFAULT_COMPOSE_ROOT, DEFAULT_CONFIG_FILE, DEFAULT_STORE } from "../../src/config/defaults.ts";
 
 const UNIT_FILE = new URL("../../build/systemd/berth.service", import.meta.url).pathname;
 const UNIT = await Deno.readTextFile(UNIT_FILE);

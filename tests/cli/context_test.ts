@@ -1,14 +1,17 @@
 /** Settings resolve flag > environment variable > config file > default, for every setting the file holds. */
 import assert from "node:assert/strict";
 import { parseArgs } from "../../src/cli/args.ts";
-import { DEFAULT_COMPOSE_ROOT, GLOBAL_OPTIONS, makeContext } from "../../src/cli/context.ts";
-import { DEFAULT_STORE } from "../../src/store/store.ts";
-import { DEFAULT_DOCKER_HOST } from "../../src/docker/engine.ts";
-import { DEFAULT_CREDENTIALS_FILE } from "../../src/registry/credentials.ts";
-import { DEFAULT_CERTS_DIR } from "../../src/registry/transport.ts";
+import { GLOBAL_OPTIONS, makeContext } from "../../src/cli/context.ts";
 import { hostPlatform } from "../../src/oci/platform.ts";
 import { BerthError } from "../../src/util/errors.ts";
-import { DEFAULT_CONFIG_FILE } from "../../src/config/defaults.ts";
+import {
+  DEFAULT_CERTS_DIR,
+  DEFAULT_COMPOSE_ROOT,
+  DEFAULT_CONFIG_FILE,
+  DEFAULT_CREDENTIALS_FILE,
+  DEFAULT_DOCKER_HOST,
+  DEFAULT_STORE,
+} from "../../src/config/defaults.ts";
 
 const CONFIG = `store: /file/store
 composeRoot: /file/apps

@@ -3,7 +3,6 @@ import assert from "node:assert/strict";
 import { type Config, DEFAULT_CONFIG_FILE, loadConfig, parseConfig } from "../../src/config/config.ts";
 import { defaultConfig } from "../../src/config/defaults.ts";
 import { parseDuration, parseSize } from "../../src/config/units.ts";
-import { parseListenAddress } from "../../src/config/listen.ts";
 import { BerthError } from "../../src/util/errors.ts";
 
 const FILE = "/etc/berth/config.yml";
@@ -199,53 +198,6 @@ Deno.test("sizes: bytes, SI and IEC units", () => {
   for (const [input, bytes] of good) assert.equal(parseSize(input), bytes, JSON.stringify(input));
   for (const input of ["2Mb", "2mib", "2 M", "1e3", "-1", -5, "MiB", "", "1,5GiB", true, null, Infinity]) {
     assert.equal(parseSize(input), undefined, JSON.stringify(input));
-  }
-});
-
-Deno.test("listen addresses: host:port, [v6]:port, absolute unix socket path", () => {
-  assert.deepEqual(parseListenAddress("127.0.0.1:8470"), {
-    transport: "tcp",
-    hostname: "127.0.0.1",
-    port: 8470,
-    loopback: true,
-  });
-  assert.deepEqual(parseListenAddress("[::1]:8470"), {
-    transport: "tcp",
-    hostname: "::1",
-    port: 8470,
-    loopback: true,
-  });
-  assert.deepEqual(parseListenAddress("localhost:0"), {
-    transport: "tcp",
-    hostname: "localhost",
-    port: 0,
-    loopback: true,
-  });
-  assert.deepEqual(parseListenAddress("0.0.0.0:80"), {
-    transport: "tcp",
-    hostname: "0.0.0.0",
-    port: 80,
-    loopback: false,
-  });
-  assert.deepEqual(parseListenAddress("/run/berth/status.sock"), {
-    transport: "unix",
-    path: "/run/berth/status.sock",
-  });
-  for (
-    const bad of [
-      "8470",
-      ":8470",
-      "host:",
-      "host:70000",
-      "::1:8470",
-      "[nothost]:80",
-      "run/x.sock",
-      "/",
-      "/run/",
-      "a b:1",
-    ]
-  ) {
-    assert.equal(parseListenAddress(bad), undefined, bad);
   }
 });
 

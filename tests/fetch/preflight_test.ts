@@ -3,6 +3,7 @@
  * what a resume keeps), and the storage pre-flight stops a pull that does not fit before any blob is
  * fetched — on a real tmpfs, against the real registry — and lets the same pull through once there is room.
  */
+import { DEFAULT_BLOB_LIMITS } from "../../src/config/defaults.ts";
 import { readAppArtifact } from "../../src/app/artifact.ts";
 import assert from "node:assert/strict";
 import { run } from "../harness/services.ts";
@@ -79,6 +80,7 @@ Deno.test({
       await assert.rejects(
         pull(client, store, [ref], {
           readArtifact: readAppArtifact,
+          limits: DEFAULT_BLOB_LIMITS,
           platform: PLATFORM,
           parallel: 1,
           signal: abort.signal,
@@ -110,6 +112,7 @@ Deno.test({
       const stored = (await storeContent(storePath)).blobs;
       const plan = await pull(client, store, [ref], {
         readArtifact: readAppArtifact,
+        limits: DEFAULT_BLOB_LIMITS,
         platform: PLATFORM,
         parallel: 1,
         onEvent: (event) => event.type === "planned" && planned.push(event),
@@ -142,6 +145,7 @@ Deno.test({
       const progress = () => manifests + [...done.values()].reduce((sum, bytes) => sum + bytes, 0);
       await pull(client, store, [ref], {
         readArtifact: readAppArtifact,
+        limits: DEFAULT_BLOB_LIMITS,
         platform: PLATFORM,
         parallel: 3,
         onEvent: (event) => {
@@ -186,6 +190,7 @@ Deno.test({
       const policy = { watermark: 95, reserve: MiB };
       const error = await pull(client, store, [parseReference(ref)], {
         readArtifact: readAppArtifact,
+        limits: DEFAULT_BLOB_LIMITS,
         platform: PLATFORM,
         parallel: 3,
         preflight: async (plan) => {

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { hostAllowed, hostName, serveStatus } from "../../src/status/server.ts";
-import { parseListen } from "../../src/status/listen.ts";
+import { parseListen } from "../../src/util/listen_address.ts";
 import { FixedSource } from "./fixture.ts";
 import { portOf, request } from "./raw_http.ts";
 

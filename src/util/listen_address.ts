@@ -1,33 +1,49 @@
 /**
- * The status endpoint's address, `status.listen`: `host:port`, `[ipv6]:port`, or an absolute unix socket
- * path. Shared by the server (where to listen, whether a token is required) and by `berth status` (where to
- * connect).
+ * Listen addresses (`status.listen`): `host:port`, `[ipv6]:port`, or an absolute unix socket path. Parsed
+ * here once, so the config check (a non-loopback address needs a token), the server (where to listen) and
+ * `berth status` (where to connect) agree.
  */
-import { BerthError } from "../util/errors.ts";
+import { BerthError } from "./errors.ts";
 
-/** Loopback, so only this device can ask; scripts and `berth status` rely on this default. */
-export const DEFAULT_STATUS_LISTEN = "127.0.0.1:8470";
-
+/** A parsed listen address: a TCP host and port, or a unix socket path. */
 export type ListenAddress =
   | { transport: "tcp"; hostname: string; port: number }
   | { transport: "unix"; path: string };
 
-/** Parses `listen`; `key` names the setting in errors (e.g. "status.listen"). */
+/** DNS labels, dot-separated (names and IPv4 addresses). */
+const HOSTNAME =
+  /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
+const IPV6 = /^[0-9A-Fa-f:.]+$/;
+const MAX_PORT = 65535;
+
+/**
+ * Parses `listen`; `key` names the setting in errors (e.g. "status.listen"). Port 0 lets the system choose
+ * a free port (useful in tests).
+ */
 export function parseListen(listen: string, key = "status.listen"): ListenAddress {
-  const expected =
-    `${key} "${listen}": expected host:port (e.g. ${DEFAULT_STATUS_LISTEN}), [ipv6]:port or an absolute unix socket path`;
+  const expected = `${key} ${
+    JSON.stringify(listen)
+  }: expected host:port (e.g. 127.0.0.1:8470), [ipv6]:port or an absolute unix socket path`;
   if (listen.startsWith("/")) {
-    if (listen.endsWith("/") || listen.includes("\0")) throw new BerthError("invalid_input", expected);
+    if (listen.length === 1 || listen.endsWith("/") || listen.includes("\0")) {
+      throw new BerthError("invalid_input", expected);
+    }
     return { transport: "unix", path: listen };
   }
-  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):([0-9]{1,5})$/.exec(listen);
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):([0-9]{1,5})$/.exec(listen);
   if (!match) throw new BerthError("invalid_input", expected);
   const port = Number(match[3]);
-  if (port > 65535) {
-    throw new BerthError("invalid_input", `${key} "${listen}": port ${port} is not from 0 to 65535`);
+  if (port > MAX_PORT) {
+    throw new BerthError(
+      "invalid_input",
+      `${key} ${JSON.stringify(listen)}: port ${port} is not from 0 to ${MAX_PORT}`,
+    );
   }
   const hostname = match[1] ?? match[2];
-  if (match[1] !== undefined && !hostname.includes(":")) throw new BerthError("invalid_input", expected);
+  const valid = match[1] !== undefined
+    ? IPV6.test(hostname) && hostname.includes(":")
+    : HOSTNAME.test(hostname);
+  if (!valid) throw new BerthError("invalid_input", expected);
   return { transport: "tcp", hostname, port };
 }
 
