@@ -19,7 +19,7 @@ import {
   sha256Digest,
   startHostileRegistry,
 } from "../harness/hostile_registry.ts";
-import { MAX_REDIRECTS } from "../../src/registry/client.ts";
+import { MAX_REDIRECTS } from "../../src/registry/connection.ts";
 import { RegistryPusher } from "../../src/registry/push.ts";
 import { parseReference } from "../../src/oci/reference.ts";
 import { BerthError } from "../../src/util/errors.ts";
