@@ -244,51 +244,202 @@ export function serveHttp(
   handler: (request: Request) => Response | Promise<Response>,
   options: HttpOptions = {},
 ): HttpServer {
-  const limits = { ...DEFAULT_HTTP_LIMITS, ...options.limits };
-  const name = options.name ?? "the status endpoint";
-  // Insertion order is age order: the first waiting one is the oldest.
-  const open = new Set<Connection>();
-  const tasks = new Set<Promise<void>>();
-  let closing = false;
-  let lastWarn = -Infinity;
-  let unwarned = 0;
+  return new HttpLoop(listener, handler, options);
+}
 
-  const warn = (message: string) => {
+/** One listener's accept loop and its connections. */
+class HttpLoop implements HttpServer {
+  readonly #limits: HttpLimits;
+  readonly #name: string;
+  // Insertion order is age order: the first waiting one is the oldest.
+  readonly #open = new Set<Connection>();
+  readonly #tasks = new Set<Promise<void>>();
+  readonly #accepting: Promise<void>;
+  #closing = false;
+  #lastWarn = -Infinity;
+  #unwarned = 0;
+
+  constructor(
+    readonly listener: Deno.Listener,
+    readonly handler: (request: Request) => Response | Promise<Response>,
+    readonly options: HttpOptions,
+  ) {
+    this.#limits = { ...DEFAULT_HTTP_LIMITS, ...options.limits };
+    this.#name = options.name ?? "the status endpoint";
+    this.#accepting = this.#accept();
+  }
+
+  get connections(): number {
+    return this.#open.size;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    try {
+      this.listener.close();
+    } catch {
+      // already closed
+    }
+    for (const connection of [...this.#open]) if (connection.waiting) connection.close();
+    await this.#accepting;
+    await Promise.allSettled([...this.#tasks]);
+  }
+
+  /** Warns at most once per WARN_INTERVAL_MS, counting what it kept quiet about. */
+  #warn(message: string): void {
     const now = Date.now();
-    if (now - lastWarn < WARN_INTERVAL_MS) {
-      unwarned++;
+    if (now - this.#lastWarn < WARN_INTERVAL_MS) {
+      this.#unwarned++;
       return;
     }
-    const more = unwarned > 0 ? ` (${unwarned} more such events since the last warning)` : "";
-    lastWarn = now;
-    unwarned = 0;
-    options.warn?.(`${name}: ${message}${more}`);
-  };
+    const more = this.#unwarned > 0 ? ` (${this.#unwarned} more such events since the last warning)` : "";
+    this.#lastWarn = now;
+    this.#unwarned = 0;
+    this.options.warn?.(`${this.#name}: ${message}${more}`);
+  }
 
-  const evictOldestWaiting = (): boolean => {
-    for (const connection of open) {
+  /** Closes the oldest connection still waiting for its request; false when every one is being answered. */
+  #evictOldestWaiting(): boolean {
+    for (const connection of this.#open) {
       if (connection.waiting) {
         connection.close();
         return true;
       }
     }
     return false;
-  };
+  }
+
+  /** Accepts until close(): a failed accept frees a waiting connection or waits; the cap is kept. */
+  async #accept(): Promise<void> {
+    let accepted = 0;
+    while (!this.#closing) {
+      if (++accepted > ACCEPT_BATCH) {
+        accepted = 0;
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
+      let conn: Deno.Conn;
+      try {
+        conn = await this.listener.accept();
+      } catch (error) {
+        if (this.#closing) return;
+        const freed = this.#evictOldestWaiting();
+        this.#warn(
+          `cannot accept a connection (${error instanceof Error ? error.message : error}); ` +
+            (freed
+              ? "closed the oldest connection still waiting for its request and retrying"
+              : `retrying every ${ACCEPT_RETRY_MS} ms`),
+        );
+        // After closing one, only a turn of the event loop: the descriptor is released when its read ends.
+        await new Promise((resolve) => setTimeout(resolve, freed ? 0 : ACCEPT_RETRY_MS));
+        continue;
+      }
+      if (this.#closing) {
+        conn.close();
+        return;
+      }
+      if (this.#admit()) this.#start(conn);
+      else conn.close();
+    }
+  }
+
+  /** Whether a new connection fits under the cap, after closing the oldest waiting one if need be. */
+  #admit(): boolean {
+    const { maxConnections } = this.#limits;
+    if (this.#open.size < maxConnections) return true;
+    const freed = this.#evictOldestWaiting();
+    this.#warn(
+      `${this.#open.size + (freed ? 1 : 0)} connections, the cap (${maxConnections}): ` +
+        (freed
+          ? "closed the oldest one still waiting for its request"
+          : "every one is being answered, so the new one was closed"),
+    );
+    return freed;
+  }
+
+  #start(conn: Deno.Conn): void {
+    const connection = new Connection(conn, (closed) => this.#open.delete(closed));
+    this.#open.add(connection);
+    const task: Promise<void> = this.#serve(connection)
+      .catch(() => {
+        // the client went away mid-answer, or a deadline closed the connection: nothing to tell anyone
+      })
+      .finally(() => {
+        connection.close();
+        this.#tasks.delete(task);
+      });
+    this.#tasks.add(task);
+  }
+
+  /** Answers one request after another on a connection, each head and answer within its deadline. */
+  async #serve(connection: Connection): Promise<void> {
+    const limits = this.#limits;
+    let pending: Uint8Array = new Uint8Array(0);
+    let first = true;
+    while (!connection.closed && !this.#closing) {
+      connection.waiting = true;
+      connection.deadline(first || pending.length > 0 ? limits.headerTimeoutMs : limits.idleTimeoutMs);
+      const read = await this.#readHead(connection, pending, first);
+      if (read === undefined || connection.closed) return;
+      connection.waiting = false;
+      connection.deadline(limits.responseTimeoutMs);
+      first = false;
+      if (read !== "too_large") pending = read.rest;
+      const { response, isHead, keepAlive } = read === "too_large"
+        ? {
+          response: errorResponse(431, `the request head is over ${limits.maxHeadBytes} bytes`),
+          isHead: false,
+          keepAlive: false,
+        }
+        : await this.#answer(read.text);
+      await writeAll(connection.conn, await encodeResponse(response, isHead, keepAlive));
+      if (!keepAlive) return;
+    }
+  }
+
+  /** The answer to one request head: a refusal, or the handler's response. */
+  async #answer(text: string): Promise<{ response: Response; isHead: boolean; keepAlive: boolean }> {
+    const head = parseHead(text);
+    const refused = refusal(head);
+    const isHead = head.method === "HEAD";
+    if (refused) {
+      return {
+        response: errorResponse(refused.status, refused.message, refused.allow),
+        isHead,
+        keepAlive: false,
+      };
+    }
+    const connectionHeader = head.headers.find(([key]) => key === "connection")?.[1] ?? "";
+    const keepAlive = head.version === "HTTP/1.1" && !/\bclose\b/i.test(connectionHeader) && !this.#closing;
+    try {
+      const request = new Request(requestUrl(head.target), { method: "GET", headers: head.headers });
+      return { response: await this.handler(request), isHead, keepAlive };
+    } catch (error) {
+      // A header value the Request refuses is the client's fault; anything else is a route's bug.
+      const bad = error instanceof TypeError;
+      if (!bad) console.error(`${this.#name}: ${head.method} ${head.target} failed: ${error}`);
+      const response = bad
+        ? errorResponse(400, `the request was refused: ${error.message}`)
+        : errorResponse(500, "the agent could not produce this answer; see its log");
+      return { response, isHead, keepAlive: false };
+    }
+  }
 
   /** The next request head, or undefined when the client went away or a deadline closed it. */
-  const readHead = async (
+  async #readHead(
     connection: Connection,
     pending: Uint8Array,
     first: boolean,
-  ): Promise<{ text: string; rest: Uint8Array } | "too_large" | undefined> => {
+  ): Promise<{ text: string; rest: Uint8Array } | "too_large" | undefined> {
+    const { maxHeadBytes, headerTimeoutMs } = this.#limits;
     let buffer = pending;
     let scanned = 0;
     for (;;) {
       const end = headEnd(buffer, scanned);
-      if (end >= 0 && end <= limits.maxHeadBytes) {
+      if (end >= 0 && end <= maxHeadBytes) {
         return { text: String.fromCharCode(...buffer.subarray(0, end - 4)), rest: buffer.subarray(end) };
       }
-      if (end >= 0 || buffer.length >= limits.maxHeadBytes) return "too_large";
+      if (end >= 0 || buffer.length >= maxHeadBytes) return "too_large";
       scanned = buffer.length;
       const chunk = new Uint8Array(READ_CHUNK_BYTES);
       let count: number | null;
@@ -299,130 +450,8 @@ export function serveHttp(
       }
       if (count === null || connection.closed) return undefined;
       // On a kept-alive connection the head timeout starts with the next request's first byte.
-      if (!first && buffer.length === 0) connection.deadline(limits.headerTimeoutMs);
+      if (!first && buffer.length === 0) connection.deadline(headerTimeoutMs);
       buffer = concat(buffer, chunk.subarray(0, count));
     }
-  };
-
-  const serve = async (connection: Connection) => {
-    let pending: Uint8Array = new Uint8Array(0);
-    let first = true;
-    while (!connection.closed && !closing) {
-      connection.waiting = true;
-      connection.deadline(first || pending.length > 0 ? limits.headerTimeoutMs : limits.idleTimeoutMs);
-      const read = await readHead(connection, pending, first);
-      if (read === undefined || connection.closed) return;
-      connection.waiting = false;
-      connection.deadline(limits.responseTimeoutMs);
-      first = false;
-      let response: Response;
-      let keepAlive = false;
-      let isHead = false;
-      if (read === "too_large") {
-        response = errorResponse(431, `the request head is over ${limits.maxHeadBytes} bytes`);
-      } else {
-        pending = read.rest;
-        const head = parseHead(read.text);
-        const refused = refusal(head);
-        isHead = head.method === "HEAD";
-        if (refused) {
-          response = errorResponse(refused.status, refused.message, refused.allow);
-        } else {
-          const connectionHeader = head.headers.find(([key]) => key === "connection")?.[1] ?? "";
-          keepAlive = head.version === "HTTP/1.1" && !/\bclose\b/i.test(connectionHeader) && !closing;
-          try {
-            response = await handler(
-              new Request(requestUrl(head.target), { method: "GET", headers: head.headers }),
-            );
-          } catch (error) {
-            // A header value the Request refuses is the client's fault; anything else is a route's bug.
-            const bad = error instanceof TypeError;
-            keepAlive = false;
-            response = bad
-              ? errorResponse(400, `the request was refused: ${error.message}`)
-              : errorResponse(500, "the agent could not produce this answer; see its log");
-            if (!bad) console.error(`${name}: ${head.method} ${head.target} failed: ${error}`);
-          }
-        }
-      }
-      await writeAll(connection.conn, await encodeResponse(response, isHead, keepAlive));
-      if (!keepAlive) return;
-    }
-  };
-
-  const start = (conn: Deno.Conn) => {
-    const connection = new Connection(conn, (closed) => open.delete(closed));
-    open.add(connection);
-    const task: Promise<void> = serve(connection)
-      .catch(() => {
-        // the client went away mid-answer, or a deadline closed the connection: nothing to tell anyone
-      })
-      .finally(() => {
-        connection.close();
-        tasks.delete(task);
-      });
-    tasks.add(task);
-  };
-
-  const accepting = (async () => {
-    let accepted = 0;
-    while (!closing) {
-      if (++accepted > ACCEPT_BATCH) {
-        accepted = 0;
-        await new Promise((resolve) => setTimeout(resolve, 0));
-      }
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch (error) {
-        if (closing) return;
-        const freed = evictOldestWaiting();
-        warn(
-          `cannot accept a connection (${error instanceof Error ? error.message : error}); ` +
-            (freed
-              ? "closed the oldest connection still waiting for its request and retrying"
-              : `retrying every ${ACCEPT_RETRY_MS} ms`),
-        );
-        // After closing one, only a turn of the event loop: the descriptor is released when its read ends.
-        await new Promise((resolve) => setTimeout(resolve, freed ? 0 : ACCEPT_RETRY_MS));
-        continue;
-      }
-      if (closing) {
-        conn.close();
-        return;
-      }
-      if (open.size >= limits.maxConnections) {
-        const freed = evictOldestWaiting();
-        warn(
-          `${open.size + (freed ? 1 : 0)} connections, the cap (${limits.maxConnections}): ` +
-            (freed
-              ? "closed the oldest one still waiting for its request"
-              : "every one is being answered, so the new one was closed"),
-        );
-        if (!freed) {
-          conn.close();
-          continue;
-        }
-      }
-      start(conn);
-    }
-  })();
-
-  return {
-    get connections() {
-      return open.size;
-    },
-    async close() {
-      if (closing) return;
-      closing = true;
-      try {
-        listener.close();
-      } catch {
-        // already closed
-      }
-      for (const connection of [...open]) if (connection.waiting) connection.close();
-      await accepting;
-      await Promise.allSettled([...tasks]);
-    },
-  };
+  }
 }
