@@ -44,6 +44,16 @@ class Exposition {
     }
   }
 
+  /** A family of one unlabelled gauge. */
+  gauge(name: string, help: string, value: number): void {
+    this.family(name, "gauge", help, [[name, {}, value]]);
+  }
+
+  /** A family of one unlabelled counter. */
+  counter(name: string, help: string, value: number): void {
+    this.family(name, "counter", help, [[name, {}, value]]);
+  }
+
   text(): string {
     return this.#lines.join("\n") + "\n";
   }
@@ -56,38 +66,41 @@ function seconds(isoTime: string): number {
 /** The whole exposition for one scrape; reads only its arguments. */
 export function renderMetrics(status: Status, counters: Counters): string {
   const out = new Exposition();
-  const gauge = (name: string, help: string, value: number) =>
-    out.family(name, "gauge", help, [[name, {}, value]]);
-  const counter = (name: string, help: string, value: number) =>
-    out.family(name, "counter", help, [[name, {}, value]]);
+  agentFamilies(out, status, counters);
+  storeAndEngineFamilies(out, status);
+  appFamilies(out, status);
+  return out.text();
+}
 
+/** The agent: version, start, reconciles, downloads, errors and phase durations. */
+function agentFamilies(out: Exposition, status: Status, counters: Counters): void {
   out.family("berth_agent_info", "gauge", "The running agent's version (always 1).", [
     ["berth_agent_info", { version: status.agent.version }, 1],
   ]);
-  gauge(
+  out.gauge(
     "berth_agent_start_time_seconds",
     "When the agent started, in seconds since the epoch.",
     seconds(status.agent.startedAt),
   );
   if (status.agent.lastReconcileAt) {
-    gauge(
+    out.gauge(
       "berth_agent_last_reconcile_time_seconds",
       "When the last reconcile finished, in seconds since the epoch.",
       seconds(status.agent.lastReconcileAt),
     );
   }
-  counter(
+  out.counter(
     "berth_reconciles_total",
     "Reconcile passes finished since the agent started.",
     counters.reconciles,
   );
 
-  counter(
+  out.counter(
     "berth_fetched_bytes_total",
     "Blob bytes downloaded from registries since the agent started.",
     counters.bytesFetched,
   );
-  counter(
+  out.counter(
     "berth_fetched_blobs_total",
     "Blobs downloaded and verified since the agent started.",
     counters.blobsFetched,
@@ -111,23 +124,33 @@ export function renderMetrics(status: Status, counters: Counters): string {
       ["berth_phase_duration_seconds_count", { phase }, count],
     ]),
   );
+}
 
-  gauge("berth_store_used_bytes", "Bytes of the blobs in the store.", status.store.bytesUsed);
-  gauge("berth_store_blobs", "Blobs in the store.", status.store.blobs);
-  gauge("berth_store_reclaimable_bytes", "Bytes that pruning would free now.", status.store.reclaimableBytes);
-  gauge("berth_store_free_bytes", "Free bytes on the store's filesystem.", status.store.freeBytes);
+/** The store's size and free space, the engine's reachability, and whether a restore needs no network. */
+function storeAndEngineFamilies(out: Exposition, status: Status): void {
+  out.gauge("berth_store_used_bytes", "Bytes of the blobs in the store.", status.store.bytesUsed);
+  out.gauge("berth_store_blobs", "Blobs in the store.", status.store.blobs);
+  out.gauge(
+    "berth_store_reclaimable_bytes",
+    "Bytes that pruning would free now.",
+    status.store.reclaimableBytes,
+  );
+  out.gauge("berth_store_free_bytes", "Free bytes on the store's filesystem.", status.store.freeBytes);
 
-  gauge(
+  out.gauge(
     "berth_engine_reachable",
     "Whether the docker engine answers (1) or not (0).",
     status.engine.reachable ? 1 : 0,
   );
-  gauge(
+  out.gauge(
     "berth_can_restore_offline",
     "Whether every installed app could be brought back after a factory reset with no network (1) or not (0).",
     status.canRestoreOffline ? 1 : 0,
   );
+}
 
+/** Per app: its state, and the progress of a fetch while one runs. */
+function appFamilies(out: Exposition, status: Status): void {
   out.family(
     "berth_app_state",
     "gauge",
@@ -165,5 +188,4 @@ export function renderMetrics(status: Status, counters: Counters): string {
       app.progress!.bytesPerSecond,
     ]),
   );
-  return out.text();
 }

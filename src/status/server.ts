@@ -14,7 +14,7 @@
  * a loopback address or a name in status.hosts): a web page that rebinds its own DNS name to 127.0.0.1
  * must not be able to read /status from a browser on the device.
  */
-import { Hono } from "hono";
+import { type Context, type Handler, Hono, type MiddlewareHandler } from "hono";
 import { BerthError } from "../util/errors.ts";
 import type { Counters, Status } from "./schema.ts";
 import { METRICS_CONTENT_TYPE, renderMetrics } from "./metrics.ts";
@@ -124,87 +124,20 @@ export function statusRoutes(
 ): Hono {
   const app = new Hono();
   const current = typeof settings === "function" ? settings : () => settings;
-  // Polling fleets mostly ask for an unchanged document: hash it once.
-  let lastBody = "";
-  let lastEtag = "";
-
-  app.use("*", async (c, next) => {
-    const host = c.req.header("host");
-    const now = current();
-    if (!hostAllowed(host, now)) {
-      const shown = JSON.stringify(host!.length > 100 ? `${host!.slice(0, 97)}...` : host);
-      c.header("X-Content-Type-Options", "nosniff");
-      return c.json({
-        error: "misdirected_request",
-        message: `Host ${shown} is not a name of this agent (status.listen ${
-          formatListen(now.listen!)
-        }): ask for localhost or the listen address, or add the name to status.hosts`,
-      }, 421);
-    }
-    await next();
-  });
-
-  app.use("*", async (c, next) => {
-    const token = current().token;
-    if (token !== undefined) {
-      if (OPEN_PATHS.has(c.req.path) && (c.req.method === "GET" || c.req.method === "HEAD")) {
-        await next();
-        return;
-      }
-      const header = c.req.header("authorization") ?? "";
-      const presented = /^Bearer +(.+)$/i.exec(header)?.[1]?.trim();
-      if (presented === undefined || !tokenMatches(presented, token)) {
-        c.header("WWW-Authenticate", 'Bearer realm="berth"');
-        return c.json({
-          error: "unauthorized",
-          message: presented === undefined
-            ? "this agent needs its status token: send Authorization: Bearer <status.token>"
-            : "the bearer token is not this agent's status.token",
-        }, 401);
-      }
-    }
-    await next();
-  });
-
-  app.get("/", (c) => {
-    c.header("Cache-Control", "no-cache");
-    // Only the inline script and style run, and the page talks only to this server.
-    c.header(
-      "Content-Security-Policy",
-      "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; " +
-        "form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
-    );
-    c.header("X-Content-Type-Options", "nosniff");
-    c.header("Referrer-Policy", "no-referrer");
-    return c.html(STATUS_PAGE_HTML);
-  });
-
-  app.get("/status", async (c) => {
-    const body = JSON.stringify(source.snapshot());
-    if (body !== lastBody) {
-      lastEtag = await etagOf(body);
-      lastBody = body;
-    }
-    const etag = lastEtag;
-    c.header("ETag", etag);
-    c.header("Cache-Control", "no-cache");
-    if (noneMatch(c.req.header("if-none-match"), etag)) return c.body(null, 304);
-    c.header("Content-Type", "application/json; charset=utf-8");
-    return c.body(body);
-  });
-
+  app.use("*", hostGuard(current));
+  app.use("*", tokenGuard(current));
+  app.get("/", statusPage);
+  app.get("/status", statusDocument(source));
   app.get("/healthz", (c) => {
     const { ok, reason } = source.health();
     c.header("Cache-Control", "no-store");
     return ok ? c.json({ ok: true }, 200) : c.json({ ok: false, reason: reason ?? "unhealthy" }, 503);
   });
-
   app.get("/metrics", (c) => {
     c.header("Cache-Control", "no-store");
     c.header("Content-Type", METRICS_CONTENT_TYPE);
     return c.body(renderMetrics(source.snapshot(), source.counters()));
   });
-
   app.notFound((c) =>
     c.json({
       error: "not_found",
@@ -220,6 +153,80 @@ export function statusRoutes(
     }, 500);
   });
   return app;
+}
+
+/** Answers 421 to a request whose Host is not a name of this agent (against DNS rebinding). */
+function hostGuard(current: () => RouteSettings): MiddlewareHandler {
+  return async (c, next) => {
+    const host = c.req.header("host");
+    const now = current();
+    if (!hostAllowed(host, now)) {
+      const shown = JSON.stringify(host!.length > 100 ? `${host!.slice(0, 97)}...` : host);
+      c.header("X-Content-Type-Options", "nosniff");
+      return c.json({
+        error: "misdirected_request",
+        message: `Host ${shown} is not a name of this agent (status.listen ${
+          formatListen(now.listen!)
+        }): ask for localhost or the listen address, or add the name to status.hosts`,
+      }, 421);
+    }
+    await next();
+  };
+}
+
+/** With a token set, answers 401 to a request without it (except GET/HEAD of the open paths). */
+function tokenGuard(current: () => RouteSettings): MiddlewareHandler {
+  return async (c, next) => {
+    const token = current().token;
+    const open = OPEN_PATHS.has(c.req.path) && (c.req.method === "GET" || c.req.method === "HEAD");
+    if (token !== undefined && !open) {
+      const header = c.req.header("authorization") ?? "";
+      const presented = /^Bearer +(.+)$/i.exec(header)?.[1]?.trim();
+      if (presented === undefined || !tokenMatches(presented, token)) {
+        c.header("WWW-Authenticate", 'Bearer realm="berth"');
+        return c.json({
+          error: "unauthorized",
+          message: presented === undefined
+            ? "this agent needs its status token: send Authorization: Bearer <status.token>"
+            : "the bearer token is not this agent's status.token",
+        }, 401);
+      }
+    }
+    await next();
+  };
+}
+
+/** `GET /`: the status page, which runs only its inline script and style and talks only to this server. */
+function statusPage(c: Context): Response | Promise<Response> {
+  c.header("Cache-Control", "no-cache");
+  c.header(
+    "Content-Security-Policy",
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; " +
+      "form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
+  );
+  c.header("X-Content-Type-Options", "nosniff");
+  c.header("Referrer-Policy", "no-referrer");
+  return c.html(STATUS_PAGE_HTML);
+}
+
+/** `GET /status`: the document, with an ETag so that an unchanged one is answered 304. */
+function statusDocument(source: StatusSource): Handler {
+  // Polling fleets mostly ask for an unchanged document: hash it once.
+  let lastBody = "";
+  let lastEtag = "";
+  return async (c) => {
+    const body = JSON.stringify(source.snapshot());
+    if (body !== lastBody) {
+      lastEtag = await etagOf(body);
+      lastBody = body;
+    }
+    const etag = lastEtag;
+    c.header("ETag", etag);
+    c.header("Cache-Control", "no-cache");
+    if (noneMatch(c.req.header("if-none-match"), etag)) return c.body(null, 304);
+    c.header("Content-Type", "application/json; charset=utf-8");
+    return c.body(body);
+  };
 }
 
 export interface StatusServer {
@@ -317,26 +324,87 @@ export async function serveStatus(
   source: StatusSource,
   options: ServeOptions = {},
 ): Promise<StatusServer> {
-  const settingsFor = (address: ListenAddress, next: StatusOptions): RouteSettings => ({
-    token: next.token,
-    hosts: [...(next.hosts ?? [])],
-    listen: address,
-  });
-  // Set before the first connection is accepted: no request is ever answered without the checks.
-  let settings = settingsFor(parseListen(listen), options);
-  const app = statusRoutes(source, () => settings);
-  const handler = (request: Request) => app.fetch(request);
+  checkListenAllowed(parseListen(listen), options);
+  const server = new StatusListener(source, listen, options);
+  await server.start(listen);
+  return server;
+}
 
-  const open = async (requested: string): Promise<Bound> => {
+/** The status routes on one listener at a time; a reload may move them to another. */
+class StatusListener implements StatusServer {
+  // Set before the first connection is accepted: no request is ever answered without the checks.
+  #settings: RouteSettings;
+  #handler: (request: Request) => Response | Promise<Response>;
+  #current?: Bound;
+
+  constructor(source: StatusSource, listen: string, readonly options: ServeOptions) {
+    this.#settings = settingsFor(parseListen(listen), options);
+    const app = statusRoutes(source, () => this.#settings);
+    this.#handler = (request) => app.fetch(request);
+  }
+
+  get url(): string {
+    return this.#current!.url;
+  }
+
+  get listen(): string {
+    return this.#current!.listen;
+  }
+
+  /** Binds the first address. */
+  async start(listen: string): Promise<void> {
+    this.#current = await this.#open(listen);
+    this.#settings = settingsFor(this.#current.address, this.options);
+  }
+
+  async reconfigure(listen: string, next: StatusOptions): Promise<void> {
+    const current = this.#current!;
+    if (listen === current.requested) {
+      checkListenAllowed(current.address, next);
+      this.#settings = settingsFor(current.address, next);
+      return;
+    }
+    checkListenAllowed(parseListen(listen), next);
+    let fresh: Bound;
+    try {
+      fresh = await this.#open(listen);
+    } catch (error) {
+      let allowed = true;
+      try {
+        checkListenAllowed(current.address, next);
+      } catch {
+        allowed = false;
+      }
+      if (allowed) this.#settings = settingsFor(current.address, next);
+      throw new BerthError(
+        "invalid_input",
+        `${error instanceof Error ? error.message : error}; still serving on ${current.listen}` +
+          (allowed ? "" : " with the previous token"),
+        { cause: error },
+      );
+    }
+    this.#current = fresh;
+    this.#settings = settingsFor(fresh.address, next);
+    await stopBound(current);
+  }
+
+  close(): Promise<void> {
+    return stopBound(this.#current!);
+  }
+
+  /** Binds `requested` and serves the routes on it. */
+  async #open(requested: string): Promise<Bound> {
     const address = parseListen(requested);
     const listener = await bind(address, requested);
     if (address.transport === "unix") {
-      const http = serveHttp(listener, handler, { ...options, name: `status endpoint ${address.path}` });
+      const name = `status endpoint ${address.path}`;
+      const http = serveHttp(listener, this.#handler, { ...this.options, name });
       return { requested, address, url: `unix:${address.path}`, listen: address.path, http };
     }
     const bound = { ...address, port: (listener.addr as Deno.NetAddr).port };
     const urlHost = connectHost(bound);
-    const http = serveHttp(listener, handler, { ...options, name: `status endpoint ${formatListen(bound)}` });
+    const name = `status endpoint ${formatListen(bound)}`;
+    const http = serveHttp(listener, this.#handler, { ...this.options, name });
     return {
       requested,
       address: bound,
@@ -344,55 +412,16 @@ export async function serveStatus(
       listen: formatListen(bound),
       http,
     };
-  };
-  const stop = async (bound: Bound) => {
-    await bound.http.close();
-    if (bound.address.transport === "unix") await Deno.remove(bound.address.path).catch(() => {});
-  };
-  const settle = (bound: Bound, next: StatusOptions) => {
-    settings = settingsFor(bound.address, next);
-  };
+  }
+}
 
-  checkListenAllowed(parseListen(listen), options);
-  let current = await open(listen);
-  settle(current, options);
-  return {
-    get url() {
-      return current.url;
-    },
-    get listen() {
-      return current.listen;
-    },
-    async reconfigure(listen: string, next: StatusOptions) {
-      if (listen === current.requested) {
-        checkListenAllowed(current.address, next);
-        settle(current, next);
-        return;
-      }
-      checkListenAllowed(parseListen(listen), next);
-      let fresh: Bound;
-      try {
-        fresh = await open(listen);
-      } catch (error) {
-        let allowed = true;
-        try {
-          checkListenAllowed(current.address, next);
-        } catch {
-          allowed = false;
-        }
-        if (allowed) settle(current, next);
-        throw new BerthError(
-          "invalid_input",
-          `${error instanceof Error ? error.message : error}; still serving on ${current.listen}` +
-            (allowed ? "" : " with the previous token"),
-          { cause: error },
-        );
-      }
-      const old = current;
-      current = fresh;
-      settle(current, next);
-      await stop(old);
-    },
-    close: () => stop(current),
-  };
+/** The route settings of a listen address and a (re)loaded config. */
+function settingsFor(address: ListenAddress, next: StatusOptions): RouteSettings {
+  return { token: next.token, hosts: [...(next.hosts ?? [])], listen: address };
+}
+
+/** Stops a listener, letting requests in flight finish, and removes its unix socket. */
+async function stopBound(bound: Bound): Promise<void> {
+  await bound.http.close();
+  if (bound.address.transport === "unix") await Deno.remove(bound.address.path).catch(() => {});
 }
