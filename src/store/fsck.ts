@@ -53,6 +53,32 @@ export async function fsck(store: Store, repair: boolean): Promise<FsckReport> {
     strayEntries: [],
     repaired: false,
   };
+  const sizes = await checkBlobs(store, report);
+  for (const entry of (await store.readIndex()).manifests) {
+    report.refs++;
+    await checkEntry(store, entry, sizes, report);
+  }
+  for (const name of await store.listIngests()) {
+    const state = await readIngestState(`${store.ingestDir}/${name}/state.json`);
+    const stale = !state || !isDigest(state.digest) || digestHex(state.digest) !== name ||
+      sizes.has(state.digest);
+    if (stale) report.staleIngests.push(name);
+  }
+  report.tempFiles = await store.listTempFiles();
+  report.strayEntries = await store.strayBlobEntries();
+  if (repair) {
+    // Removing a link removes the link, never what it points to.
+    for (const path of report.strayEntries) await Deno.remove(path, { recursive: true }).catch(() => {});
+    for (const digest of report.corruptBlobs) await store.deleteBlob(digest);
+    for (const name of report.staleIngests) await store.removeIngest(name);
+    for (const path of report.tempFiles) await Deno.remove(path).catch(() => {});
+    report.repaired = true;
+  }
+  return report;
+}
+
+/** Hashes every blob: the sizes of those that match their digest; the others go on the report. */
+async function checkBlobs(store: Store, report: FsckReport): Promise<Map<string, number>> {
   const sizes = new Map<string, number>();
   for await (const blob of store.listBlobs()) {
     report.blobs++;
@@ -72,91 +98,81 @@ export async function fsck(store: Store, repair: boolean): Promise<FsckReport> {
     if (actual === blob.digest) sizes.set(blob.digest, blob.size);
     else report.corruptBlobs.push(blob.digest);
   }
+  return sizes;
+}
 
-  const index = await store.readIndex();
-  for (const entry of index.manifests) {
-    const ref = entry.annotations?.[REF_NAME] ?? entry.digest;
-    report.refs++;
-    const need = (descriptor: Pick<Descriptor, "digest" | "size">, what: string): boolean => {
-      const size = sizes.get(descriptor.digest);
-      if (size === undefined) {
-        const corrupt = report.corruptBlobs.includes(descriptor.digest);
+/** Checks that one index.json entry has everything it needs: its manifests, config and layers. */
+async function checkEntry(
+  store: Store,
+  entry: Descriptor,
+  sizes: Map<string, number>,
+  report: FsckReport,
+): Promise<void> {
+  const ref = entry.annotations?.[REF_NAME] ?? entry.digest;
+  const need = (descriptor: Pick<Descriptor, "digest" | "size">, what: string): boolean => {
+    const problem = blobProblem(descriptor, what, sizes, report.corruptBlobs);
+    if (problem) report.problems.push({ ref, digest: descriptor.digest, ...problem });
+    return !problem;
+  };
+  const source = entry.annotations?.[SOURCE_DIGEST];
+  if (source && source !== entry.digest) need({ digest: source, size: -1 }, "the index the registry served");
+  if (!need(entry, "the index.json entry")) return;
+  let manifestDescriptor: Descriptor = entry;
+  try {
+    if (isIndexType(entry.mediaType)) {
+      const wrapper = parseIndex(await store.readBlob(entry.digest), `index ${entry.digest}`);
+      const wanted = entry.annotations?.[MANIFEST_DIGEST];
+      const child = wrapper.manifests.find((item) => !wanted || item.digest === wanted);
+      if (!child) {
         report.problems.push({
           ref,
-          digest: descriptor.digest,
-          problem: corrupt ? "corrupt" : "missing",
-          detail: `${what} ${corrupt ? "does not match its digest" : "is not in the store"}`,
+          digest: entry.digest,
+          problem: "missing",
+          detail: "index names no manifest",
         });
-        return false;
+        return;
       }
-      if (descriptor.size >= 0 && size !== descriptor.size) {
-        report.problems.push({
-          ref,
-          digest: descriptor.digest,
-          problem: "size-mismatch",
-          detail: `${what} is ${size} bytes, its descriptor says ${descriptor.size}`,
-        });
-        return false;
-      }
-      return true;
+      manifestDescriptor = child;
+      if (!need(child, "the image manifest")) return;
+    }
+    const manifestBytes = await store.readBlob(manifestDescriptor.digest);
+    // A compose app's manifest is an image manifest too: its config and layers are checked alike.
+    const manifest = parseImageManifest(manifestBytes, `manifest ${manifestDescriptor.digest}`, {
+      configSizeOptional: true,
+    });
+    // The legacy compose-app config (no bytes, no size) was never fetched: nothing needs it.
+    if (manifest.config.digest !== EMPTY_SHA256) need(manifest.config, "the image config");
+    for (const [position, layer] of manifest.layers.entries()) need(layer, `layer ${position}`);
+  } catch (error) {
+    report.problems.push({
+      ref,
+      digest: manifestDescriptor.digest,
+      problem: "unreadable",
+      detail: errorMessage(error),
+    });
+  }
+}
+
+/** What is wrong with a blob an entry needs: missing, corrupt, or of another size; undefined when fine. */
+function blobProblem(
+  descriptor: Pick<Descriptor, "digest" | "size">,
+  what: string,
+  sizes: Map<string, number>,
+  corruptBlobs: string[],
+): Pick<FsckProblem, "problem" | "detail"> | undefined {
+  const size = sizes.get(descriptor.digest);
+  if (size === undefined) {
+    const corrupt = corruptBlobs.includes(descriptor.digest);
+    return {
+      problem: corrupt ? "corrupt" : "missing",
+      detail: `${what} ${corrupt ? "does not match its digest" : "is not in the store"}`,
     };
-    const source = entry.annotations?.[SOURCE_DIGEST];
-    if (source && source !== entry.digest) {
-      need({ digest: source, size: -1 }, "the index the registry served");
-    }
-    if (!need(entry, "the index.json entry")) continue;
-    let manifestDescriptor: Descriptor = entry;
-    try {
-      if (isIndexType(entry.mediaType)) {
-        const wrapper = parseIndex(await store.readBlob(entry.digest), `index ${entry.digest}`);
-        const wanted = entry.annotations?.[MANIFEST_DIGEST];
-        const child = wrapper.manifests.find((item) => !wanted || item.digest === wanted);
-        if (!child) {
-          report.problems.push({
-            ref,
-            digest: entry.digest,
-            problem: "missing",
-            detail: "index names no manifest",
-          });
-          continue;
-        }
-        manifestDescriptor = child;
-        if (!need(child, "the image manifest")) continue;
-      }
-      const manifestBytes = await store.readBlob(manifestDescriptor.digest);
-      // A compose app's manifest is an image manifest too: its config and layers are checked alike.
-      const manifest = parseImageManifest(manifestBytes, `manifest ${manifestDescriptor.digest}`, {
-        configSizeOptional: true,
-      });
-      // The legacy compose-app config (no bytes, no size) was never fetched: nothing needs it.
-      if (manifest.config.digest !== EMPTY_SHA256) need(manifest.config, "the image config");
-      for (const [position, layer] of manifest.layers.entries()) need(layer, `layer ${position}`);
-    } catch (error) {
-      report.problems.push({
-        ref,
-        digest: manifestDescriptor.digest,
-        problem: "unreadable",
-        detail: errorMessage(error),
-      });
-    }
   }
-
-  for (const name of await store.listIngests()) {
-    const state = await readIngestState(`${store.ingestDir}/${name}/state.json`);
-    const stale = !state || !isDigest(state.digest) || digestHex(state.digest) !== name ||
-      sizes.has(state.digest);
-    if (stale) report.staleIngests.push(name);
+  if (descriptor.size >= 0 && size !== descriptor.size) {
+    return {
+      problem: "size-mismatch",
+      detail: `${what} is ${size} bytes, its descriptor says ${descriptor.size}`,
+    };
   }
-  report.tempFiles = await store.listTempFiles();
-  report.strayEntries = await store.strayBlobEntries();
-
-  if (repair) {
-    // Removing a link removes the link, never what it points to.
-    for (const path of report.strayEntries) await Deno.remove(path, { recursive: true }).catch(() => {});
-    for (const digest of report.corruptBlobs) await store.deleteBlob(digest);
-    for (const name of report.staleIngests) await store.removeIngest(name);
-    for (const path of report.tempFiles) await Deno.remove(path).catch(() => {});
-    report.repaired = true;
-  }
-  return report;
+  return undefined;
 }
