@@ -72,69 +72,28 @@ export async function loadStoredImages(
 ): Promise<LoadResult> {
   const chains = await engineChains(engine);
   const images: LoadedImage[] = [];
-  const toSend: { request: LoadRequest; archive: ArchiveImage; chains: string[] }[] = [];
+  const toSend: ToSend[] = [];
   for (const request of requests) {
     const { image, tag } = request;
     const { manifest } = await readManifest(store, image);
     const configDigest = manifest.config.digest;
-    images.push({ ref: image.ref, imageId: configDigest, alreadyPresent: false });
     const existing = await engine.inspectImage(configDigest);
+    images.push({ ref: image.ref, imageId: configDigest, alreadyPresent: Boolean(existing) });
     if (existing) {
       if (!existing.RepoTags?.includes(tag)) await tagImage(engine, configDigest, tag);
-      images.at(-1)!.alreadyPresent = true;
       continue;
     }
-    const config = await store.readBlob(configDigest);
-    let diffIds: string[];
-    try {
-      diffIds = JSON.parse(new TextDecoder().decode(config)).rootfs.diff_ids;
-      if (!Array.isArray(diffIds) || diffIds.length !== manifest.layers.length) throw new Error("count");
-    } catch {
-      throw new BerthError(
-        "invalid_input",
-        `${image.ref}: config ${configDigest} has no rootfs.diff_ids matching its ${manifest.layers.length} layers`,
-      );
-    }
-    const layers = manifest.layers.map((layer) => ({
-      open: () => store.openBlob(layer.digest),
-      digest: layer.digest,
-      size: layer.size,
-      send: true,
-    }));
-    toSend.push({
-      request,
-      archive: { config, configDigest, repoTags: [tag], layers },
-      chains: chainIds(diffIds),
-    });
+    toSend.push(await archiveImage(store, request, manifest));
   }
   if (toSend.length === 0) return { images, layersSent: 0, bytesSent: 0 };
-
-  const what = toSend.map((item) => item.request.image.ref).join(", ");
-  const attempt = async (skipKnown: boolean) => {
-    for (const item of toSend) {
-      item.archive.layers.forEach((
-        layer,
-        position,
-      ) => (layer.send = !(skipKnown && chains.has(item.chains[position]))));
-    }
-    let bytesSent = 0;
-    await engine.loadImage(
-      dockerArchive(toSend.map((item) => item.archive), (bytes) => (bytesSent += bytes)),
-      what,
-    );
-    const sent = new Set(
-      toSend.flatMap((item) => item.archive.layers.filter((layer) => layer.send).map((l) => l.digest)),
-    );
-    return { bytesSent, layersSent: sent.size };
-  };
   let sent: { bytesSent: number; layersSent: number };
   try {
-    sent = await attempt(true);
+    sent = await sendArchive(engine, toSend, chains);
   } catch (error) {
     // The engine may have dropped a layer since we looked: send everything once before giving up.
     if (!(error instanceof BerthError) || error.reason !== "engine_error") throw error;
     try {
-      sent = await attempt(false);
+      sent = await sendArchive(engine, toSend);
     } catch (second) {
       throw new BerthError("engine_error", errorMessage(second), { cause: second });
     }
@@ -149,6 +108,67 @@ export async function loadStoredImages(
     }
   }
   return { images, ...sent };
+}
+
+/** One image to send: its archive entry and the chain ID of each of its layers. */
+interface ToSend {
+  request: LoadRequest;
+  archive: ArchiveImage;
+  chains: string[];
+}
+
+/** An image's archive entry, its layers streamed from the store; its config must list their diff IDs. */
+async function archiveImage(
+  store: Store,
+  request: LoadRequest,
+  manifest: { config: { digest: string }; layers: { digest: string; size: number }[] },
+): Promise<ToSend> {
+  const configDigest = manifest.config.digest;
+  const config = await store.readBlob(configDigest);
+  let diffIds: string[];
+  try {
+    diffIds = JSON.parse(new TextDecoder().decode(config)).rootfs.diff_ids;
+    if (!Array.isArray(diffIds) || diffIds.length !== manifest.layers.length) throw new Error("count");
+  } catch {
+    throw new BerthError(
+      "invalid_input",
+      `${request.image.ref}: config ${configDigest} has no rootfs.diff_ids matching its ${manifest.layers.length} layers`,
+    );
+  }
+  const layers = manifest.layers.map((layer) => ({
+    open: () => store.openBlob(layer.digest),
+    digest: layer.digest,
+    size: layer.size,
+    send: true,
+  }));
+  return {
+    request,
+    archive: { config, configDigest, repoTags: [request.tag], layers },
+    chains: chainIds(diffIds),
+  };
+}
+
+/**
+ * Sends one docker-archive of `toSend` to the engine; layers whose chain is in `known` are listed but not
+ * sent. Returns the bytes and the distinct layers sent.
+ */
+async function sendArchive(
+  engine: Engine,
+  toSend: ToSend[],
+  known: Set<string> = new Set(),
+): Promise<{ bytesSent: number; layersSent: number }> {
+  for (const item of toSend) {
+    item.archive.layers.forEach((layer, position) => (layer.send = !known.has(item.chains[position])));
+  }
+  let bytesSent = 0;
+  await engine.loadImage(
+    dockerArchive(toSend.map((item) => item.archive), (bytes) => (bytesSent += bytes)),
+    toSend.map((item) => item.request.image.ref).join(", "),
+  );
+  const sent = new Set(
+    toSend.flatMap((item) => item.archive.layers.filter((layer) => layer.send).map((layer) => layer.digest)),
+  );
+  return { bytesSent, layersSent: sent.size };
 }
 
 async function tagImage(engine: Engine, id: string, tag: string): Promise<void> {
