@@ -351,6 +351,14 @@ function crossChecks(config: Config): Problem | undefined {
  * ("invalid_input") naming the file and the key path (or line and column for YAML syntax).
  */
 export function parseConfig(text: string, path: string): Config {
+  const config = withDefaults(validate(text, path));
+  const problem = crossChecks(config);
+  if (problem) throw configError(path, problem);
+  return config;
+}
+
+/** The file's keys, checked against the schema: the first problem in the file's order is thrown. */
+function validate(text: string, path: string): z.infer<typeof ConfigSchema> {
   const document = parseDocument(text, { uniqueKeys: true });
   const syntax = document.errors[0];
   if (syntax) {
@@ -383,10 +391,15 @@ export function parseConfig(text: string, path: string): Config {
     );
     throw configError(path, describeIssue(issues[0], input), problems - 1);
   }
-  const file = result.data ?? {};
+  return result.data;
+}
+
+/** The file's keys with a default for every key left out (CLI-defaulted keys stay unset). */
+function withDefaults(parsed: z.infer<typeof ConfigSchema>): Config {
+  const file = parsed ?? {};
   const defaults = defaultConfig();
   const pollInterval = file.pollInterval ?? defaults.pollInterval;
-  const config: Config = {
+  return {
     store: file.store,
     composeRoot: file.composeRoot,
     docker: { host: file.docker?.host },
@@ -428,9 +441,6 @@ export function parseConfig(text: string, path: string): Config {
     },
     logLevel: file.logLevel ?? defaults.logLevel,
   };
-  const problem = crossChecks(config);
-  if (problem) throw configError(path, problem);
-  return config;
 }
 
 /**

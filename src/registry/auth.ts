@@ -146,26 +146,7 @@ export async function answerChallenge(
     }
     return { header: basicHeader(credentials), lifetimeMs: Number.POSITIVE_INFINITY };
   }
-  const realm = challenge.params.realm;
-  if (!realm) {
-    throw new BerthError("auth_failed", `registry ${registry} sent a bearer challenge without a realm`);
-  }
-  let url: URL;
-  try {
-    url = new URL(realm);
-  } catch {
-    throw new BerthError("auth_failed", `registry ${registry} sent an invalid token realm`);
-  }
-  checkRegistryUrl(url, registry, exchange.plainHttpAllowed, "a token realm");
-  if (credentials && exchange.tls && url.protocol === "http:" && !isLoopbackHost(url.host)) {
-    throw new BerthError(
-      "auth_failed",
-      `registry ${registry} is spoken to over TLS but its token realm ${url.origin} is plain HTTP: ` +
-        `berth does not send the registry's credentials there`,
-    );
-  }
-  if (challenge.params.service) url.searchParams.set("service", challenge.params.service);
-  for (const each of tokenScopes(scopes, challenge.params.scope)) url.searchParams.append("scope", each);
+  const url = tokenUrl(challenge, registry, scopes, credentials !== undefined, exchange);
   const headers = new Headers();
   if (credentials) headers.set("Authorization", basicHeader(credentials));
   const response = await exchange.fetch(url, headers);
@@ -185,6 +166,58 @@ export async function answerChallenge(
       transient: response.status >= 500,
     });
   }
+  const body = await readTokenResponse(response, registry, exchange);
+  const seconds = typeof body.expires_in === "number" && body.expires_in > 0
+    ? body.expires_in
+    : DEFAULT_TOKEN_SECONDS;
+  const lifetimeMs = seconds * 1000;
+  return {
+    header: `Bearer ${body.token}`,
+    lifetimeMs: lifetimeMs - Math.min(EXPIRY_MARGIN_MS, lifetimeMs / 2),
+  };
+}
+
+/**
+ * The token URL of a bearer challenge, with its service and scopes: the realm must be https: (or http:
+ * for a registry allowed plain HTTP), and credentials never go from a TLS registry to a plain-HTTP realm
+ * across the network.
+ */
+function tokenUrl(
+  challenge: Challenge,
+  registry: string,
+  scopes: readonly string[],
+  withCredentials: boolean,
+  exchange: TokenExchange,
+): URL {
+  const realm = challenge.params.realm;
+  if (!realm) {
+    throw new BerthError("auth_failed", `registry ${registry} sent a bearer challenge without a realm`);
+  }
+  let url: URL;
+  try {
+    url = new URL(realm);
+  } catch {
+    throw new BerthError("auth_failed", `registry ${registry} sent an invalid token realm`);
+  }
+  checkRegistryUrl(url, registry, exchange.plainHttpAllowed, "a token realm");
+  if (withCredentials && exchange.tls && url.protocol === "http:" && !isLoopbackHost(url.host)) {
+    throw new BerthError(
+      "auth_failed",
+      `registry ${registry} is spoken to over TLS but its token realm ${url.origin} is plain HTTP: ` +
+        `berth does not send the registry's credentials there`,
+    );
+  }
+  if (challenge.params.service) url.searchParams.set("service", challenge.params.service);
+  for (const each of tokenScopes(scopes, challenge.params.scope)) url.searchParams.append("scope", each);
+  return url;
+}
+
+/** The token service's JSON answer, size-capped and stall-bounded, with a header-safe token. */
+async function readTokenResponse(
+  response: Response,
+  registry: string,
+  exchange: TokenExchange,
+): Promise<{ token: string; expires_in?: unknown }> {
   const { bytes, truncated } = await readAtMost(response.body, MAX_TOKEN_RESPONSE_BYTES, {
     what: `token response of ${registry}`,
     stallMs: exchange.stallMs,
@@ -210,9 +243,5 @@ export async function answerChallenge(
       `token service of ${registry} returned a token that is not plain text`,
     );
   }
-  const seconds = typeof body.expires_in === "number" && body.expires_in > 0
-    ? body.expires_in
-    : DEFAULT_TOKEN_SECONDS;
-  const lifetimeMs = seconds * 1000;
-  return { header: `Bearer ${token}`, lifetimeMs: lifetimeMs - Math.min(EXPIRY_MARGIN_MS, lifetimeMs / 2) };
+  return { token, expires_in: body.expires_in };
 }
