@@ -4,7 +4,7 @@ import type { StatusSource } from "../../src/status/server.ts";
 
 const digest = (hex: string) => `sha256:${hex.repeat(64 / hex.length)}`;
 
-/** "shop" at 42% of its v2 (an update), "sensor" running; realistic enough for the README example. */
+/** "shop" at 42% of its v2 (an update), "sensor" running; realistic enough for the example in docs/status.md. */
 export function sampleStatus(): Status {
   return {
     schemaVersion: 1,
