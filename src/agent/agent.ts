@@ -52,10 +52,14 @@ export interface AgentSettings {
   apps: string[];
   /** Seconds. */
   pollInterval: number;
+  /** Seconds of random extra wait per poll, at most, so a fleet does not poll in step. */
   pollJitter: number;
+  /** Previous app versions prune keeps besides the current one. */
   keep: number;
+  /** Seconds: no progress before "stalled"; services up after a start; cap of the retry back-off. */
   timeouts: { stall: number; start: number; retryMax: number };
   storage: SpacePolicy;
+  /** Download bytes per second, shared by every blob in flight; undefined is unlimited. */
   rateLimit?: number;
   limits: BlobLimits;
 }
@@ -75,6 +79,10 @@ interface Schedule {
   failures: number;
 }
 
+/**
+ * Reconciles the device with its settings until run's signal aborts; the caller opened `store` as writer.
+ * Killed at any point, a new Agent on the same store picks up where this one was (crash rules above).
+ */
 export class Agent {
   readonly #store: Store;
   readonly #model: StatusModel;

@@ -14,6 +14,7 @@ import type { StatusReason } from "../status/schema.ts";
 
 const STATE_FILE = "agent.json";
 
+/** One configured app as the agent remembers it across restarts; readAgentState checks ref and digests. */
 export interface ManagedApp {
   /** The reference from the config (usually a tag). */
   ref: string;
@@ -21,9 +22,11 @@ export interface ManagedApp {
   desiredDigest?: string;
   /** A version that was installed and failed to come up; retried only when the tag moves. */
   failedDigest?: string;
+  /** Why failedDigest did not come up, reported while the tag still names it. */
   failedReason?: StatusReason;
 }
 
+/** agent.json: the managed apps by name; an app installed by hand is never here, so never removed. */
 export interface AgentState {
   version: 1;
   apps: Record<string, ManagedApp>;
@@ -31,6 +34,7 @@ export interface AgentState {
 
 const path = (store: Store) => `${store.root}/${STATE_FILE}`;
 
+/** agent.json as last written, empty when absent; a damaged file is a store_invalid error naming it. */
 export async function readAgentState(store: Store): Promise<AgentState> {
   const bytes = await readNoFollow(path(store));
   if (!bytes) return { version: 1, apps: {} };
@@ -59,6 +63,7 @@ function checkManaged(name: string, managed: ManagedApp): void {
   if (managed.failedDigest !== undefined) parseDigest(managed.failedDigest, `${where}.failedDigest`);
 }
 
+/** Replaces agent.json atomically and durably: after a crash it holds the old state or the new. */
 export async function writeAgentState(store: Store, state: AgentState): Promise<void> {
   await writeFileAtomic(path(store), JSON.stringify(state, null, 2) + "\n");
 }

@@ -38,6 +38,7 @@ const BYTES_PER_UNIT: Record<string, number> = {
   GiB: 1024 ** 3,
   TiB: 1024 ** 4,
 };
+/** The unit names parseSize accepts, exactly as written (case-sensitive), for error messages. */
 export const SIZE_UNITS = Object.keys(BYTES_PER_UNIT);
 /** "500KB", "2 MiB", "1.5GiB"; units are case-sensitive so that "Mb" (megabits?) is not silently guessed. */
 const SIZE = /^(\d+(?:\.\d+)?) ?([A-Za-z]*)$/;

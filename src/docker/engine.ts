@@ -10,12 +10,14 @@ const MAX_API_VERSION = "1.41";
 /** The oldest berth accepts: image load with `quiet=0` progress, RootFS in image inspect. */
 const MIN_API_VERSION = "1.25";
 
+/** What berth reads of an image inspect: Id is the config digest, RootFS.Layers the layers' diff IDs. */
 export interface EngineImage {
   Id: string;
   RepoTags: string[] | null;
   RootFS?: { Type: string; Layers?: string[] };
 }
 
+/** What berth reads of one entry of the engine's container list. */
 export interface EngineContainer {
   Id: string;
   Names: string[];
@@ -27,6 +29,7 @@ export interface EngineContainer {
   Labels: Record<string, string>;
 }
 
+/** What berth reads of a container inspect: its state, health and restarts. */
 export interface ContainerDetails {
   Id: string;
   Name: string;
@@ -39,6 +42,7 @@ export interface ContainerDetails {
   HostConfig: { RestartPolicy?: { Name?: string } };
 }
 
+/** What berth reads of GET /info; DockerRootDir is the filesystem the space pre-flight checks. */
 export interface EngineInfo {
   ServerVersion: string;
   DockerRootDir: string;
@@ -51,6 +55,7 @@ function compareVersions(a: string, b: string): number {
   return aMajor - bMajor || aMinor - bMinor;
 }
 
+/** One engine at one negotiated API version; a failure to reach it is a transient engine_unavailable. */
 export class Engine {
   readonly host: string;
   readonly apiVersion: string;
@@ -107,6 +112,7 @@ export class Engine {
     }
   }
 
+  /** Closes the unix socket's client; the Engine is not to be used afterwards. */
   close(): void {
     this.#client?.close();
     this.#client = undefined;
@@ -141,6 +147,7 @@ export class Engine {
     return response;
   }
 
+  /** The engine's version, data root and storage driver. */
   async info(): Promise<EngineInfo> {
     return (await (await this.request("/info", { what: "info" })).json()) as EngineInfo;
   }

@@ -11,6 +11,7 @@ import { readManifest, type StoredImage } from "../store/images.ts";
 import { type ArchiveImage, chainIds, dockerArchive } from "./archive.ts";
 import type { Engine } from "./engine.ts";
 
+/** One image of a load: the stored reference and the engine's ID for it (the config digest). */
 export interface LoadedImage {
   ref: string;
   imageId: string;
@@ -18,6 +19,7 @@ export interface LoadedImage {
   alreadyPresent: boolean;
 }
 
+/** What loadStoredImages did; the engine's filesystem was flushed before it returned. */
 export interface LoadResult {
   images: LoadedImage[];
   /** Distinct layer files streamed to the engine. */

@@ -9,6 +9,7 @@ import type { Store } from "../store/store.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
 import type { PullPlan } from "./pull.ts";
 
+/** How full a pull may leave a filesystem: both the watermark and the reserve must hold for it to fit. */
 export interface SpacePolicy {
   /** The most of a filesystem (percent) a pull may leave used. */
   watermark: number;
@@ -27,6 +28,7 @@ export interface EngineImages {
   inspectImage(id: string): Promise<unknown>;
 }
 
+/** One filesystem judged against the policy; `fits` is also true when the pull needs nothing of it. */
 export interface SpaceCheck {
   /** What the bytes are for: "store", "engine", or "store and engine" when they share a filesystem. */
   what: string;
@@ -41,6 +43,7 @@ export interface SpaceCheck {
   fits: boolean;
 }
 
+/** The pre-flight's verdict: `fits` only when every filesystem checked fits. */
 export interface SpaceReport {
   checks: SpaceCheck[];
   fits: boolean;
@@ -142,10 +145,12 @@ export async function engineNeed(
   return unpackedBytes([...missing.values()], await layerUsage(store, plan, arch));
 }
 
+/** What checkSpace needs besides the store and plan; without an engine only the store's side is checked. */
 export interface CheckOptions {
   policy: SpacePolicy;
   /** With an engine and its data root, the engine's side is checked too. */
   engine?: EngineImages;
+  /** The engine's data root (its images' filesystem), e.g. docker's "DockerRootDir". */
   engineDataRoot?: string;
   /** The layers meta architecture key ("amd64", "arm64", …). */
   arch?: string;

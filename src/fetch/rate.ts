@@ -8,6 +8,7 @@ import { sleep } from "../util/async.ts";
 /** At most this much may go through in one burst after an idle spell. */
 const BURST_SECONDS = 0.25;
 
+/** A token bucket in bytes per second, shared by a pull's downloads; idling earns at most a 0.25 s burst. */
 export class RateLimiter {
   readonly #bytesPerSecond: number;
   /** When the bytes taken so far will have been "paid for" at the limit (ms since the epoch). */

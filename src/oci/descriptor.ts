@@ -16,6 +16,7 @@ export interface DescriptorPlatform {
   "os.features"?: string[];
 }
 
+/** Points at one blob by digest; size is in bytes. From outside, only checkDescriptor's result is trusted. */
 export interface Descriptor {
   mediaType: string;
   digest: string;
@@ -26,6 +27,7 @@ export interface Descriptor {
   artifactType?: string;
 }
 
+/** An OCI index or Docker manifest list; parseIndex checks every entry before it is returned. */
 export interface OciIndex {
   schemaVersion: number;
   mediaType?: string;
@@ -33,6 +35,7 @@ export interface OciIndex {
   annotations?: Record<string, string>;
 }
 
+/** An OCI or Docker v2 manifest: a config blob and its layers, in order; parseImageManifest checks them. */
 export interface ImageManifest {
   schemaVersion: number;
   mediaType?: string;
@@ -44,8 +47,11 @@ export interface ImageManifest {
 
 /** The OCI empty descriptor (`{}`): the config of artifacts such as compose apps. */
 export const OCI_EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json";
+/** The sha256 of OCI_EMPTY_DATA, so the empty config's descriptor is written without hashing anything. */
 export const OCI_EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+/** The size in bytes of OCI_EMPTY_DATA. */
 export const OCI_EMPTY_SIZE = 2;
+/** The empty descriptor's two bytes, `{}`, pushed as the config blob of an artifact. */
 export const OCI_EMPTY_DATA = new TextEncoder().encode("{}");
 
 /**
@@ -88,6 +94,7 @@ function checkPlatform(value: unknown, where: string): void {
   }
 }
 
+/** Exceptions checkDescriptor allows for one caller; the default is the strict check. */
 export interface DescriptorRules {
   /** The legacy compose-app config was written without a size (Go omitted 0): absent reads as 0. */
   sizeOptional?: boolean;

@@ -6,6 +6,7 @@
 import { BerthError } from "../util/errors.ts";
 import { listSome, outsideText } from "../util/text.ts";
 
+/** os/architecture[/variant]; compare two only after normalizePlatform (lower case, aliases resolved). */
 export interface Platform {
   os: string;
   architecture: string;

@@ -14,6 +14,7 @@ export interface Reference {
   digest?: string;
 }
 
+/** The registry a reference without a host names; index.docker.io is read as this too. */
 export const DOCKER_HUB = "docker.io";
 /** Where docker.io's registry API actually lives. */
 const DOCKER_HUB_API = "registry-1.docker.io";

@@ -9,6 +9,7 @@ import type { Credentials } from "./credentials.ts";
 import { isLoopbackHost } from "../oci/reference.ts";
 import { checkRegistryUrl } from "./transport.ts";
 
+/** A 401's WWW-Authenticate, parsed: scheme and parameters (realm, service, scope), names lower-cased. */
 export interface Challenge {
   scheme: "bearer" | "basic";
   params: Record<string, string>;
@@ -69,6 +70,7 @@ const DEFAULT_TOKEN_SECONDS = 60;
 /** Renew a little before expiry so a token never dies mid-request. */
 const EXPIRY_MARGIN_MS = 5_000;
 
+/** `Basic base64(user:password)`, the password UTF-8 encoded; the result is a secret, never logged. */
 export function basicHeader(credentials: Credentials): string {
   const bytes = new TextEncoder().encode(`${credentials.username}:${credentials.password}`);
   return `Basic ${btoa(String.fromCharCode(...bytes))}`;

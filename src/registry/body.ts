@@ -37,6 +37,7 @@ function stallError(what: string, stallMs: number): BerthError {
   });
 }
 
+/** The time bounds and the name readAtMost needs for one body; the size bound is its `cap`. */
 export interface ReadLimits {
   /** Names the body in errors: "manifest host/a/b:1", "token response of host". */
   what: string;

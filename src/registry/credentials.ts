@@ -8,6 +8,7 @@ import { BerthError } from "../util/errors.ts";
 import { readFileIfExists } from "../util/fs.ts";
 import { DOCKER_HUB } from "../oci/reference.ts";
 
+/** A user name and password for one registry; secret, so never put in a message or a log. */
 export interface Credentials {
   username: string;
   password: string;

@@ -5,6 +5,7 @@
 import { DEFAULT_STALL_TIMEOUT_MS } from "./body.ts";
 import type { TransportOptions } from "./transport.ts";
 
+/** The registry client's bounds, and where it finds credentials and certificates; times in milliseconds. */
 export interface RegistryOptions extends TransportOptions {
   /** Credential files in docker's config.json format, searched in order. */
   credentialFiles: string[];
@@ -22,9 +23,11 @@ export interface RegistryOptions extends TransportOptions {
   deadlineMs: number;
   /** First backoff delay in milliseconds; doubles per attempt up to `maxBackoffMs`. */
   backoffMs: number;
+  /** Milliseconds the backoff delay never exceeds. */
   maxBackoffMs: number;
 }
 
+/** The settings when the operator sets none: no insecure hosts, no extra certificates or credentials. */
 export const DEFAULT_REGISTRY_OPTIONS: RegistryOptions = {
   insecureRegistries: [],
   certsDirs: [],

@@ -24,6 +24,7 @@ import { formatReference, type Reference } from "../oci/reference.ts";
 /** What `pushBlob` did: nothing (the repository had it), a mount from another repository, or an upload. */
 export type BlobPushResult = "exists" | "mounted" | "uploaded";
 
+/** pushBlob's optional mount source and abort signal; without `from` it checks for the blob, then uploads. */
 export interface PushBlobOptions {
   /**
    * Another repository of the same registry that may hold the blob (the image a service is built on).

@@ -13,6 +13,7 @@ export const DOCKER_CERTS_DIR = "/etc/docker/certs.d";
 /** How long the HTTPS-or-HTTP probe of a loopback or insecure registry may take. */
 const PROBE_TIMEOUT_MS = 5_000;
 
+/** What the operator allows per host: plain HTTP, and the directories holding its certificates. */
 export interface TransportOptions {
   /** Hosts (host or host:port) that may be reached over plain HTTP. */
   insecureRegistries: string[];
@@ -20,9 +21,11 @@ export interface TransportOptions {
   certsDirs: string[];
 }
 
+/** How to reach one registry host, as resolveTransport decided it; reused for every request to it. */
 export interface HostTransport {
   /** "https://host" or "http://host". */
   baseUrl: string;
+  /** Carries the host's extra CAs and client certificate; absent when it has none (fetch's default). */
   client?: Deno.HttpClient;
 }
 

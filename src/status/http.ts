@@ -45,6 +45,7 @@ export const ACCEPT_BATCH = 16;
 /** Bytes asked for by one read: a whole request head usually arrives in one. */
 const READ_CHUNK_BYTES = 4096;
 
+/** The bounds serveHttp keeps on every connection: times in milliseconds, sizes in bytes. */
 export interface HttpLimits {
   maxConnections: number;
   headerTimeoutMs: number;
@@ -53,6 +54,7 @@ export interface HttpLimits {
   maxHeadBytes: number;
 }
 
+/** The bounds the agent serves with: the constants above, whose comments give the reasons. */
 export const DEFAULT_HTTP_LIMITS: Readonly<HttpLimits> = {
   maxConnections: MAX_CONNECTIONS,
   headerTimeoutMs: HEADER_TIMEOUT_MS,
@@ -61,6 +63,7 @@ export const DEFAULT_HTTP_LIMITS: Readonly<HttpLimits> = {
   maxHeadBytes: MAX_HEAD_BYTES,
 };
 
+/** serveHttp's optional settings; without them it keeps the agent's defaults and warns nowhere. */
 export interface HttpOptions {
   /** Tests shorten the timeouts; the agent uses the defaults. */
   limits?: Partial<HttpLimits>;
@@ -70,6 +73,7 @@ export interface HttpOptions {
   name?: string;
 }
 
+/** A running server: nothing a client does makes it throw or end the process. */
 export interface HttpServer {
   /** Open connections now. */
   readonly connections: number;

@@ -5,6 +5,7 @@
  */
 import { APP_STATES, type Counters, type Status } from "./schema.ts";
 
+/** The Content-Type of /metrics: the Prometheus text format version renderMetrics writes. */
 export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
 type Labels = Record<string, string>;

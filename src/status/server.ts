@@ -38,6 +38,7 @@ export interface StatusSource {
   counters(): Counters;
 }
 
+/** The status config that guards the routes; a reload may change it without a restart. */
 export interface StatusOptions {
   /** When set, every route but `GET /` and `GET /healthz` needs `Authorization: Bearer <token>`. */
   token?: string;
@@ -51,6 +52,7 @@ export interface RouteSettings extends StatusOptions {
   listen?: ListenAddress;
 }
 
+/** serveStatus's settings: the route guards, plus http.ts's limits and warning sink. */
 export interface ServeOptions extends StatusOptions {
   /** Trouble with clients (a flood at the connection cap, accept errors), rate-limited by http.ts. */
   warn?: (message: string) => void;
@@ -229,6 +231,7 @@ function statusDocument(source: StatusSource): Handler {
   };
 }
 
+/** A running status endpoint; a failed reconfigure leaves the old listener serving. */
 export interface StatusServer {
   /** "http://127.0.0.1:8470", or "unix:/run/berth/status.sock" for a unix socket. */
   readonly url: string;

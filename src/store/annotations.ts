@@ -4,11 +4,13 @@
 export const REF_NAME = "org.opencontainers.image.ref.name";
 /** What the reference resolved to at the registry (an index, or the manifest itself). */
 export const SOURCE_DIGEST = "io.berth.source.digest";
+/** The media type of what SOURCE_DIGEST names, as the registry served it. */
 export const SOURCE_MEDIA_TYPE = "io.berth.source.mediaType";
 /** The platform chosen, "linux/arm64". */
 export const PLATFORM = "io.berth.platform";
 /** The chosen image manifest (the entry itself may be a wrapper index around it). */
 export const MANIFEST_DIGEST = "io.berth.manifest.digest";
+/** When the entry was written, as an ISO 8601 UTC time. */
 export const PULLED_AT = "io.berth.pulledAt";
 /** Set on the entry of a compose app: the app's name (the compose project name). */
 export const APP_NAME = "io.berth.app";

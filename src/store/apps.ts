@@ -12,6 +12,7 @@ import type { Store } from "./store.ts";
 
 const APPS_FILE = "apps.json";
 
+/** One app's entry in apps.json; readApps checks its name, references and flags before a caller sees it. */
 export interface AppRecord {
   /** The app's name: the last path component of its repository; also the compose project name. */
   name: string;
@@ -28,6 +29,7 @@ export interface AppRecord {
    * and what `prune --keep N` keeps N of. Absent in records written before it existed.
    */
   previous?: string[];
+  /** Set by writeApp to the time of the write (ISO 8601, UTC); informative only, not checked on read. */
   updatedAt: string;
 }
 

@@ -12,6 +12,7 @@ import type { Descriptor } from "../oci/descriptor.ts";
 import { MANIFEST_DIGEST, REF_NAME, SOURCE_DIGEST } from "./annotations.ts";
 import type { Store } from "./store.ts";
 
+/** A blob a stored reference needs that is missing, corrupt, of the wrong size or unreadable. */
 export interface FsckProblem {
   /** The reference affected ("" for a blob no reference needs). */
   ref: string;
@@ -20,6 +21,7 @@ export interface FsckProblem {
   detail: string;
 }
 
+/** What fsck found; `repaired` says the corrupt blobs, stale ingests and temporary files were removed. */
 export interface FsckReport {
   refs: number;
   blobs: number;

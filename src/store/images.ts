@@ -9,6 +9,7 @@ import type { Descriptor, ImageManifest } from "../oci/descriptor.ts";
 import { MANIFEST_DIGEST, PLATFORM, PULLED_AT, REF_NAME, SOURCE_DIGEST } from "./annotations.ts";
 import type { Store } from "./store.ts";
 
+/** One reference in the store's index.json, read from the annotations berth wrote on its entry. */
 export interface StoredImage {
   /** The full normalised reference it was pulled as. */
   ref: string;

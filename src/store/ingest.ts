@@ -21,21 +21,25 @@ const CHECKPOINT_BYTES = 8 * 1024 * 1024;
 const CHECKPOINT_MS = 2_000;
 const READ_CHUNK = 1024 * 1024;
 
+/** An ingest's state.json: the blob it must become (digest, size in bytes), and what fsync made safe. */
 export interface IngestState {
   digest: string;
   size: number;
   /** Bytes known to be on disk (fsynced). */
   checkpoint: number;
+  /** The boot the checkpoint was taken in: on resume in another boot, bytes past `checkpoint` are dropped. */
   bootId: string;
   updatedAt: string;
 }
 
+/** Where one blob's ingest lives: its directory, the partial `data` and its `state.json`. */
 export interface IngestPaths {
   dir: string;
   data: string;
   state: string;
 }
 
+/** The paths of `digest`'s ingest under `ingestRoot`; refuses anything but a sha256 digest (digestHex). */
 export function ingestPaths(ingestRoot: string, digest: string): IngestPaths {
   const dir = `${ingestRoot}/${digestHex(digest)}`;
   return { dir, data: `${dir}/data`, state: `${dir}/state.json` };

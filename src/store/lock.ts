@@ -6,8 +6,10 @@
 import { BerthError } from "../util/errors.ts";
 import { openNoFollow, readNoFollow } from "./nofollow.ts";
 
+/** The lock's file in the store's root; never removed (release empties it): the flock is the lock. */
 export const LOCK_FILE = "berth.lock";
 
+/** Who holds the lock, written into the lock file for refusal messages only: never used to decide. */
 export interface LockHolder {
   pid: number;
   command: string;
@@ -47,6 +49,7 @@ export class StoreLock {
     return new StoreLock(file);
   }
 
+  /** Frees the lock, blanking the holder's name first; the file is closed even if unlocking throws. */
   release(): void {
     try {
       this.#file.truncateSync(0);

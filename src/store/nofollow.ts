@@ -9,6 +9,7 @@
 import { closeSync, constants, fstatSync, openSync } from "node:fs";
 import { BerthError } from "../util/errors.ts";
 
+/** How openNoFollow opens a file; the default is read-only, never creating it. */
 export interface NoFollowOptions {
   write?: boolean;
   create?: boolean;

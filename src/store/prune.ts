@@ -106,6 +106,7 @@ export function storeJsonReader(
   };
 }
 
+/** What sweepStore must leave alone: the blobs in `keep` and, with `keepIngests`, downloads still running. */
 export interface SweepOptions {
   /** Blobs to keep (what the roots reach). */
   keep: Set<string>;
@@ -119,6 +120,7 @@ export interface SweepOptions {
   dryRun?: boolean;
 }
 
+/** What sweepStore removed, or with `dryRun` would have removed. */
 export interface SweepResult {
   blobsRemoved: number;
   /** Bytes of the blobs, ingests and temporary files removed (or that would be). */

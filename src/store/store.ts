@@ -31,6 +31,7 @@ import { checkLayoutEntries, openNoFollow, readNoFollow } from "./nofollow.ts";
 
 /** The version of berth's own on-disk state; a berth meeting a newer one refuses to touch it. */
 export const LAYOUT_VERSION = 1;
+/** Holds LAYOUT_VERSION; written last when a store is created, so a store without it is half-made. */
 export const BERTH_FILE = "berth.json";
 const OCI_LAYOUT_FILE = "oci-layout";
 const INDEX_FILE = "index.json";
@@ -50,6 +51,7 @@ const LAYOUT_ENTRIES: Record<string, "file" | "dir"> = {
   ingest: "dir",
 };
 
+/** How Store.open opens a store: as a reader (never creating or locking anything) or as the one writer. */
 export interface OpenOptions {
   /** Take the writer lock (and create the store if missing). */
   write: boolean;
@@ -75,6 +77,7 @@ function ioError(root: string, error: unknown): BerthError {
   return new BerthError("store_io", `store ${root}: ${message}`, { cause: error });
 }
 
+/** An open store. Readers see committed blobs only; a writer holds the lock until `close`. */
 export class Store {
   readonly root: string;
   readonly blobsDir: string;

@@ -15,6 +15,7 @@ function childEnv(vars: Record<string, string | undefined> = {}): Record<string,
   return env;
 }
 
+/** Deno.Command's options minus env and clearEnv: a caller names variables, never inherits them. */
 export interface ChildOptions extends Omit<Deno.CommandOptions, "env" | "clearEnv"> {
   /** Set for the child besides PATH; undefined values are left out. */
   env?: Record<string, string | undefined>;

@@ -6,6 +6,7 @@ import { BerthError, errorMessage } from "./errors.ts";
 import { dirname, statIfExists } from "./fs.ts";
 import { childCommand } from "./child_env.ts";
 
+/** One filesystem's space as df reports it, in bytes (df's 1024-byte blocks already multiplied). */
 export interface FsSpace {
   /** The path asked about, and the mount point df named. */
   path: string;

@@ -8,11 +8,16 @@
  * whose name says it holds one (token, password, secret, authorization) is written as `[redacted]` anyway.
  */
 
+/** The levels, least severe first: a logger writes its own level and every later one. */
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+/** One of LOG_LEVELS; the config's `logLevel` and createLogger take it. */
 export type LogLevel = typeof LOG_LEVELS[number];
+/** Key=value pairs written before the message; undefined values are left out, secret-named ones redacted. */
 export type LogFields = Record<string, string | number | boolean | undefined>;
+/** Writes one line, or nothing below the logger's level; escaping stops a call forging a line or field. */
 export type LogMethod = (message: string, fields?: LogFields) => void;
 
+/** What the agent logs through: one method per level, each writing at most one line per call. */
 export interface Logger {
   debug: LogMethod;
   info: LogMethod;
