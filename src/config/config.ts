@@ -1,5 +1,5 @@
 /**
- * The config file: one YAML mapping of what the operator set (see NOTES-README.md for every key). Parsed
+ * The config file: one YAML mapping of what the operator set (docs/config.md lists every key). Parsed
  * with `yaml`, validated with zod, strictly: an unknown key is an error that names it, so a typo is caught
  * instead of silently falling back to a default. Every error is one line naming the file, the key path and
  * what was expected, e.g. `/etc/berth/config.yml: pollInterval: expected seconds or a duration like 30s, 5m,
