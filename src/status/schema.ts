@@ -63,6 +63,7 @@ export const ServiceSchema = z.object({
   container: z.string().optional(),
   /** The engine's container state: created, running, restarting, exited, … or "missing". */
   state: z.string(),
+  /** Only for a container that exited. */
   exitCode: z.number().int().optional(),
   restartCount: z.number().int().optional(),
   /** healthy, unhealthy, starting, or absent when the service has no health check. */
@@ -82,6 +83,7 @@ export const AppSchema = z.object({
   previousDigests: z.array(digest),
   state: z.enum(APP_STATES),
   reason: ReasonSchema.optional(),
+  /** Present only while a fetch of the app runs. */
   progress: ProgressSchema.optional(),
   /** Blobs being downloaded right now. */
   blobs: z.array(BlobSchema),
