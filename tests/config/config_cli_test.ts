@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { runBerth, scratchDir, snapshotTree } from "../harness/env.ts";
 import { statIfExists } from "../../src/util/fs.ts";
+import { Store } from "../../src/store/store.ts";
 
 const COMMANDS = [
   ["ls"],
@@ -23,9 +24,9 @@ const COMMANDS = [
 Deno.test("a broken config file: every command exits 1 with one line naming the file and the key, nothing touched", async () => {
   const dir = await scratchDir("config-cli-");
   const deadEngine = `unix://${dir}/no-docker.sock`;
-  // A real store to prove untouched: a writing command creates it before it fails on the absent engine.
+  // A real store to prove untouched.
   const seeded = `${dir}/seeded-store`;
-  await runBerth(["--store", seeded, "--docker-host", deadEngine, "stop", "shop"]);
+  (await Store.open(seeded, { write: true, command: "test" })).close();
   assert.ok(await statIfExists(`${seeded}/berth.json`), "the seeded store exists");
   const before = await snapshotTree(seeded);
 
