@@ -1,9 +1,11 @@
 /** `berth prune [--keep N]`: remove app versions beyond `keep`, the images only they used, and loose content. */
 import { UsageError } from "../util/errors.ts";
+import type { PruneResult } from "../app/prune.ts";
+import { noteMissingStore } from "./context.ts";
 import { Store } from "../store/store.ts";
 import { Engine } from "../docker/engine.ts";
-import { DEFAULT_KEEP, type PruneResult, pruneStore } from "../app/prune.ts";
-import { type Context, formatBytes, noteMissingStore } from "./context.ts";
+import { DEFAULT_KEEP, pruneStore } from "../app/prune.ts";
+import { type Context, formatBytes } from "./context.ts";
 
 export async function pruneCommand(context: Context): Promise<number> {
   if (context.args.positional.length > 0) {
