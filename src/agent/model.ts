@@ -146,6 +146,7 @@ export class StatusModel {
     if (entry) entry.status.previousDigests = digests;
   }
 
+  /** The app's services as the engine reports them; an exit code is kept only for an exited one. */
   setServices(name: string, services: ServiceStatus[]): void {
     const entry = this.#apps.get(name);
     if (entry) entry.status.services = services.map(serviceForStatus);

@@ -3,6 +3,7 @@ import { Store } from "../store/store.ts";
 import { fsck } from "../store/fsck.ts";
 import { type Context, formatBytes, noteMissingStore } from "./context.ts";
 
+/** `berth fsck [--repair]`: exit 0 when the store (or the empty store a missing one stands for) is sound. */
 export async function fsckCommand(context: Context): Promise<number> {
   // Checked before opening for writing, which would create an empty store: a missing one is checked as the
   // empty store it stands for, with nothing to repair.

@@ -93,6 +93,7 @@ function printTable(context: Context, rows: string[][]): void {
   }
 }
 
+/** `berth ls`: prints (or emits, with --json) the images and apps in the store; exit 0. */
 export async function lsCommand(context: Context): Promise<number> {
   const store = await Store.open(context.storePath, { write: false, command: "ls" });
   if (!store.exists) noteMissingStore(context);

@@ -7,6 +7,7 @@ import { Engine } from "../docker/engine.ts";
 import { DEFAULT_KEEP, pruneStore } from "../app/prune.ts";
 import { type Context, formatBytes } from "./context.ts";
 
+/** `berth prune`: removes what no kept app version needs; a missing store has nothing to remove. */
 export async function pruneCommand(context: Context): Promise<number> {
   if (context.args.positional.length > 0) {
     throw new UsageError(`prune takes no arguments, got "${context.args.positional[0]}"`);

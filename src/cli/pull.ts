@@ -9,6 +9,7 @@ import { type Context, formatBytes, shortDigest } from "./context.ts";
 import { TerminalProgress } from "./progress.ts";
 import { refuseIfNoRoom } from "./check.ts";
 
+/** `berth pull REF...`: every reference stored, or exit 1 with no store left where there was none. */
 export async function pullCommand(context: Context): Promise<number> {
   if (context.args.positional.length === 0) throw new UsageError("pull needs at least one reference");
   // Every reference is checked before the store or the network is touched.

@@ -58,6 +58,7 @@ export const BlobSchema = z.object({
 });
 export type BlobStatus = z.infer<typeof BlobSchema>;
 
+/** One compose service of an app, as its container is in the engine. */
 export const ServiceSchema = z.object({
   name: z.string(),
   container: z.string().optional(),
@@ -71,6 +72,7 @@ export const ServiceSchema = z.object({
 });
 export type ServiceStatus = z.infer<typeof ServiceSchema>;
 
+/** One configured app: its versions, state, reason, services, and its fetch while one runs. */
 export const AppSchema = z.object({
   name: z.string(),
   /** The reference the config asks for. */
