@@ -133,7 +133,12 @@ export class StatusModel {
     facts: Partial<Pick<AppStatus, "currentDigest" | "desiredDigest" | "previousDigests" | "services">>,
   ): void {
     const entry = this.#entry(name, ref);
-    entry.status = { ...entry.status, ref, ...facts };
+    entry.status = {
+      ...entry.status,
+      ref,
+      ...facts,
+      ...(facts.services ? { services: facts.services.map(serviceForStatus) } : {}),
+    };
   }
 
   setPreviousDigests(name: string, digests: string[]): void {
@@ -141,9 +146,10 @@ export class StatusModel {
     if (entry) entry.status.previousDigests = digests;
   }
 
+  /** The app's services as the engine reports them; an exit code is kept only for an exited one. */
   setServices(name: string, services: ServiceStatus[]): void {
     const entry = this.#apps.get(name);
-    if (entry) entry.status.services = services;
+    if (entry) entry.status.services = services.map(serviceForStatus);
   }
 
   removeApp(name: string): void {
@@ -258,9 +264,10 @@ export class StatusModel {
     while (fetch.samples.length > 2 && at - fetch.samples[1].at > SPEED_WINDOW_MS) fetch.samples.shift();
   }
 
-  /** The fetch of `name` ended (done or not): nothing is in flight any more. */
+  /** The fetch of `name` ended (done or not): its progress leaves the document, which shows running fetches. */
   fetchEnded(name: string): void {
-    this.#apps.get(name)?.fetch?.inFlight.clear();
+    const entry = this.#apps.get(name);
+    if (entry) entry.fetch = undefined;
   }
 
   /** Marks fetches with no progress for the stall timeout as stalled (called by the agent's ticker). */
@@ -378,6 +385,16 @@ export class StatusModel {
   counters(): Counters {
     return this.#counters;
   }
+}
+
+/**
+ * A service as the document shows it: the engine keeps the last exit code of a running or restarting
+ * container too (0 before it ever exited), where it would read as an exit that did not happen.
+ */
+function serviceForStatus(service: ServiceStatus): ServiceStatus {
+  if (service.exitCode === undefined || service.state === "exited") return service;
+  const { exitCode: _, ...rest } = service;
+  return rest;
 }
 
 function isReason(value: unknown): value is StatusReason {

@@ -1,6 +1,6 @@
 /** The compose-app commands: publish, install, run, stop, rm, restore. */
-import { UsageError } from "../util/errors.ts";
-import { parseReference } from "../oci/reference.ts";
+import { BerthError, UsageError } from "../util/errors.ts";
+import { formatReference, parseReference } from "../oci/reference.ts";
 import { RegistryPusher } from "../registry/push.ts";
 import { Store } from "../store/store.ts";
 import { Engine } from "../docker/engine.ts";
@@ -16,12 +16,14 @@ import {
   stopApp,
 } from "../app/lifecycle.ts";
 import { appName } from "../app/stored.ts";
+import { storedImages } from "../store/images.ts";
 import { type Context, formatBytes } from "./context.ts";
+import { fetchedApps } from "./ls.ts";
 
 /**
  * Opens what app commands work on: the store (as the one writer), the engine, and compose on demand.
- * `check` runs before the engine is connected: what the store alone can refuse (an app that is not
- * installed) is said first, not hidden behind an unreachable engine.
+ * `check` runs first, on the store as it is: what the store alone can refuse (an app that is not fetched or
+ * not installed) is said first, not hidden behind an unreachable engine. `work` checks again under the lock.
  */
 async function withDevice<T>(
   context: Context,
@@ -29,10 +31,14 @@ async function withDevice<T>(
   work: (device: Device) => Promise<T>,
   check?: (local: Pick<Device, "store" | "composeRoot">) => Promise<unknown>,
 ): Promise<T> {
+  if (check) {
+    // On a reader: a command refused here creates no store (opening one for writing would).
+    const reader = await Store.open(context.storePath, { write: false, command });
+    await check({ store: reader, composeRoot: context.composeRoot });
+  }
   const store = await Store.open(context.storePath, { write: true, command });
   let engine: Engine | undefined;
   try {
-    await check?.({ store, composeRoot: context.composeRoot });
     engine = await Engine.connect(context.dockerHost);
     let compose: Promise<Compose> | undefined;
     const device: Device = {
@@ -55,11 +61,51 @@ async function withDevice<T>(
   }
 }
 
-/** An app named by name ("shop") or by any of its references ("registry/factory/shop:v2"). */
-function nameArg(context: Context, command: string): string {
+/** The app a command names: by name ("shop"), or by one of its references ("registry/factory/shop:v2"). */
+interface AppArg {
+  name: string;
+  /** The reference, normalised, when one was given. */
+  ref?: string;
+}
+
+/** The one reading of an app argument, shared by install, run, stop and rm. */
+function appArg(context: Context, command: string): AppArg {
   const [input, extra] = context.args.positional;
-  if (!input || extra) throw new UsageError(`${command} takes one app name`);
-  return /[/:@]/.test(input) ? appName(parseReference(input)) : input;
+  if (!input || extra) throw new UsageError(`${command} takes one app name or reference`);
+  if (!/[/:@]/.test(input)) return { name: input };
+  const ref = parseReference(input);
+  return { name: appName(ref), ref: formatReference(ref) };
+}
+
+/**
+ * The fetched version `arg` stands for: the reference given, or the only version fetched under the name.
+ * Fails naming what is fetched (or that nothing is) and the way on, from the store alone.
+ */
+async function fetchedVersion(store: Store, arg: AppArg): Promise<string> {
+  const versions = (await fetchedApps(store)).get(arg.name) ?? [];
+  if (arg.ref) {
+    const fetched = versions.length ? ` (fetched: ${versions.join(", ")})` : "";
+    if (versions.includes(arg.ref)) return arg.ref;
+    // A stored container image: installApp says what to do with it instead.
+    if ((await storedImages(store)).some((image) => image.ref === arg.ref)) return arg.ref;
+    throw new BerthError(
+      "not_found",
+      `app ${arg.ref} is not in store ${store.root}${fetched}; fetch it first with 'berth pull ${arg.ref}'`,
+    );
+  }
+  if (versions.length === 1) return versions[0];
+  if (versions.length === 0) {
+    throw new BerthError(
+      "not_found",
+      `app ${arg.name} is not in store ${store.root} (no version of it was fetched); fetch it first with ` +
+        `'berth pull REGISTRY/REPOSITORY/${arg.name}:TAG'`,
+    );
+  }
+  throw new BerthError(
+    "invalid_input",
+    `app ${arg.name} has ${versions.length} versions in store ${store.root}: ${versions.join(", ")}; ` +
+      `name one, e.g. 'berth install ${versions.at(-1)}'`,
+  );
 }
 
 export async function publishCommand(context: Context): Promise<number> {
@@ -79,13 +125,11 @@ export async function publishCommand(context: Context): Promise<number> {
   }
 }
 
+/** `berth install APP`: the app's only fetched version, or the one its reference names. */
 export function installCommand(context: Context): Promise<number> {
-  const [ref, extra] = context.args.positional;
-  if (!ref || extra) {
-    throw new UsageError("install takes one app reference (fetch it first with 'berth pull')");
-  }
+  const arg = appArg(context, "install");
   return withDevice(context, "install", async (device) => {
-    const result = await installApp(device, ref);
+    const result = await installApp(device, await fetchedVersion(device.store, arg));
     if (context.json) context.emit(result);
     context.say(
       result.alreadyInstalled
@@ -94,7 +138,7 @@ export function installCommand(context: Context): Promise<number> {
           `${result.layersSent} layers (${formatBytes(result.bytesSent)}) sent to the engine`,
     );
     return 0;
-  });
+  }, (local) => fetchedVersion(local.store, arg));
 }
 
 /** A command that acts on one installed app by name and says what it did. */
@@ -104,7 +148,7 @@ function appAction(
   done: string,
 ): (context: Context) => Promise<number> {
   return (context) => {
-    const name = nameArg(context, command);
+    const { name } = appArg(context, command);
     return withDevice(
       context,
       command,

@@ -187,6 +187,15 @@ export async function makeContext(
   };
 }
 
+/**
+ * The one rule for a store that does not exist: it holds nothing, since only a successful pull creates it.
+ * Commands that report on it (ls, fsck, prune) treat it as empty and exit as they would for an empty store,
+ * after this line on stderr — a mistyped --store is then seen, not mistaken for an empty device.
+ */
+export function noteMissingStore(context: Context): void {
+  context.note(`store ${context.storePath} does not exist yet (nothing was pulled into it)`);
+}
+
 /** "12.3 MiB". */
 export function formatBytes(bytes: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -1,16 +1,18 @@
 /** `berth fsck [--repair]`: verify every blob and reference; exit 1 when anything is missing or corrupt. */
-import { BerthError } from "../util/errors.ts";
 import { Store } from "../store/store.ts";
 import { fsck } from "../store/fsck.ts";
-import { type Context, formatBytes } from "./context.ts";
+import { type Context, formatBytes, noteMissingStore } from "./context.ts";
 
+/** `berth fsck [--repair]`: exit 0 when the store (or the empty store a missing one stands for) is sound. */
 export async function fsckCommand(context: Context): Promise<number> {
-  const repair = context.args.options.repair === true;
-  // Checked before opening for writing, which would create an empty store.
-  if (!(await Store.open(context.storePath, { write: false, command: "fsck" })).exists) {
-    throw new BerthError("store_invalid", `store ${context.storePath} does not exist; nothing to check`);
-  }
-  const store = await Store.open(context.storePath, { write: repair, command: "fsck --repair" });
+  // Checked before opening for writing, which would create an empty store: a missing one is checked as the
+  // empty store it stands for, with nothing to repair.
+  const reader = await Store.open(context.storePath, { write: false, command: "fsck" });
+  if (!reader.exists) noteMissingStore(context);
+  const repair = reader.exists && context.args.options.repair === true;
+  const store = repair
+    ? await Store.open(context.storePath, { write: true, command: "fsck --repair" })
+    : reader;
   try {
     const report = await fsck(store, repair);
     const damaged = report.problems.length > 0 || report.corruptBlobs.length > 0 ||

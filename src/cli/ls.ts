@@ -1,10 +1,10 @@
-/** `berth ls`: the references in the store with digest, platform and size. */
+/** `berth ls`: the images in the store (digest, platform, size) and its apps (fetched, installed, running). */
 import { Store } from "../store/store.ts";
 import { readManifest, storedImages } from "../store/images.ts";
 import { readApps } from "../store/apps.ts";
 import { APP_NAME } from "../store/annotations.ts";
 import { Engine } from "../docker/engine.ts";
-import { type Context, formatBytes } from "./context.ts";
+import { type Context, formatBytes, noteMissingStore } from "./context.ts";
 
 export interface ListedImage {
   ref: string;
@@ -46,6 +46,16 @@ export interface ListedApp {
   shouldRun: boolean;
 }
 
+/** Every app name in the store with the references of its fetched versions, in index order. */
+export async function fetchedApps(store: Store): Promise<Map<string, string[]>> {
+  const apps = new Map<string, string[]>();
+  for (const image of await storedImages(store)) {
+    const name = image.entry.annotations?.[APP_NAME];
+    if (name) apps.set(name, [...apps.get(name) ?? [], image.ref]);
+  }
+  return apps;
+}
+
 /** Apps from the store's records and its app references, with their state in the engine when reachable. */
 async function listApps(context: Context, store: Store): Promise<ListedApp[]> {
   const records = await readApps(store);
@@ -55,10 +65,7 @@ async function listApps(context: Context, store: Store): Promise<ListedApp[]> {
     if (!entry) apps.set(name, entry = { name, fetched: [], shouldRun: false });
     return entry;
   };
-  for (const image of await storedImages(store)) {
-    const name = image.entry.annotations?.[APP_NAME];
-    if (name) app(name).fetched.push(image.ref);
-  }
+  for (const [name, refs] of await fetchedApps(store)) app(name).fetched.push(...refs);
   for (const record of Object.values(records)) {
     const entry = app(record.name);
     if (record.installed) entry.installed = record.ref;
@@ -86,8 +93,10 @@ function printTable(context: Context, rows: string[][]): void {
   }
 }
 
+/** `berth ls`: prints (or emits, with --json) the images and apps in the store; exit 0. */
 export async function lsCommand(context: Context): Promise<number> {
   const store = await Store.open(context.storePath, { write: false, command: "ls" });
+  if (!store.exists) noteMissingStore(context);
   const appRefs = new Set(
     (await storedImages(store)).filter((image) => image.entry.annotations?.[APP_NAME]).map((image) =>
       image.ref

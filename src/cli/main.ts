@@ -43,8 +43,9 @@ const COMMANDS: Record<string, Command> = {
     run: async (context) => (await import("./apps.ts")).publishCommand(context),
   },
   install: {
-    usage: "install APP_REF",
-    summary: "install a fetched app: project under the compose root, images loaded from the store",
+    usage: "install APP",
+    summary:
+      "install a fetched app (its name or reference): project under the compose root, images from the store",
     options: [],
     run: async (context) => (await import("./apps.ts")).installCommand(context),
   },
@@ -85,7 +86,12 @@ const COMMANDS: Record<string, Command> = {
     options: [],
     run: loadCommand,
   },
-  ls: { usage: "ls", summary: "list the references in the store", options: [], run: lsCommand },
+  ls: {
+    usage: "ls",
+    summary: "list the images and apps in the store, and whether each app is installed and running",
+    options: [],
+    run: lsCommand,
+  },
   fsck: {
     usage: "fsck [--repair]",
     summary: "re-hash every blob and check every reference",
@@ -136,10 +142,19 @@ const COMMANDS: Record<string, Command> = {
   },
 };
 
+/** Where the summaries start in the command list; a longer usage puts its summary on the next line. */
+const SUMMARY_COLUMN = 20;
+
+/** One command's entry in the list: usage and summary, never run together. */
+function commandLine(command: Command): string {
+  const usage = `  ${command.usage}`;
+  return usage.length + 2 <= SUMMARY_COLUMN
+    ? `${usage.padEnd(SUMMARY_COLUMN)}${command.summary}`
+    : `${usage}\n${" ".repeat(SUMMARY_COLUMN)}${command.summary}`;
+}
+
 function usage(): string {
-  const commands = Object.values(COMMANDS).map((command) =>
-    `  ${command.usage.padEnd(18)}${command.summary}`
-  );
+  const commands = Object.values(COMMANDS).map(commandLine);
   return [
     "berth — delivers compose apps and their images to edge devices, robustly",
     "",

@@ -1,11 +1,14 @@
 /** `berth prune [--keep N]`: remove app versions beyond `keep`, the images only they used, and loose content. */
-import { BerthError, UsageError } from "../util/errors.ts";
+import { UsageError } from "../util/errors.ts";
+import type { PruneResult } from "../app/prune.ts";
+import { noteMissingStore } from "./context.ts";
 import { Store } from "../store/store.ts";
 import { Engine } from "../docker/engine.ts";
 import { pruneStore } from "../app/prune.ts";
 import { DEFAULT_KEEP } from "../config/defaults.ts";
 import { type Context, formatBytes } from "./context.ts";
 
+/** `berth prune`: removes what no kept app version needs; a missing store has nothing to remove. */
 export async function pruneCommand(context: Context): Promise<number> {
   if (context.args.positional.length > 0) {
     throw new UsageError(`prune takes no arguments, got "${context.args.positional[0]}"`);
@@ -15,9 +18,24 @@ export async function pruneCommand(context: Context): Promise<number> {
   if (typeof keepText === "string" && (!/^\d{1,4}$/.test(keepText) || !Number.isSafeInteger(keep))) {
     throw new UsageError(`--keep: "${keepText}" is not a whole number of versions (0 or more)`);
   }
-  // Checked before opening for writing, which would create an empty store.
+  // Checked before opening for writing, which would create an empty store: a missing one has nothing to prune.
   if (!(await Store.open(context.storePath, { write: false, command: "prune" })).exists) {
-    throw new BerthError("store_invalid", `store ${context.storePath} does not exist; nothing to prune`);
+    noteMissingStore(context);
+    const dryRun = context.args.options["dry-run"] === true;
+    const nothing: PruneResult = {
+      refsRemoved: [],
+      blobsRemoved: 0,
+      bytesFreed: 0,
+      ingestsRemoved: 0,
+      tempFilesRemoved: 0,
+      imagesRemoved: [],
+      imagesInUse: [],
+      warnings: [],
+      dryRun,
+    };
+    if (context.json) context.emit(nothing);
+    context.say(`${dryRun ? "Would prune" : "Pruned"}: nothing (the store is empty)`);
+    return 0;
   }
   // The engine first: when it cannot be reached, prune fails before the store is touched.
   const engine = await Engine.connect(context.dockerHost);

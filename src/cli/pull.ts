@@ -3,17 +3,21 @@ import { readAppArtifact } from "../app/artifact.ts";
 import { BerthError, UsageError } from "../util/errors.ts";
 import { parseReference } from "../oci/reference.ts";
 import { RegistryClient } from "../registry/client.ts";
-import { Store } from "../store/store.ts";
+import { BERTH_FILE, Store } from "../store/store.ts";
+import { dirname, statIfExists } from "../util/fs.ts";
 import { pull, type PullEvent } from "../fetch/pull.ts";
 import { type Context, formatBytes, shortDigest } from "./context.ts";
 import { TerminalProgress } from "./progress.ts";
 import { refuseIfNoRoom } from "./check.ts";
 
+/** `berth pull REF...`: every reference stored, or exit 1 with no store left where there was none. */
 export async function pullCommand(context: Context): Promise<number> {
   if (context.args.positional.length === 0) throw new UsageError("pull needs at least one reference");
   // Every reference is checked before the store or the network is touched.
   const refs = context.args.positional.map(parseReference);
+  const fresh = await beforeFirstPull(context.storePath);
   const store = await Store.open(context.storePath, { write: true, command: "pull" });
+  let pulled = false;
   const client = new RegistryClient(context.registry);
   const abort = new AbortController();
   const onSignal = () =>
@@ -49,14 +53,58 @@ export async function pullCommand(context: Context): Promise<number> {
         );
       }
     }
+    pulled = true;
     return 0;
   } finally {
     progress?.finish();
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
     await client.close();
+    // Still under the lock, so no other writer can have put anything into it meanwhile.
+    if (!pulled && fresh) await takeBack(store, fresh).catch(() => {});
     store.close();
   }
+}
+
+/** What a pull into a path that holds no store yet is about to add there. */
+interface FreshStore {
+  /** Directories the store's creation makes, outermost first. */
+  createdDirs: string[];
+  /** The entries of the store directory beforehand, when it existed. */
+  entriesBefore: Set<string>;
+}
+
+/** Undefined for an initialised store, which a pull keeps whatever happens. */
+async function beforeFirstPull(root: string): Promise<FreshStore | undefined> {
+  if (await statIfExists(`${root}/${BERTH_FILE}`).catch(() => true)) return undefined;
+  const createdDirs: string[] = [];
+  for (let dir = root; !(await statIfExists(dir).catch(() => true)); dir = dirname(dir)) {
+    createdDirs.unshift(dir);
+    if (dirname(dir) === dir) break;
+  }
+  const entriesBefore = new Set<string>();
+  if (createdDirs.length === 0) {
+    for await (const entry of Deno.readDir(root)) entriesBefore.add(entry.name);
+  }
+  return { createdDirs, entriesBefore };
+}
+
+/**
+ * A pull that failed before it stored anything leaves no store behind: a mistyped --store or an
+ * unreachable registry must not turn a path into an empty store. Partial downloads are kept: they resume.
+ */
+async function takeBack(store: Store, fresh: FreshStore): Promise<void> {
+  const holdsSomething = (await store.readIndex()).manifests.length > 0 ||
+    (await store.listIngests()).length > 0 || (await store.strayBlobEntries()).length > 0 ||
+    !(await store.listBlobs().next()).done;
+  if (holdsSomething) return;
+  for await (const entry of Deno.readDir(store.root)) {
+    if (!fresh.entriesBefore.has(entry.name)) {
+      await Deno.remove(`${store.root}/${entry.name}`, { recursive: true });
+    }
+  }
+  // Innermost first; a directory something else has meanwhile put a file into stays.
+  for (const dir of fresh.createdDirs.toReversed()) await Deno.remove(dir);
 }
 
 const encoder = new TextEncoder();

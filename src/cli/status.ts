@@ -146,7 +146,7 @@ function appLines(app: AppStatus): string[] {
   for (const service of app.services) {
     let line = `    service ${service.name}: ${service.state}`;
     if (service.health) line += ` (${service.health})`;
-    if (service.exitCode !== undefined && service.state !== "running") line += `, exit ${service.exitCode}`;
+    if (service.state === "exited" && service.exitCode !== undefined) line += `, exit ${service.exitCode}`;
     if (service.restartCount) line += `, ${service.restartCount} restarts`;
     lines.push(line);
   }

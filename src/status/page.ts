@@ -94,7 +94,7 @@ function appCard(app) {
     for (const service of app.services) {
       let text = service.name + ": " + service.state;
       if (service.health) text += " (" + service.health + ")";
-      if (service.exitCode !== undefined && service.state !== "running") text += ", exit " + service.exitCode;
+      if (service.state === "exited" && service.exitCode !== undefined) text += ", exit " + service.exitCode;
       if (service.restartCount) text += ", " + service.restartCount + " restarts";
       list.append(el("li", {}, text));
     }

@@ -58,11 +58,13 @@ export const BlobSchema = z.object({
 });
 export type BlobStatus = z.infer<typeof BlobSchema>;
 
+/** One compose service of an app, as its container is in the engine. */
 export const ServiceSchema = z.object({
   name: z.string(),
   container: z.string().optional(),
   /** The engine's container state: created, running, restarting, exited, … or "missing". */
   state: z.string(),
+  /** Only for a container that exited. */
   exitCode: z.number().int().optional(),
   restartCount: z.number().int().optional(),
   /** healthy, unhealthy, starting, or absent when the service has no health check. */
@@ -70,6 +72,7 @@ export const ServiceSchema = z.object({
 });
 export type ServiceStatus = z.infer<typeof ServiceSchema>;
 
+/** One configured app: its versions, state, reason, services, and its fetch while one runs. */
 export const AppSchema = z.object({
   name: z.string(),
   /** The reference the config asks for. */
@@ -82,6 +85,7 @@ export const AppSchema = z.object({
   previousDigests: z.array(digest),
   state: z.enum(APP_STATES),
   reason: ReasonSchema.optional(),
+  /** Present only while a fetch of the app runs. */
   progress: ProgressSchema.optional(),
   /** Blobs being downloaded right now. */
   blobs: z.array(BlobSchema),

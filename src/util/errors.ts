@@ -37,7 +37,7 @@ export class BerthError extends Error {
     message: string,
     options?: { cause?: unknown; transient?: boolean; details?: Record<string, number | string> },
   ) {
-    super(message, { cause: options?.cause });
+    super(withoutRepeats(message), { cause: options?.cause });
     this.name = "BerthError";
     this.reason = reason;
     this.transient = options?.transient ?? false;
@@ -51,6 +51,22 @@ export class UsageError extends BerthError {
     super("usage", message);
     this.name = "UsageError";
   }
+}
+
+/**
+ * `message` without the parts a wrapped cause repeats. A wrapper says "cannot reach registry h for x after 5
+ * attempts: " and then its cause's message, which often starts with the wrapper's own head ("cannot reach
+ * registry h: connection refused"): a `: `-separated part that an earlier part starts with (or equals) is
+ * dropped. Only phrases (with a space) count, so a repeated value ("1", a digest) is never taken for one.
+ */
+export function withoutRepeats(message: string): string {
+  const parts = message.split(": ");
+  const kept: string[] = [];
+  for (const part of parts) {
+    const said = part.includes(" ") && kept.some((earlier) => earlier.startsWith(part));
+    if (!said) kept.push(part);
+  }
+  return kept.join(": ");
 }
 
 /** The message of any thrown value, without a stack; fetch's bare "fetch failed" gets its cause. */

@@ -68,6 +68,12 @@ class MovingSource extends FixedSource {
     this.requests++;
     const status = sampleStatus();
     if (this.requests === 1) status.apps[0].progress!.bytesDone = 10_000_000; // 10%, then 42%
+    // An exit code the page must not show: a running container's last one (0 before it ever exited).
+    status.apps[1].services = [
+      { name: "reader", state: "running", exitCode: 0, restartCount: 0 },
+      { name: "cache", state: "restarting", exitCode: 137, restartCount: 4 },
+      { name: "migrate", state: "exited", exitCode: 3 },
+    ];
     status.apps.push({ ...status.apps[1], name: "<img src=x onerror=alert(1)>", state: "failed" });
     return status;
   }
@@ -82,7 +88,8 @@ function card(dom: string, name: string): string {
 }
 
 Deno.test({
-  name: "status page in headless Chromium: an app mid-fetch with its state, 42% and bytes, refreshed",
+  name:
+    "status page in headless Chromium: an app mid-fetch with its state, 42% and bytes, refreshed; exit codes only of exited services",
   ignore: !CHROMIUM,
   async fn() {
     const source = new MovingSource();
@@ -99,7 +106,11 @@ Deno.test({
       assert.match(shop, /sha256:a1a1a1a1a1a1/);
       assert.match(shop, /sha256:b2b2b2b2b2b2/);
       assert.match(shop, /<li>db: running, 2 restarts<\/li>/);
-      assert.match(card(dom, "sensor"), /<span class="state running">running<\/span>/);
+      const sensor = card(dom, "sensor");
+      assert.match(sensor, /<span class="state running">running<\/span>/);
+      assert.doesNotMatch(sensor, /<progress|class="percent"/, "no progress for an app that is not fetching");
+      assert.match(sensor, /<li>reader: running<\/li><li>cache: restarting, 4 restarts<\/li>/);
+      assert.match(sensor, /<li>migrate: exited, exit 3<\/li>/);
       assert.match(dom, /<span id="agent-state" class="state">reconciling<\/span>/);
       assert.match(dom, /<span id="offline">yes<\/span>/);
       assert.match(dom, /178\.8 MiB in 41 blobs/);

@@ -1,6 +1,11 @@
-/** The status routes through `app.request()`: schema, ETag/304, health, auth, and that nothing leaks. */
+/**
+ * The status routes through `app.request()`: schema, ETag/304, health, auth, and that nothing leaks; and
+ * what the agent's model puts in the document.
+ */
 import assert from "node:assert/strict";
 import { StatusSchema } from "../../src/status/schema.ts";
+import { StatusModel } from "../../src/agent/model.ts";
+import { createLogger } from "../../src/util/log.ts";
 import { statusRoutes } from "../../src/status/server.ts";
 import { parseExposition } from "./metrics_check.ts";
 import { FixedSource, sampleStatus } from "./fixture.ts";
@@ -132,4 +137,53 @@ Deno.test("a source that throws gives 500 without its message; unknown paths 404
   const missing = await app.request("/nowhere");
   assert.equal(missing.status, 404);
   await missing.body?.cancel();
+});
+
+Deno.test("GET /status from the agent's model: progress only while a fetch runs, exit codes only of exited containers", async () => {
+  const model = new StatusModel({
+    version: "test",
+    storePath: "/store",
+    pollIntervalSeconds: 300,
+    stallSeconds: 60,
+    log: createLogger("error", () => {}),
+  });
+  const routes = statusRoutes(model);
+  const shop = async () => {
+    const body = StatusSchema.parse(await (await routes.request("/status")).json());
+    return body.apps.find((app) => app.name === "shop")!;
+  };
+  const digest = `sha256:${"a".repeat(64)}`;
+  model.transition("shop", "r/shop:1", "fetching");
+  model.fetchStarted("shop");
+  model.fetchEvent("shop", {
+    type: "planned",
+    name: "r/shop:1",
+    digest,
+    bytesTotal: 600,
+    bytesDone: 0,
+    blobsTotal: 1,
+    blobsDone: 0,
+    blobs: [{ digest, size: 600, bytesDone: 0 }],
+  });
+  model.fetchEvent("shop", { type: "blob-start", digest, size: 600, offset: 0 });
+  assert.equal((await shop()).progress?.bytesTotal, 600, "progress while the fetch runs");
+  model.fetchEvent("shop", { type: "blob-done", digest, size: 600, bytesFetched: 600, alreadyStored: false });
+  model.fetchEnded("shop");
+  model.transition("shop", "r/shop:1", "running");
+  // What the engine reports: every container carries an exit code, 0 when it never exited.
+  model.setServices("shop", [
+    { name: "web", state: "running", exitCode: 0, restartCount: 0 },
+    { name: "worker", state: "restarting", exitCode: 137, restartCount: 3 },
+    { name: "once", state: "exited", exitCode: 2, restartCount: 0 },
+  ]);
+  const running = await shop();
+  assert.equal(running.progress, undefined, "no 100 % and 0 B/s left behind once the fetch is over");
+  assert.deepEqual(running.blobs, []);
+  assert.deepEqual(running.services.map((service) => [service.name, service.exitCode]), [
+    ["web", undefined],
+    ["worker", undefined],
+    ["once", 2],
+  ]);
+  model.setApp("shop", "r/shop:1", { services: [{ name: "web", state: "created", exitCode: 0 }] });
+  assert.equal((await shop()).services[0].exitCode, undefined, "setApp's services are shown the same way");
 });
