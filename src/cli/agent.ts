@@ -95,11 +95,13 @@ export async function agentCommand(context: Context): Promise<number> {
     await agent.run(stop.signal);
     return 0;
   } finally {
-    Deno.removeSignalListener("SIGTERM", onTerm);
-    Deno.removeSignalListener("SIGINT", onInt);
     Deno.removeSignalListener("SIGHUP", onHup);
     await server?.close();
     store.close();
     log.info("stopped");
+    // Removed last: without a listener a second SIGTERM or SIGINT (a supervisor's after a terminal's
+    // Ctrl-C) kills the process with 143 or 130 while it is still closing the listener and the store.
+    Deno.removeSignalListener("SIGTERM", onTerm);
+    Deno.removeSignalListener("SIGINT", onInt);
   }
 }
