@@ -60,6 +60,7 @@ Deno.test({
     const appStatus = async (statusUrl: string) =>
       (await (await fetch(`${statusUrl}/status`)).json()).apps[0];
     let seen: ProcessInfo[] = [];
+    let ours: (table: ProcessInfo[]) => ProcessInfo[] = () => [];
     try {
       const [, dir] = await waitFor(/working under (\S+)/, 120_000);
       assert.match(dir, /\/berth-demo-[^/]+$/);
@@ -80,9 +81,22 @@ Deno.test({
       assert.match(await (await fetch(appUrl)).text(), /hello from berth/);
       assert.match(await (await fetch(statusUrl)).text(), /<html/i, "the status URL serves the page");
 
-      // Everything the demo started, while it runs: its process tree, and what names its directory (the
-      // engine's shims are nobody's children once containerd has started them).
-      seen = withDescendants(processTable(), (p) => p.pid === demo.pid || p.cmdline.includes(dir));
+      // Everything the demo started, while it runs: its process tree, what names its directory, and the
+      // engine's container shims with their containers (nobody's children once containerd started them),
+      // found by the containerd socket and exec root its dockerd was given, wherever the demo put them.
+      const tree = withDescendants(processTable(), (p) => p.pid === demo.pid || p.cmdline.includes(dir));
+      const engineArgs = tree.find((p) => p.cmdline.startsWith("dockerd "))?.cmdline.split(" ") ?? [];
+      const enginePaths = ["--containerd", "--exec-root"].map((flag) => engineArgs.indexOf(flag))
+        .filter((at) => at >= 0 && at + 1 < engineArgs.length).map((at) => engineArgs[at + 1]);
+      assert.equal(enginePaths.length, 2, `dockerd's socket and exec root: ${engineArgs.join(" ")}`);
+      ours = (table) =>
+        withDescendants(
+          table,
+          (p) =>
+            p.pid === demo.pid || p.cmdline.includes(dir) ||
+            enginePaths.some((path) => p.cmdline.includes(path)),
+        );
+      seen = ours(processTable());
       for (const what of ["containerd-shim-runc-v2", "dockerd", "containerd ", "docker-registry", " agent"]) {
         assert.ok(seen.some((p) => p.cmdline.includes(what)), `no ${what} among ${describe(seen)}`);
       }
@@ -104,6 +118,8 @@ Deno.test({
         await new Promise((resolve) => setTimeout(resolve, 500));
       }
 
+      // The update started a new container, with a new shim.
+      seen = [...seen, ...ours(processTable()).filter((p) => !seen.some((q) => q.pid === p.pid))];
       const interrupted = Date.now();
       Deno.kill(-demo.pid, "SIGINT");
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -126,14 +142,13 @@ Deno.test({
       assert.match(lines[lines.length - 1], /nothing the demo started is left/);
       assert.match(errors, /SIGTERM: stopping/, "the agent was asked to stop, not killed");
 
-      const after = processTable();
-      const naming = after.filter((p) => p.cmdline.includes(dir));
-      assert.deepEqual(naming, [], `processes naming ${dir}: ${describe(naming)}`);
+      const naming = ours(processTable());
+      assert.deepEqual(naming, [], `processes naming ${dir} or the engine's sockets: ${describe(naming)}`);
       const left = seen.filter(stillRuns);
       assert.deepEqual(left, [], `processes the demo started, still running: ${describe(left)}`);
       const mounts = (await Deno.readTextFile("/proc/self/mountinfo")).split("\n")
-        .filter((line) => line.split(" ")[4]?.startsWith(dir));
-      assert.deepEqual(mounts, [], "nothing is mounted under the demo's directory");
+        .filter((line) => [dir, enginePaths[1]].some((root) => line.split(" ")[4]?.startsWith(root)));
+      assert.deepEqual(mounts, [], "nothing is mounted under the demo's directory or the engine's exec root");
       await assert.rejects(Deno.stat(dir), Deno.errors.NotFound, "the demo's directory is removed");
       await assert.rejects(fetch(`${statusUrl}/status`), "the agent no longer answers");
       console.log(
@@ -152,7 +167,7 @@ Deno.test({
       await reading.catch(() => {});
       await readingErrors.catch(() => {});
       // What a failed run left must not outlive the test.
-      for (const process of seen.filter(stillRuns)) {
+      for (const process of [...seen.filter(stillRuns), ...ours(processTable())]) {
         try {
           Deno.kill(process.pid, "SIGKILL");
         } catch {
