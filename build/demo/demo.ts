@@ -6,7 +6,7 @@
  * image into the engine, and runs the app. Needs root (dockerd), like docker itself.
  *
  * Stopping: the services run in a session of their own under a second demo process, so a terminal's Ctrl-C
- * (SIGINT to the whole foreground process group) reaches only this first one, which passes one SIGTERM on.
+ * (SIGINT to the whole foreground process group) reaches only this first one, which passes it on once.
  * The second then stops, in this order, the agent, the app, the engine with its container shims, and the
  * registry, each waited for, and checks the process table before it says that nothing is left. It also
  * stops when this first process dies (its stdin pipe closes). `--keep` keeps the working directory.
@@ -114,8 +114,9 @@ function ownSession(): number | undefined {
 }
 
 /**
- * The first demo process: root and packages, then the second process in a session of its own; a SIGINT
- * or SIGTERM here becomes one SIGTERM there. Exits with its exit code.
+ * The first demo process: root and packages, then the second process in a session of its own; the first
+ * SIGINT or SIGTERM here is passed on there, later ones are not (the stop is under way). Exits with its
+ * exit code.
  */
 async function launch(args: string[]): Promise<number> {
   if (Deno.uid() !== 0) {
@@ -135,17 +136,17 @@ async function launch(args: string[]): Promise<number> {
     stderr: "inherit",
   }).spawn();
   let asked = false;
-  const onSignal = () => {
+  const passOn = (signal: "SIGINT" | "SIGTERM") => () => {
     if (asked) return;
     asked = true;
     try {
-      services.kill("SIGTERM");
+      services.kill(signal);
     } catch {
       // Already exited.
     }
   };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
+  Deno.addSignalListener("SIGINT", passOn("SIGINT"));
+  Deno.addSignalListener("SIGTERM", passOn("SIGTERM"));
   const { code } = await services.status;
   return code;
 }
