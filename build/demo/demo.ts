@@ -14,8 +14,10 @@
 import {
   aptInstall,
   busyboxRootfsTar,
+  type Dockerd,
   freePort,
   isStaticElf,
+  type Registry,
   run,
   startDockerd,
   startRegistry,
@@ -153,9 +155,6 @@ async function launch(args: string[]): Promise<number> {
 
 /** The second demo process: starts everything, waits for a stop, stops everything in order. */
 async function demo(keep: boolean): Promise<number> {
-  const dir = await Deno.makeTempDir({ prefix: "berth-demo-" });
-  say(`working under ${dir}`);
-  const session = ownSession();
   let stopRequested: () => void = () => {};
   const stopped = new Promise<void>((resolve) => stopRequested = resolve);
   let stopping = false;
@@ -167,6 +166,7 @@ async function demo(keep: boolean): Promise<number> {
   };
   Deno.addSignalListener("SIGINT", () => requestStop("SIGINT"));
   Deno.addSignalListener("SIGTERM", () => requestStop("SIGTERM"));
+  const session = ownSession();
   if (session !== undefined) {
     (async () => {
       try {
@@ -179,12 +179,15 @@ async function demo(keep: boolean): Promise<number> {
       requestStop("the first demo process is gone");
     })();
   }
+  // Only now, with the listeners in place: a stop before them ends this process with nothing made yet.
+  const dir = await Deno.makeTempDir({ prefix: "berth-demo-" });
+  say(`working under ${dir}`);
   const checkpoint = () => {
     if (stopping) throw new Stopped();
   };
 
-  let registry: Awaited<ReturnType<typeof startRegistry>> | undefined;
-  let dockerd: Awaited<ReturnType<typeof startDockerd>> | undefined;
+  let registry: Registry | undefined;
+  let dockerd: Dockerd | undefined;
   let agent: Deno.ChildProcess | undefined;
   let config: string | undefined;
   let code = 0;
