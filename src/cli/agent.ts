@@ -95,8 +95,8 @@ export async function agentCommand(context: Context): Promise<number> {
     await agent.run(stop.signal);
     return 0;
   } finally {
-    Deno.removeSignalListener("SIGTERM", onTerm);
-    Deno.removeSignalListener("SIGINT", onInt);
+    // The SIGTERM and SIGINT listeners stay until the process exits: without them a second stop signal (a
+    // supervisor's after a terminal's Ctrl-C) kills it with 143 or 130 while it closes or exits.
     Deno.removeSignalListener("SIGHUP", onHup);
     await server?.close();
     store.close();
