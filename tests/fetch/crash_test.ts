@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { startFaultProxy } from "../harness/fault_proxy.ts";
 import { runBerth, scratchDir, spawnBerth, testEnv, withServices } from "../harness/env.ts";
+import { seededRandom } from "../harness/seed.ts";
 
 const MiB = 1024 * 1024;
 const KILLS = 8;
@@ -50,13 +51,14 @@ Deno.test({
     const proxy = await startFaultProxy(env.registry);
     const ref = big.ref.replace(env.registry, proxy.host);
     const store = await scratchDir("crash-");
+    const random = seededRandom("crash_test kill points");
     try {
       proxy.setThrottle(6 * MiB);
       let rangedBefore = 0;
       for (let round = 1; round <= KILLS; round++) {
         const startBytes = await ingestBytes(store);
         // Each run is killed after a random 0.5 to 2.5 MiB more has arrived.
-        const target = startBytes + Math.floor((0.5 + Math.random() * 2) * MiB);
+        const target = startBytes + Math.floor((0.5 + random.next() * 2) * MiB);
         const child = spawnBerth(["--store", store, "pull", ref]);
         const stderr = new Response(child.stderr).text();
         await waitFor(
