@@ -15,6 +15,7 @@ import {
   storedBlobs,
   waitFor,
   waitForApp,
+  waitForPasses,
   writeConfig,
 } from "./agent_harness.ts";
 
@@ -73,6 +74,14 @@ Deno.test({
         30_000,
         200,
         agent.log,
+      );
+      // A whole poll with the registry back, which would have fetched had the tag looked changed.
+      await waitForPasses(device, 2, agent);
+      assert.ok(
+        proxy.stats.requests.some((request) =>
+          request.path.includes("/manifests/") && request.status === 200
+        ),
+        "the agent asked the registry for the tag after it came back",
       );
       assert.equal(proxy.stats.blobBytes.size, 0, "still no blob fetched");
       assert.equal(await agent.stop(), 0);
