@@ -38,6 +38,7 @@ interface AppEntry {
   fetch?: Fetch;
 }
 
+/** What the status model starts from: the agent's version and store, its intervals, its log and clock. */
 export interface ModelOptions {
   version: string;
   storePath: string;
@@ -64,6 +65,7 @@ export function reasonOf(error: unknown): StatusReason {
   return { code: "internal", message: messageLine(errorMessage(error)), at: now() };
 }
 
+/** The agent's state as the status endpoint serves it (apps, progress, counters, health), kept from its events. */
 export class StatusModel {
   readonly #options: ModelOptions;
   readonly #now: () => number;
