@@ -38,12 +38,15 @@ interface AppEntry {
   fetch?: Fetch;
 }
 
+/** What the status model starts from: the agent's version and store, its intervals, its log and clock. */
 export interface ModelOptions {
   version: string;
   storePath: string;
   pollIntervalSeconds: number;
   stallSeconds: number;
   log: Logger;
+  /** The clock stalls and health are measured by (ms since the epoch); Date.now unless a test steps it. */
+  now?: () => number;
 }
 
 const now = () => new Date().toISOString();
@@ -62,9 +65,11 @@ export function reasonOf(error: unknown): StatusReason {
   return { code: "internal", message: messageLine(errorMessage(error)), at: now() };
 }
 
+/** The agent's state as the status endpoint serves it (apps, progress, counters, health), kept from its events. */
 export class StatusModel {
   readonly #options: ModelOptions;
-  readonly #startedAt = now();
+  readonly #now: () => number;
+  readonly #startedAt: string;
   #agentState: Status["agent"]["state"] = "starting";
   #lastReconcileAt?: string;
   #engine: Status["engine"] = { reachable: false };
@@ -82,6 +87,8 @@ export class StatusModel {
 
   constructor(options: ModelOptions) {
     this.#options = options;
+    this.#now = options.now ?? Date.now;
+    this.#startedAt = new Date(this.#now()).toISOString();
     this.#store = { path: options.storePath, bytesUsed: 0, blobs: 0, reclaimableBytes: 0, freeBytes: 0 };
   }
 
@@ -201,7 +208,7 @@ export class StatusModel {
   fetchEvent(name: string, event: PullEvent): void {
     const entry = this.#apps.get(name);
     if (!entry) return;
-    const at = Date.now();
+    const at = this.#now();
     if (event.type === "planned") {
       const blobs = new Map(
         event.blobs.map((blob) => [blob.digest, { size: blob.size, done: blob.bytesDone }]),
@@ -272,7 +279,7 @@ export class StatusModel {
 
   /** Marks fetches with no progress for the stall timeout as stalled (called by the agent's ticker). */
   checkStalls(): void {
-    const at = Date.now();
+    const at = this.#now();
     const limit = this.#options.stallSeconds * 1000;
     for (const entry of this.#apps.values()) {
       const fetch = entry.fetch;
@@ -296,7 +303,7 @@ export class StatusModel {
 
   setLastReconcile(ok: boolean): void {
     this.#counters.reconciles++;
-    if (ok) this.#lastReconcileAt = now();
+    if (ok) this.#lastReconcileAt = new Date(this.#now()).toISOString();
   }
 
   /** Adds `seconds` spent in `phase` (fetch, install, reconcile) for /metrics. */
@@ -365,7 +372,7 @@ export class StatusModel {
     if (this.#agentState === "stopping") return { ok: false, reason: "the agent is stopping" };
     const limitMs = 2 * this.#options.pollIntervalSeconds * 1000;
     const since = Date.parse(this.#lastReconcileAt ?? this.#startedAt);
-    const age = Date.now() - since;
+    const age = this.#now() - since;
     if (age <= limitMs) return { ok: true };
     const lastProgress = Math.max(
       0,
@@ -373,7 +380,7 @@ export class StatusModel {
         entry.fetch?.inFlight.size ? entry.fetch.lastProgressAt ?? entry.fetch.startedAt : 0
       ),
     );
-    if (Date.now() - lastProgress <= this.#options.stallSeconds * 1000) return { ok: true };
+    if (this.#now() - lastProgress <= this.#options.stallSeconds * 1000) return { ok: true };
     return {
       ok: false,
       reason: this.#lastReconcileAt

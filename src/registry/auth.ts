@@ -82,19 +82,27 @@ export function basicHeader(credentials: Credentials): string {
  */
 export class TokenCache {
   #entries = new Map<string, { header: string; expiresAt: number }>();
+  readonly #now: () => number;
 
+  /** `now` (ms since the epoch, Date.now by default) is what expiry is measured by; tests pass their own. */
+  constructor(options: { now?: () => number } = {}) {
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** The header cached for `registry` and `scope`, or undefined when there is none or it has expired. */
   get(registry: string, scope: string): string | undefined {
     const entry = this.#entries.get(`${registry} ${scope}`);
     if (!entry) return undefined;
-    if (Date.now() >= entry.expiresAt) {
+    if (this.#now() >= entry.expiresAt) {
       this.#entries.delete(`${registry} ${scope}`);
       return undefined;
     }
     return entry.header;
   }
 
+  /** Caches `header` for `lifetimeMs` from now. */
   set(registry: string, scope: string, header: string, lifetimeMs: number): void {
-    this.#entries.set(`${registry} ${scope}`, { header, expiresAt: Date.now() + lifetimeMs });
+    this.#entries.set(`${registry} ${scope}`, { header, expiresAt: this.#now() + lifetimeMs });
   }
 }
 

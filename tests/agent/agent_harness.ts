@@ -9,6 +9,7 @@ import { type Dockerd, run, startDockerd } from "../harness/services.ts";
 import { type FaultProxy, startFaultProxy } from "../harness/fault_proxy.ts";
 import { runBerth, scratchDir, type TestEnv, testEnv } from "../harness/env.ts";
 import { type AppStatus, type Status, StatusSchema } from "../../src/status/schema.ts";
+import { parseExposition } from "../status/metrics_check.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -172,6 +173,37 @@ export async function status(device: Device): Promise<Status | undefined> {
   const parsed = StatusSchema.safeParse(await response.json());
   assert.ok(parsed.success, `status does not match the schema: ${JSON.stringify(parsed.error?.issues)}`);
   return parsed.data;
+}
+
+/** Reconcile passes the agent has finished since it started (`berth_reconciles_total` on /metrics). */
+export async function reconciles(device: Device): Promise<number> {
+  const response = await getStatus(device, "/metrics");
+  const text = new TextDecoder().decode(await response.bytes());
+  assert.equal(response.status, 200, text);
+  const sample = parseExposition(text).samples.find((sample) => sample.name === "berth_reconciles_total");
+  assert.ok(sample, `/metrics has no berth_reconciles_total:\n${text}`);
+  return sample.value;
+}
+
+/**
+ * Waits until the agent has finished `passes` more reconcile passes than when called. The pass in flight
+ * may count as the first, so `passes - 1` whole passes ran after the call: what they would have done (a
+ * retry, a fetch) has had its chance, and a check that it did not happen means something.
+ */
+export async function waitForPasses(
+  device: Device,
+  passes: number,
+  agent: RunningAgent,
+  timeoutMs = 30_000,
+): Promise<void> {
+  const from = await reconciles(device);
+  await waitFor(
+    `${passes} reconcile passes after pass ${from}`,
+    async () => (await reconciles(device)) >= from + passes,
+    timeoutMs,
+    100,
+    agent.log,
+  );
 }
 
 /** Polls `check` every `everyMs` until it returns a value, or fails after `timeoutMs` saying `what`. */

@@ -15,6 +15,7 @@ import {
   storedBlobs,
   waitFor,
   waitForApp,
+  waitForPasses,
   writeConfig,
 } from "./agent_harness.ts";
 
@@ -73,6 +74,14 @@ Deno.test({
         30_000,
         200,
         agent.log,
+      );
+      // A whole poll with the registry back, which would have fetched had the tag looked changed.
+      await waitForPasses(device, 2, agent);
+      assert.ok(
+        proxy.stats.requests.some((request) =>
+          request.path.includes("/manifests/") && request.status === 200
+        ),
+        "the agent asked the registry for the tag after it came back",
       );
       assert.equal(proxy.stats.blobBytes.size, 0, "still no blob fetched");
       assert.equal(await agent.stop(), 0);
@@ -185,6 +194,8 @@ Deno.test({
       const freeBytes = Number(blocked.reason?.details?.freeBytes);
       assert.ok(needBytes > 40 * MiB, `needBytes ${needBytes}`);
       assert.ok(freeBytes < 16 * MiB, `freeBytes ${freeBytes}`);
+      // Blocked is not a one-off verdict: a whole later pass, which could have started the download, did not.
+      await waitForPasses(device, 2, agent);
       const layers = [...env.images.big.layers, ...env.images.appA.layers].map((layer) => layer.digest);
       for (const digest of layers) {
         assert.ok(!proxy.stats.blobBytes.has(digest), `layer ${digest} was downloaded while blocked`);

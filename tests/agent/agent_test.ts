@@ -16,6 +16,7 @@ import {
   versionBytes,
   waitFor,
   waitForApp,
+  waitForPasses,
   writeConfig,
 } from "./agent_harness.ts";
 import type { AppStatus } from "../../src/status/schema.ts";
@@ -222,7 +223,8 @@ Deno.test({
       await v4RunningAgain();
       const failures = () => log().split("\n").filter((line) => line.includes("failed to start")).length;
       const attempts = failures();
-      await new Promise((resolve) => setTimeout(resolve, 6_000)); // two more polls
+      // Two whole polls of the tag, each of which would have retried v5, before checking that none did.
+      await waitForPasses(device, 3, agent);
       assert.equal(
         failures(),
         attempts,

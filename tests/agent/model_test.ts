@@ -7,6 +7,8 @@ import { createLogger } from "../../src/util/log.ts";
 const A = `sha256:${"a".repeat(64)}`;
 const B = `sha256:${"b".repeat(64)}`;
 const lines: string[] = [];
+/** The test's clock (ms since the epoch): tests step it instead of waiting. */
+let clock = Date.parse("2026-01-01T00:00:00Z");
 const model = (stallSeconds = 60, pollIntervalSeconds = 300) =>
   new StatusModel({
     version: "test",
@@ -14,6 +16,7 @@ const model = (stallSeconds = 60, pollIntervalSeconds = 300) =>
     pollIntervalSeconds,
     stallSeconds,
     log: createLogger("debug", (line) => lines.push(line)),
+    now: () => clock,
   });
 
 Deno.test("progress: fixed total, stored and partial blobs count as done, never goes back", () => {
@@ -59,8 +62,8 @@ Deno.test("progress: fixed total, stored and partial blobs count as done, never 
   assert.ok(StatusSchema.safeParse(status.snapshot()).success);
 });
 
-Deno.test("a fetch with no progress for the stall timeout is stalled, and fetching again when bytes flow", async () => {
-  const status = model(0.05);
+Deno.test("a fetch with no progress for the stall timeout is stalled, and fetching again when bytes flow", () => {
+  const status = model(60);
   status.transition("shop", "r/shop:1", "fetching");
   status.fetchEvent("shop", {
     type: "planned",
@@ -73,7 +76,10 @@ Deno.test("a fetch with no progress for the stall timeout is stalled, and fetchi
     blobs: [{ digest: A, size: 600, bytesDone: 0 }],
   });
   status.fetchEvent("shop", { type: "blob-start", digest: A, size: 600, offset: 0 });
-  await new Promise((resolve) => setTimeout(resolve, 120));
+  clock += 60_000;
+  status.checkStalls();
+  assert.equal(status.snapshot().apps[0].state, "fetching", "not stalled at the timeout itself");
+  clock += 1;
   status.checkStalls();
   const app = status.snapshot().apps[0];
   assert.equal(app.state, "stalled");
@@ -90,6 +96,41 @@ Deno.test("health: ok after a recent reconcile; not ok when stopping", () => {
   status.setLastReconcile(true);
   assert.deepEqual(status.health(), { ok: true });
   status.setAgentState("stopping");
+  assert.equal(status.health().ok, false);
+});
+
+Deno.test("health: not ok once no reconcile has finished for two poll intervals, unless bytes still flow", () => {
+  const status = model(60, 300);
+  clock += 600_000;
+  assert.deepEqual(status.health(), { ok: true });
+  clock += 1_000;
+  assert.deepEqual(status.health(), {
+    ok: false,
+    reason: "no reconcile has finished in the 601 s since the start",
+  });
+  status.setLastReconcile(true);
+  assert.deepEqual(status.health(), { ok: true });
+  clock += 601_000;
+  assert.match(status.health().reason ?? "", /^the last reconcile finished 601 s ago \(limit 600 s\)$/);
+  // A long download outlasts two intervals: it counts as alive while bytes arrive within the stall timeout.
+  status.transition("shop", "r/shop:1", "fetching");
+  status.fetchEvent("shop", {
+    type: "planned",
+    name: "r/shop@x",
+    digest: A,
+    bytesTotal: 600,
+    bytesDone: 0,
+    blobsTotal: 1,
+    blobsDone: 0,
+    blobs: [{ digest: A, size: 600, bytesDone: 0 }],
+  });
+  status.fetchEvent("shop", { type: "blob-start", digest: A, size: 600, offset: 0 });
+  assert.deepEqual(status.health(), { ok: true });
+  clock += 50_000;
+  status.fetchEvent("shop", { type: "blob-progress", digest: A, bytesDone: 10, size: 600 });
+  clock += 60_000;
+  assert.deepEqual(status.health(), { ok: true }, "bytes came within the stall timeout");
+  clock += 1_000;
   assert.equal(status.health().ok, false);
 });
 

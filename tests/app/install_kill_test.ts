@@ -21,6 +21,7 @@ import { writeProject } from "../harness/projects.ts";
 import assert from "node:assert/strict";
 import { run, startDockerd } from "../harness/services.ts";
 import { runBerth, scratchDir, spawnBerth, testEnv, withServices } from "../harness/env.ts";
+import { seededRandom } from "../harness/seed.ts";
 import { sha256Of } from "../../src/oci/digest.ts";
 
 const MiB = 1024 * 1024;
@@ -149,6 +150,7 @@ Deno.test({
     };
 
     try {
+      const random = seededRandom("install_kill_test kill delays");
       const log: string[] = [];
       let killedMidLoad = 0;
       for (const [round, trigger] of TRIGGERS.entries()) {
@@ -167,7 +169,7 @@ Deno.test({
           }
         }
         // A random few milliseconds more, so that repeated runs hit different instructions.
-        await sleep(Math.floor(Math.random() * 15));
+        await sleep(random.below(15));
         const atKill = await observe();
         if (!exited) {
           try {

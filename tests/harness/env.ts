@@ -67,10 +67,30 @@ export function spawnBerth(args: string[], env: Record<string, string> = {}): De
   }).spawn();
 }
 
-/** A fresh directory under the runner's scratch space. */
+/** This process's own scratch space, made when a test runs without the runner (which removes its own). */
+let ownScratch: string | undefined;
+
+function scratchBase(): string {
+  const runner = testEnv()?.tmp;
+  if (runner) return runner;
+  if (ownScratch === undefined) {
+    const dir = Deno.makeTempDirSync({ prefix: "berth-scratch-" });
+    ownScratch = dir;
+    // `deno test` dispatches unload after the last test, failed or not: nothing stays in the temp root.
+    globalThis.addEventListener("unload", () => {
+      try {
+        Deno.removeSync(dir, { recursive: true });
+      } catch (error) {
+        console.error(`cleanup: ${dir}: ${error}`);
+      }
+    });
+  }
+  return ownScratch;
+}
+
+/** A fresh directory under the runner's scratch space, or this process's own, removed when it ends. */
 export async function scratchDir(prefix: string): Promise<string> {
-  const base = testEnv()?.tmp ?? Deno.env.get("TMPDIR") ?? "/tmp";
-  return await Deno.makeTempDir({ dir: base, prefix });
+  return await Deno.makeTempDir({ dir: scratchBase(), prefix });
 }
 
 /** Every file under `dir` with its size and mode, to prove a failed command left a store untouched. */
