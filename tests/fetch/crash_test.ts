@@ -52,7 +52,7 @@ async function waitFor(condition: () => Promise<boolean>, what: string, timeoutM
 
 Deno.test({
   name:
-    `${KILLS} kill -9s mid-blob, each restart resumes; the store passes fsck and ≤ 1.05× the bytes are served`,
+    `${KILLS} kill -9s mid-blob, each restart resumes; the store passes fsck and no byte on disk is fetched twice`,
   ...withServices,
   async fn() {
     const env = testEnv()!;
@@ -120,7 +120,10 @@ Deno.test({
         `(${(served / distinctBytes).toFixed(4)}×); ${lostAtKills} of them were served but not on disk ` +
         `at the kills (seed ${random.seed})`;
       console.log(summary);
-      assert.ok(served <= 1.05 * distinctBytes, summary);
+      // Every byte that reached the disk is kept by the resume: beyond the distinct bytes, only what was in
+      // flight at the kills is served again (how much that is depends on the machine's load; on a quiet
+      // one the total stays under 1.05×). The margin is for the last kill's bytes still being counted.
+      assert.ok(served <= distinctBytes + lostAtKills + 0.01 * distinctBytes, summary);
     } finally {
       await proxy.close();
     }
