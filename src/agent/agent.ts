@@ -27,7 +27,7 @@ import { REF_NAME } from "../store/annotations.ts";
 import { pull, type PullEvent, type PullPlan } from "../fetch/pull.ts";
 import type { BlobLimits } from "../fetch/limits.ts";
 import { Engine } from "../docker/engine.ts";
-import { type Compose, findCompose } from "../docker/compose.ts";
+import { type Compose, findCompose } from "../docker/compose_cli.ts";
 import { type Device, installApp, installedServices, removeApp, runApp, stopApp } from "../app/lifecycle.ts";
 import { appImageRefs, appName, readBundleCompose } from "../app/stored.ts";
 import { parseAppManifest } from "../app/bundle.ts";

@@ -16,9 +16,10 @@ import { findStoredImage, readManifest } from "../store/images.ts";
 import { type AppRecord, readApps, writeApp } from "../store/apps.ts";
 import type { Engine } from "../docker/engine.ts";
 import { type LoadRequest, loadStoredImages } from "../docker/load.ts";
-import { type Compose, runCompose } from "../docker/compose.ts";
+import { type Compose, runCompose } from "../docker/compose_cli.ts";
 import { COMPOSE_FILE, extractBundle, isAppManifest, parseAppManifest, verifyBundleIndex } from "./bundle.ts";
-import { formatComposeFile, parseComposeFile, pinnedReferences, rewriteForEngine } from "./compose.ts";
+import { formatComposeFile, parseComposeFile } from "./compose_file.ts";
+import { pinnedReferences, rewriteForEngine } from "./compose_pin.ts";
 import { appName } from "./stored.ts";
 import { checkProjectDotEnv, DOTENV_FILE, protectDotEnv } from "./dotenv.ts";
 

@@ -11,7 +11,9 @@ import { formatReference, parseReference } from "../oci/reference.ts";
 import type { RegistryPusher } from "../registry/push.ts";
 import { OCI_EMPTY_DATA, OCI_EMPTY_DIGEST } from "../oci/descriptor.ts";
 import { appManifest, buildBundle, COMPOSE_FILE } from "./bundle.ts";
-import { formatComposeFile, labelServices, parseComposeFile, pinImages, serviceImages } from "./compose.ts";
+import { formatComposeFile, parseComposeFile, serviceImages } from "./compose_file.ts";
+import { pinImages } from "./compose_pin.ts";
+import { labelServices } from "./config_hash.ts";
 import { checkProjectDotEnv, DOTENV_FILE } from "./dotenv.ts";
 
 export interface PublishResult {

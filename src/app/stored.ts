@@ -7,7 +7,8 @@ import { formatReference } from "../oci/reference.ts";
 import type { Store } from "../store/store.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
 import { COMPOSE_FILE } from "./bundle.ts";
-import { type ComposeFile, MAX_COMPOSE_FILE_BYTES, parseComposeFile, pinnedReferences } from "./compose.ts";
+import { type ComposeFile, MAX_COMPOSE_FILE_BYTES, parseComposeFile } from "./compose_file.ts";
+import { pinnedReferences } from "./compose_pin.ts";
 import { gunzip, readTar } from "./tar.ts";
 
 /** The compose file inside a stored bundle blob. */
