@@ -71,7 +71,9 @@ import {
   OCI_EMPTY_MEDIA_TYPE,
   OCI_EMPTY_SIZE,
 } from "../oci/descriptor.ts";
-import { gunzip, gzip, readTar, type TarEntry, writeTar } from "./tar.ts";
+import { gunzip, gzip } from "../util/gzip.ts";
+import { readTar } from "./tar_read.ts";
+import { type TarEntry, writeTar } from "./tar_write.ts";
 
 export const APP_MANIFEST_MEDIA_TYPE = OCI_MANIFEST;
 export const APP_ARTIFACT_TYPE = "application/vnd.fio+compose-app";

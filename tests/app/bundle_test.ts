@@ -14,7 +14,8 @@ import {
   parseLayersMeta,
   verifyBundleIndex,
 } from "../../src/app/bundle.ts";
-import { gzip, type TarEntry, writeTar } from "../../src/app/tar.ts";
+import { type TarEntry, writeTar } from "../../src/app/tar_write.ts";
+import { gzip } from "../../src/util/gzip.ts";
 import { BerthError } from "../../src/util/errors.ts";
 import { EMPTY_SHA256, sha256Of } from "../../src/oci/digest.ts";
 
