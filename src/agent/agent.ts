@@ -30,7 +30,7 @@ import { Engine } from "../docker/engine.ts";
 import { type Compose, findCompose } from "../docker/compose_cli.ts";
 import { type Device, installApp, installedServices, removeApp, runApp, stopApp } from "../app/lifecycle.ts";
 import { appImageRefs, appName, readBundleCompose } from "../app/stored.ts";
-import { parseAppManifest } from "../app/bundle.ts";
+import { parseAppManifest } from "../app/app_manifest.ts";
 import { pruneStore, reclaimableBytes } from "../app/prune.ts";
 import { checkPlanSpace, type SpacePolicy } from "../fetch/preflight.ts";
 import { spaceOf } from "../util/disk_space.ts";

@@ -46,7 +46,7 @@ import {
   unreachable,
 } from "../store/prune.ts";
 import type { Engine } from "../docker/engine.ts";
-import { parseAppManifest } from "./bundle.ts";
+import { parseAppManifest } from "./app_manifest.ts";
 import { appImageRefs, readBundleCompose } from "./stored.ts";
 import { localImageTag } from "./lifecycle.ts";
 

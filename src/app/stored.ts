@@ -6,7 +6,7 @@ import { BerthError } from "../util/errors.ts";
 import { formatReference } from "../oci/reference.ts";
 import type { Store } from "../store/store.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
-import { COMPOSE_FILE } from "./bundle.ts";
+import { COMPOSE_FILE } from "./bundle_format.ts";
 import { type ComposeFile, MAX_COMPOSE_FILE_BYTES, parseComposeFile } from "./compose_file.ts";
 import { pinnedReferences } from "./compose_pin.ts";
 import { gunzip } from "../util/gzip.ts";
