@@ -35,6 +35,7 @@ const VERSION_FILE = ".berth-app-digest";
  */
 const PRIVATE_DIR_MODE = 0o700;
 
+/** What app commands act on: the store, the engine, the compose root and how to run compose. */
 export interface Device {
   store: Store;
   engine: Engine;
@@ -45,6 +46,7 @@ export interface Device {
   composeEnvironment: readonly string[];
 }
 
+/** What an install did: the app, the version, and what it loaded into the engine. */
 export interface InstallResult {
   name: string;
   ref: string;
@@ -330,6 +332,7 @@ export async function removeApp(device: Device, name: string): Promise<void> {
   await Deno.remove(aside, { recursive: true });
 }
 
+/** What a restore did for one app: its install, and whether it was started. */
 export interface RestoreResult {
   name: string;
   installed: InstallResult;

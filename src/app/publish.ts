@@ -18,12 +18,18 @@ import { pinImages } from "./compose_pin.ts";
 import { labelServices } from "./config_hash.ts";
 import { checkProjectDotEnv, DOTENV_FILE } from "./dotenv.ts";
 
+/** What a publish pushed: the app's reference and manifest digest, and each service's pinned image. */
 export interface PublishResult {
   ref: string;
   digest: string;
   images: { service: string; image: string; pinned: string }[];
 }
 
+/**
+ * Publishes the compose project in `dir` as the app `refInput` (which needs a tag): pins its images to the
+ * digests their tags resolve to, labels each service with its config hash, and pushes bundle, index and
+ * app manifest.
+ */
 export async function publishApp(
   pusher: RegistryPusher,
   dir: string,

@@ -49,6 +49,7 @@ export interface TarReadEntry {
   bytes(): Promise<Uint8Array>;
 }
 
+/** How to read an archive: its name for errors, and caps on extended headers and trailing bytes. */
 export interface ReadTarOptions {
   /** Names the archive in errors ("app bundle sha256:…"); default "tar archive". */
   what?: string;
