@@ -7,7 +7,8 @@ import { formatReference } from "../oci/reference.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
 import type { ArtifactInput, PinningArtifact } from "../fetch/resolve.ts";
 import { checkBlobSize } from "../fetch/limits.ts";
-import { APP_JSON_MEDIA_TYPE, isAppManifest, parseAppManifest } from "./bundle.ts";
+import { isAppManifest, parseAppManifest } from "./app_manifest.ts";
+import { APP_JSON_MEDIA_TYPE } from "./bundle_format.ts";
 import { appName } from "./name.ts";
 
 /**

@@ -5,7 +5,7 @@
  * bundle the second kind would let the app choose which files compose reads (an override naming an unpinned
  * image, which the engine pulls at `up`: no pinning, no verification, no offline restore), which further env
  * files it loads, or which engine it talks to. berth names the file, project and engine on every compose
- * call (src/docker/compose.ts), and besides refuses any COMPOSE_* or DOCKER_* key in a bundle's `.env`, at
+ * call (src/docker/compose_cli.ts), and besides refuses any COMPOSE_* or DOCKER_* key in a bundle's `.env`, at
  * publish and at install, so that what a device runs does not depend on how each compose version ranks
  * them.
  *

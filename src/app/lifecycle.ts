@@ -16,9 +16,13 @@ import { findStoredImage, readManifest } from "../store/images.ts";
 import { type AppRecord, readApps, writeApp } from "../store/apps.ts";
 import type { Engine } from "../docker/engine.ts";
 import { type LoadRequest, loadStoredImages } from "../docker/load.ts";
-import { type Compose, runCompose } from "../docker/compose.ts";
-import { COMPOSE_FILE, extractBundle, isAppManifest, parseAppManifest, verifyBundleIndex } from "./bundle.ts";
-import { formatComposeFile, parseComposeFile, pinnedReferences, rewriteForEngine } from "./compose.ts";
+import { type Compose, runCompose } from "../docker/compose_cli.ts";
+import { type AppManifest, isAppManifest, parseAppManifest } from "./app_manifest.ts";
+import { extractBundle } from "./bundle_extract.ts";
+import { COMPOSE_FILE } from "./bundle_format.ts";
+import { verifyBundleIndex } from "./bundle_index.ts";
+import { type ComposeFile, formatComposeFile, parseComposeFile } from "./compose_file.ts";
+import { pinnedReferences, rewriteForEngine } from "./compose_pin.ts";
 import { appName } from "./stored.ts";
 import { checkProjectDotEnv, DOTENV_FILE, protectDotEnv } from "./dotenv.ts";
 
@@ -31,6 +35,7 @@ const VERSION_FILE = ".berth-app-digest";
  */
 const PRIVATE_DIR_MODE = 0o700;
 
+/** What app commands act on: the store, the engine, the compose root and how to run compose. */
 export interface Device {
   store: Store;
   engine: Engine;
@@ -41,6 +46,7 @@ export interface Device {
   composeEnvironment: readonly string[];
 }
 
+/** What an install did: the app, the version, and what it loaded into the engine. */
 export interface InstallResult {
   name: string;
   ref: string;
@@ -137,16 +143,8 @@ export interface AppVersion {
   manifestDigest: string;
 }
 
-/**
- * Installs the stored app `input` (a reference, or a version whose reference may no longer be in the
- * index, as an earlier version rolled back to): idempotent — an installed app whose project and images are
- * all in place is left as it is.
- */
-export async function installApp(device: Device, input: string | AppVersion): Promise<InstallResult> {
-  const { store, engine } = device;
-  const stored = typeof input === "string" ? await findStoredImage(store, input) : input;
-  const ref = parseReference(stored.ref);
-  const name = appName(ref);
+/** The app manifest of a stored app; a container image is refused with the command that loads it. */
+async function readStoredAppManifest(store: Store, stored: AppVersion): Promise<AppManifest> {
   const manifestBytes = await store.readBlob(stored.manifestDigest);
   let manifestJson: unknown;
   try {
@@ -161,27 +159,92 @@ export async function installApp(device: Device, input: string | AppVersion): Pr
         `'berth publish' (to put an image into the engine, use 'berth load ${stored.ref}')`,
     );
   }
-  const app = parseAppManifest(manifestBytes, stored.ref);
-  const dir = projectDir(device, name);
-  const record = (await readApps(store))[name];
-  await removeLeftovers(device, name);
-  if (
-    record?.installed && record.digest === stored.manifestDigest && (await statIfExists(dir)) &&
+  return parseAppManifest(manifestBytes, stored.ref);
+}
+
+/** Whether this version is installed and whole: recorded, its project in place, its images in the engine. */
+async function installedInPlace(
+  device: Device,
+  record: AppRecord | undefined,
+  stored: AppVersion,
+  dir: string,
+): Promise<boolean> {
+  return !!record?.installed && record.digest === stored.manifestDigest && !!(await statIfExists(dir)) &&
     (await readFileIfExists(`${dir}/${VERSION_FILE}`).then((b) => b && new TextDecoder().decode(b))) ===
       stored.manifestDigest &&
     await imagesPresent(device, dir) &&
-    await checkProjectDotEnv(dir, `${stored.ref}: ${dir}/${DOTENV_FILE}`).then(() => true, () => false)
-  ) {
+    await checkProjectDotEnv(dir, `${stored.ref}: ${dir}/${DOTENV_FILE}`).then(() => true, () => false);
+}
+
+/** The stored images a compose file's pins name, each with the local tag it is loaded under. */
+async function loadRequestsFor(
+  store: Store,
+  compose: ComposeFile,
+): Promise<{ localRefs: Map<string, string>; requests: LoadRequest[] }> {
+  const localRefs = new Map<string, string>();
+  const requests: LoadRequest[] = [];
+  for (const { image, reference } of pinnedReferences(compose)) {
+    const normalised = formatReference(reference);
+    const tag = localImageTag(normalised);
+    localRefs.set(image, tag);
+    if (!requests.some((request) => request.tag === tag)) {
+      requests.push({ image: await findStoredImage(store, normalised), tag });
+    }
+  }
+  return { localRefs, requests };
+}
+
+/**
+ * Fills `staging` with the app's project, checked against its bundle index, loads its images and rewrites
+ * the compose file to their local tags.
+ */
+async function stageProject(device: Device, stored: AppVersion, app: AppManifest, staging: string) {
+  const { store, engine } = device;
+  const bundle = await store.openBlob(app.bundle.digest);
+  await extractBundle(bundle.readable, staging, { what: `${stored.ref} bundle` });
+  if (app.bundleIndex) {
+    await verifyBundleIndex(staging, await store.readBlob(app.bundleIndex.digest), `${stored.ref} bundle`);
+  }
+  // Before any image is loaded: a refused .env leaves the engine as it was.
+  await checkProjectDotEnv(staging, `${stored.ref} bundle: ${DOTENV_FILE}`);
+  await Deno.chmod(staging, PRIVATE_DIR_MODE);
+  await protectDotEnv(staging);
+  const composePath = `${staging}/${COMPOSE_FILE}`;
+  const compose = parseComposeFile(await Deno.readFile(composePath), `${stored.ref}: ${COMPOSE_FILE}`);
+  const { localRefs, requests } = await loadRequestsFor(store, compose);
+  const loaded = await loadStoredImages(store, engine, requests);
+  await writeFileAtomic(composePath, formatComposeFile(rewriteForEngine(compose, localRefs)));
+  await writeFileAtomic(`${staging}/${VERSION_FILE}`, stored.manifestDigest);
+  await fsyncDir(staging);
+  return loaded;
+}
+
+/** Swaps the staged project in: the old one (if any) is moved aside first and removed after. */
+async function swapInProject(device: Device, name: string, staging: string, dir: string): Promise<void> {
+  const aside = `${device.composeRoot}/.${name}.old-${crypto.randomUUID().slice(0, 8)}`;
+  if (await statIfExists(dir)) await Deno.rename(dir, aside);
+  await Deno.rename(staging, dir);
+  await fsyncDir(device.composeRoot);
+  await Deno.remove(aside, { recursive: true }).catch(() => {});
+}
+
+/**
+ * Installs the stored app `input` (a reference, or a version whose reference may no longer be in the
+ * index, as an earlier version rolled back to): idempotent — an installed app whose project and images are
+ * all in place is left as it is.
+ */
+export async function installApp(device: Device, input: string | AppVersion): Promise<InstallResult> {
+  const { store } = device;
+  const stored = typeof input === "string" ? await findStoredImage(store, input) : input;
+  const name = appName(parseReference(stored.ref));
+  const app = await readStoredAppManifest(store, stored);
+  const dir = projectDir(device, name);
+  const record = (await readApps(store))[name];
+  await removeLeftovers(device, name);
+  const result = { name, ref: stored.ref, digest: stored.manifestDigest };
+  if (await installedInPlace(device, record, stored, dir)) {
     await protectProject(device, dir);
-    return {
-      name,
-      ref: stored.ref,
-      digest: stored.manifestDigest,
-      alreadyInstalled: true,
-      imagesLoaded: 0,
-      layersSent: 0,
-      bytesSent: 0,
-    };
+    return { ...result, alreadyInstalled: true, imagesLoaded: 0, layersSent: 0, bytesSent: 0 };
   }
 
   await ensureDirDurable(device.composeRoot);
@@ -189,40 +252,8 @@ export async function installApp(device: Device, input: string | AppVersion): Pr
   const staging = `${device.composeRoot}/.${name}.new-${crypto.randomUUID().slice(0, 8)}`;
   await Deno.mkdir(staging, { mode: PRIVATE_DIR_MODE });
   try {
-    const bundle = await store.openBlob(app.bundle.digest);
-    await extractBundle(bundle.readable, staging, { what: `${stored.ref} bundle` });
-    if (app.bundleIndex) {
-      await verifyBundleIndex(staging, await store.readBlob(app.bundleIndex.digest), `${stored.ref} bundle`);
-    }
-    // Before any image is loaded: a refused .env leaves the engine as it was.
-    await checkProjectDotEnv(staging, `${stored.ref} bundle: ${DOTENV_FILE}`);
-    await Deno.chmod(staging, PRIVATE_DIR_MODE);
-    await protectDotEnv(staging);
-    const composePath = `${staging}/${COMPOSE_FILE}`;
-    const compose = parseComposeFile(await Deno.readFile(composePath), `${stored.ref}: ${COMPOSE_FILE}`);
-    const pinned = pinnedReferences(compose);
-    const localRefs = new Map<string, string>();
-    const requests: LoadRequest[] = [];
-    for (const { image, reference } of pinned) {
-      const normalised = formatReference(reference);
-      const tag = localImageTag(normalised);
-      localRefs.set(image, tag);
-      if (!requests.some((request) => request.tag === tag)) {
-        requests.push({ image: await findStoredImage(store, normalised), tag });
-      }
-    }
-    const loaded = await loadStoredImages(store, engine, requests);
-    await writeFileAtomic(composePath, formatComposeFile(rewriteForEngine(compose, localRefs)));
-    await writeFileAtomic(`${staging}/${VERSION_FILE}`, stored.manifestDigest);
-    await fsyncDir(staging);
-
-    // Swap the new project in: the old one (if any) is moved aside first and removed after.
-    const aside = `${device.composeRoot}/.${name}.old-${crypto.randomUUID().slice(0, 8)}`;
-    if (await statIfExists(dir)) await Deno.rename(dir, aside);
-    await Deno.rename(staging, dir);
-    await fsyncDir(device.composeRoot);
-    await Deno.remove(aside, { recursive: true }).catch(() => {});
-
+    const loaded = await stageProject(device, stored, app, staging);
+    await swapInProject(device, name, staging, dir);
     await writeApp(store, name, {
       name,
       ref: stored.ref,
@@ -233,9 +264,7 @@ export async function installApp(device: Device, input: string | AppVersion): Pr
       updatedAt: "",
     });
     return {
-      name,
-      ref: stored.ref,
-      digest: stored.manifestDigest,
+      ...result,
       alreadyInstalled: false,
       imagesLoaded: loaded.images.filter((image) => !image.alreadyPresent).length,
       layersSent: loaded.layersSent,
@@ -303,6 +332,7 @@ export async function removeApp(device: Device, name: string): Promise<void> {
   await Deno.remove(aside, { recursive: true });
 }
 
+/** What a restore did for one app: its install, and whether it was started. */
 export interface RestoreResult {
   name: string;
   installed: InstallResult;

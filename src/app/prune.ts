@@ -46,10 +46,11 @@ import {
   unreachable,
 } from "../store/prune.ts";
 import type { Engine } from "../docker/engine.ts";
-import { parseAppManifest } from "./bundle.ts";
+import { parseAppManifest } from "./app_manifest.ts";
 import { appImageRefs, readBundleCompose } from "./stored.ts";
 import { localImageTag } from "./lifecycle.ts";
 
+/** How to prune: how many earlier versions to keep, and what to leave alone. */
 export interface PruneOptions {
   /** Earlier versions of each app kept besides the installed one. */
   keep: number;
@@ -61,6 +62,7 @@ export interface PruneOptions {
   removeApps?: string[];
 }
 
+/** What a prune removed (or, in a dry run, would remove). */
 export interface PruneResult {
   /** References dropped from index.json. */
   refsRemoved: string[];
@@ -88,6 +90,7 @@ export interface PruneInput {
   removeApps?: string[];
 }
 
+/** What the planner decided: the versions, index entries, pins and engine tags kept, and what goes. */
 export interface PrunePlan {
   /** App manifest digests kept. */
   keptVersions: Set<string>;

@@ -10,16 +10,26 @@ import { OCI_MANIFEST } from "../oci/mediatypes.ts";
 import { formatReference, parseReference } from "../oci/reference.ts";
 import type { RegistryPusher } from "../registry/push.ts";
 import { OCI_EMPTY_DATA, OCI_EMPTY_DIGEST } from "../oci/descriptor.ts";
-import { appManifest, buildBundle, COMPOSE_FILE } from "./bundle.ts";
-import { formatComposeFile, labelServices, parseComposeFile, pinImages, serviceImages } from "./compose.ts";
+import { appManifest } from "./app_manifest.ts";
+import { buildBundle } from "./bundle_build.ts";
+import { COMPOSE_FILE } from "./bundle_format.ts";
+import { formatComposeFile, parseComposeFile, serviceImages } from "./compose_file.ts";
+import { pinImages } from "./compose_pin.ts";
+import { labelServices } from "./config_hash.ts";
 import { checkProjectDotEnv, DOTENV_FILE } from "./dotenv.ts";
 
+/** What a publish pushed: the app's reference and manifest digest, and each service's pinned image. */
 export interface PublishResult {
   ref: string;
   digest: string;
   images: { service: string; image: string; pinned: string }[];
 }
 
+/**
+ * Publishes the compose project in `dir` as the app `refInput` (which needs a tag): pins its images to the
+ * digests their tags resolve to, labels each service with its config hash, and pushes bundle, index and
+ * app manifest.
+ */
 export async function publishApp(
   pusher: RegistryPusher,
   dir: string,

@@ -6,9 +6,11 @@ import { BerthError } from "../util/errors.ts";
 import { formatReference } from "../oci/reference.ts";
 import type { Store } from "../store/store.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
-import { COMPOSE_FILE } from "./bundle.ts";
-import { type ComposeFile, MAX_COMPOSE_FILE_BYTES, parseComposeFile, pinnedReferences } from "./compose.ts";
-import { gunzip, readTar } from "./tar.ts";
+import { COMPOSE_FILE } from "./bundle_format.ts";
+import { type ComposeFile, MAX_COMPOSE_FILE_BYTES, parseComposeFile } from "./compose_file.ts";
+import { pinnedReferences } from "./compose_pin.ts";
+import { gunzip } from "../util/gzip.ts";
+import { readTar } from "./tar_read.ts";
 
 /** The compose file inside a stored bundle blob. */
 export async function readBundleCompose(

@@ -4,7 +4,7 @@ import { formatReference, parseReference } from "../oci/reference.ts";
 import { RegistryPusher } from "../registry/push.ts";
 import { Store } from "../store/store.ts";
 import { Engine } from "../docker/engine.ts";
-import { type Compose, findCompose } from "../docker/compose.ts";
+import { type Compose, findCompose } from "../docker/compose_cli.ts";
 import { publishApp } from "../app/publish.ts";
 import {
   type Device,

@@ -10,36 +10,18 @@
  * lists it: the engine never opens the files of layers it has.
  */
 import { sha256Of } from "../oci/digest.ts";
+import { TAR_TYPEFLAGS, tarEnd, tarPadding, ustarHeader } from "../util/tar_header.ts";
 
-const BLOCK = 512;
 const READ_CHUNK = 64 * 1024;
 
 /** A ustar header for a regular file or directory; names here are short (digests), so no PAX is needed. */
 function tarHeader(name: string, size: number, type: "file" | "dir"): Uint8Array {
-  const header = new Uint8Array(BLOCK);
-  const encoder = new TextEncoder();
-  const put = (offset: number, length: number, value: string) =>
-    header.set(encoder.encode(value).subarray(0, length), offset);
-  const octal = (offset: number, length: number, value: number) =>
-    put(offset, length, value.toString(8).padStart(length - 1, "0") + "\0");
-  put(0, 100, name);
-  octal(100, 8, type === "dir" ? 0o755 : 0o644);
-  octal(108, 8, 0);
-  octal(116, 8, 0);
-  octal(124, 12, size);
-  octal(136, 12, 0);
-  put(148, 8, "        ");
-  put(156, 1, type === "dir" ? "5" : "0");
-  put(257, 6, "ustar\0");
-  put(263, 2, "00");
-  let checksum = 0;
-  for (const byte of header) checksum += byte;
-  put(148, 8, checksum.toString(8).padStart(6, "0") + "\0 ");
-  return header;
+  return ustarHeader({ name, mode: type === "dir" ? 0o755 : 0o644, size, typeflag: TAR_TYPEFLAGS[type] });
 }
 
-const padding = (size: number) => new Uint8Array((BLOCK - (size % BLOCK)) % BLOCK);
+const padding = (size: number) => new Uint8Array(tarPadding(size));
 
+/** A layer of an image in the archive, read from the store when it is sent. */
 export interface ArchiveLayer {
   /** Opens the layer blob in the store. */
   open: () => Promise<Deno.FsFile>;
@@ -49,6 +31,7 @@ export interface ArchiveLayer {
   send: boolean;
 }
 
+/** One image of the archive: its config, the tags it is loaded under, its layers in order. */
 export interface ArchiveImage {
   config: Uint8Array;
   configDigest: string;
@@ -104,7 +87,7 @@ export function dockerArchive(
         yield padding(layer.size);
       }
     }
-    yield new Uint8Array(BLOCK * 2);
+    yield tarEnd();
   }
   const iterator = pieces();
   return new ReadableStream<Uint8Array>({

@@ -70,3 +70,11 @@ export class Sha256 {
 export function sha256Of(bytes: Uint8Array): string {
   return new Sha256().update(bytes).digest();
 }
+
+/** The OCI digest of a file's contents, read in a stream (symlinks followed). */
+export async function hashFile(path: string): Promise<string> {
+  const file = await Deno.open(path, { read: true }); // its readable closes it at the end
+  const hash = new Sha256();
+  for await (const chunk of file.readable) hash.update(chunk);
+  return hash.digest();
+}

@@ -4,17 +4,13 @@
  * extraction that refuses every way out of the destination.
  */
 import assert from "node:assert/strict";
-import {
-  appManifest,
-  buildBundle,
-  buildLayersMeta,
-  extractBundle,
-  isAppManifest,
-  parseAppManifest,
-  parseLayersMeta,
-  verifyBundleIndex,
-} from "../../src/app/bundle.ts";
-import { gzip, type TarEntry, writeTar } from "../../src/app/tar.ts";
+import { appManifest, isAppManifest, parseAppManifest } from "../../src/app/app_manifest.ts";
+import { buildBundle } from "../../src/app/bundle_build.ts";
+import { extractBundle } from "../../src/app/bundle_extract.ts";
+import { verifyBundleIndex } from "../../src/app/bundle_index.ts";
+import { buildLayersMeta, parseLayersMeta } from "../../src/app/layers_meta.ts";
+import { type TarEntry, writeTar } from "../../src/app/tar_write.ts";
+import { gzip } from "../../src/util/gzip.ts";
 import { BerthError } from "../../src/util/errors.ts";
 import { EMPTY_SHA256, sha256Of } from "../../src/oci/digest.ts";
 

@@ -1,17 +1,13 @@
 import {
   type ComposeFile,
-  CONFIG_HASH_LABEL,
-  configHash,
   formatComposeFile,
-  labelServices,
-  marshalGoYaml,
   MAX_COMPOSE_FILE_BYTES,
   parseComposeFile,
-  pinImages,
-  pinnedReferences,
-  rewriteForEngine,
   serviceImages,
-} from "../../src/app/compose.ts";
+} from "../../src/app/compose_file.ts";
+import { pinImages, pinnedReferences, rewriteForEngine } from "../../src/app/compose_pin.ts";
+import { CONFIG_HASH_LABEL, configHash, labelServices } from "../../src/app/config_hash.ts";
+import { marshalGoYaml } from "../../src/util/yaml_v3_marshal.ts";
 import { BerthError } from "../../src/util/errors.ts";
 
 const FILE = "docker-compose.yml";

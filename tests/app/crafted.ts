@@ -6,9 +6,10 @@ import assert from "node:assert/strict";
 import type { RegistryPusher } from "../../src/registry/push.ts";
 import { parseReference } from "../../src/oci/reference.ts";
 import { OCI_MANIFEST } from "../../src/oci/mediatypes.ts";
-import { appManifest } from "../../src/app/bundle.ts";
+import { appManifest } from "../../src/app/app_manifest.ts";
 import { OCI_EMPTY_DATA, OCI_EMPTY_DIGEST } from "../../src/oci/descriptor.ts";
-import { gzip, type TarEntry, writeTar } from "../../src/app/tar.ts";
+import { type TarEntry, writeTar } from "../../src/app/tar_write.ts";
+import { gzip } from "../../src/util/gzip.ts";
 import { sha256Of } from "../../src/oci/digest.ts";
 
 const encoder = new TextEncoder();

@@ -12,8 +12,8 @@ import assert from "node:assert/strict";
 import { run, startDockerd } from "../harness/services.ts";
 import { runBerth, scratchDir, snapshotTree, testEnv, withServices } from "../harness/env.ts";
 import { RegistryPusher } from "../../src/registry/push.ts";
-import { COMPOSE_FILE, DEFAULT_BUNDLE_LIMITS } from "../../src/app/bundle.ts";
-import type { TarEntry } from "../../src/app/tar.ts";
+import { COMPOSE_FILE, DEFAULT_BUNDLE_LIMITS } from "../../src/app/bundle_format.ts";
+import type { TarEntry } from "../../src/app/tar_write.ts";
 import { assertNothingInstalled, file, pushApp } from "./crafted.ts";
 
 const encoder = new TextEncoder();

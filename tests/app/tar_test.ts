@@ -1,6 +1,8 @@
 /** The tar writer and reader and the gzip helpers, on archives built here byte by byte. */
 import assert from "node:assert/strict";
-import { gunzip, gzip, readTar, type TarHeader, writeTar } from "../../src/app/tar.ts";
+import { readTar, type TarHeader } from "../../src/app/tar_read.ts";
+import { writeTar } from "../../src/app/tar_write.ts";
+import { gunzip, gzip } from "../../src/util/gzip.ts";
 import { BerthError } from "../../src/util/errors.ts";
 import { sha256Of } from "../../src/oci/digest.ts";
 

@@ -3,18 +3,13 @@
  * and dockerd): compose v2 (Debian 13's plugin, provisioned by `ensureComposeV2`) through every docker CLI
  * the machine has, and Debian 12's compose v1, each run the same project against the test dockerd. The
  * project is made the way berth installs an app: pinned, labelled with the config hash and rewritten to a
- * local tag with `pull_policy: never` by src/app/compose.ts.
+ * local tag with `pull_policy: never` by src/app/compose_pin.ts and src/app/config_hash.ts.
  */
 import { type ImageInfo, startServices } from "./images.ts";
 import { ensureComposeV2, ensurePackages, harnessCacheDir, run } from "./services.ts";
-import {
-  CONFIG_HASH_LABEL,
-  formatComposeFile,
-  labelServices,
-  parseComposeFile,
-  pinImages,
-  rewriteForEngine,
-} from "../../src/app/compose.ts";
+import { formatComposeFile, parseComposeFile } from "../../src/app/compose_file.ts";
+import { pinImages, rewriteForEngine } from "../../src/app/compose_pin.ts";
+import { CONFIG_HASH_LABEL, labelServices } from "../../src/app/config_hash.ts";
 
 /** The docker CLIs to drive the v2 plugin with: the one first on PATH, and Debian's when that is another. */
 async function dockerClis(): Promise<string[]> {

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { ensureComposeV2, harnessCacheDir } from "../harness/services.ts";
 import { scratchDir, testEnv, withServices } from "../harness/env.ts";
-import { type Compose, type ComposeProject, findCompose, runCompose } from "../../src/docker/compose.ts";
+import { type Compose, type ComposeProject, findCompose, runCompose } from "../../src/docker/compose_cli.ts";
 
 const PINNED = `registry.example.com/shop/web@sha256:${"a".repeat(64)}`;
 

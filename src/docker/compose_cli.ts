@@ -21,6 +21,7 @@
 import { BerthError } from "../util/errors.ts";
 import { childCommand, operatorVariables } from "../util/child_env.ts";
 
+/** The compose found on this machine: how to run it, and its version. */
 export interface Compose {
   /** The command line prefix, e.g. ["/usr/bin/docker", "compose"]. */
   argv: string[];
