@@ -136,3 +136,37 @@ Deno.test("the link check finds a missing file, a missing heading and a link out
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("every source or test file the docs name in code spans exists", async () => {
+  const missing: string[] = [];
+  for (const file of await docFiles()) {
+    const text = await Deno.readTextFile(join(ROOT, file));
+    for (const match of text.matchAll(/`((?:src|tests|build)\/[\w./-]+\.(?:ts|yml|md|bb))`/g)) {
+      try {
+        await Deno.stat(join(ROOT, match[1]));
+      } catch {
+        missing.push(`${file}: ${match[1]}`);
+      }
+    }
+  }
+  assert.deepEqual(missing, [], "files the docs name that the tree no longer has (moved or renamed?)");
+});
+
+Deno.test("docs/internals.md's folder table names every file of src/, and only those", async () => {
+  const text = await Deno.readTextFile(join(ROOT, "docs/internals.md"));
+  const problems: string[] = [];
+  for (const row of text.matchAll(/^\| `(src\/\w+\/)`\s*\|(.*)\|$/gm)) {
+    const folder = row[1];
+    const named = new Set([...row[2].matchAll(/`(\w+\.ts)`/g)].map((match) => match[1]));
+    const present = new Set<string>();
+    for await (const entry of Deno.readDir(join(ROOT, folder))) if (entry.isFile) present.add(entry.name);
+    for (const name of present) if (!named.has(name)) problems.push(`${folder}${name} is not described`);
+    for (const name of named) if (!present.has(name)) problems.push(`${folder}${name} does not exist`);
+  }
+  for await (const entry of Deno.readDir(join(ROOT, "src"))) {
+    if (entry.isDirectory && !text.includes(`| \`src/${entry.name}/\``)) {
+      problems.push(`src/${entry.name}/ has no row`);
+    }
+  }
+  assert.deepEqual(problems, []);
+});
