@@ -35,6 +35,7 @@ function settingsOf(context: Context, config: Config): AgentSettings {
   };
 }
 
+/** `berth agent`: runs until SIGTERM/SIGINT (exit 0); the store stays locked for writing meanwhile. */
 export async function agentCommand(context: Context): Promise<number> {
   if (context.args.positional.length > 0) throw new UsageError("agent takes no arguments");
   const config = context.config;

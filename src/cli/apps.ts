@@ -108,6 +108,7 @@ async function fetchedVersion(store: Store, arg: AppArg): Promise<string> {
   );
 }
 
+/** `berth publish DIR REF`: builds the app from a compose project and pushes it; needs only a registry. */
 export async function publishCommand(context: Context): Promise<number> {
   const [dir, ref, extra] = context.args.positional;
   if (!dir || !ref || extra) {
@@ -162,10 +163,14 @@ function appAction(
   };
 }
 
+/** `berth run APP`: compose up, and the app recorded as one that should run. */
 export const runCommand = appAction("run", runApp, "is up");
+/** `berth stop APP`: compose stop, and the app recorded as stopped. */
 export const stopCommand = appAction("stop", stopApp, "is stopped");
+/** `berth rm APP`: removes a stopped app's project and record; its content stays in the store. */
 export const rmCommand = appAction("rm", removeApp, "is removed (its content stays in the store)");
 
+/** `berth restore`: every app recorded as installed, installed again from the store alone; those recorded as running started. */
 export function restoreCommand(context: Context): Promise<number> {
   if (context.args.positional.length > 0) throw new UsageError("restore takes no arguments");
   return withDevice(context, "restore", async (device) => {

@@ -4,6 +4,7 @@
  */
 import { UsageError } from "../util/errors.ts";
 
+/** One option a command (or every command) accepts, with its help line. */
 export interface OptionSpec {
   /** "--store" */
   name: string;
@@ -15,6 +16,7 @@ export interface OptionSpec {
   help: string;
 }
 
+/** A command line taken apart: the command, its arguments and its options. */
 export interface ParsedArgs {
   command?: string;
   positional: string[];

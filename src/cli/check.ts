@@ -61,6 +61,7 @@ export async function refuseIfNoRoom(context: Context, store: Store, plan: PullP
   }
 }
 
+/** `berth check REF...`: the pull's plan and pre-flight, fetching no layer; exit 1 when it does not fit. */
 export async function checkCommand(context: Context): Promise<number> {
   if (context.args.positional.length === 0) throw new UsageError("check needs at least one reference");
   const refs = context.args.positional.map(parseReference);

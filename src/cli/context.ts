@@ -20,6 +20,7 @@ import type { Config } from "../config/config.ts";
 import { statIfExists } from "../util/fs.ts";
 import type { OptionSpec, ParsedArgs } from "./args.ts";
 
+/** The options every command accepts, before or after the command name. */
 export const GLOBAL_OPTIONS: OptionSpec[] = [
   {
     name: "--config",
@@ -67,6 +68,7 @@ export const GLOBAL_OPTIONS: OptionSpec[] = [
   { name: "--help", short: "-h", help: "show help" },
 ];
 
+/** What a command runs with: the settings after precedence (flag > environment > file > default) and output. */
 export interface Context {
   /** The config file as read (defaults when there is none); the settings below already include it. */
   config: Config;

@@ -14,6 +14,7 @@ export function localTag(input: string): string {
   return `${ref.registry}/${ref.repository}:${tag}`;
 }
 
+/** `berth load REF...`: stored images into the engine, streamed from the store, no network. */
 export async function loadCommand(context: Context): Promise<number> {
   if (context.args.positional.length === 0) throw new UsageError("load needs at least one image reference");
   const store = await Store.open(context.storePath, { write: false, command: "load" });

@@ -6,6 +6,7 @@ import { APP_NAME } from "../store/annotations.ts";
 import { Engine } from "../docker/engine.ts";
 import { type Context, formatBytes, noteMissingStore } from "./context.ts";
 
+/** One image of the store, as `ls` shows it. */
 export interface ListedImage {
   ref: string;
   digest: string;
@@ -34,6 +35,7 @@ export async function listImages(store: Store): Promise<ListedImage[]> {
   return images;
 }
 
+/** One app of the store, as `ls` shows it: fetched versions, the installed one, whether it runs. */
 export interface ListedApp {
   name: string;
   /** The app references in the store (every fetched version). */

@@ -11,6 +11,7 @@
 /** How often the page asks again; the ETag makes an unchanged answer cost a 304. */
 export const STATUS_PAGE_REFRESH_MS = 2000;
 
+/** The whole page `GET /` serves: static, no data inside; its script asks /status (with the token, if one is needed). */
 export const STATUS_PAGE_HTML = `<!doctype html>
 <html lang="en">
 <head>

@@ -1,10 +1,11 @@
 /**
  * The status document `GET /status` serves, as a zod schema: the one definition the agent fills, the
- * server validates in tests, and the README documents. Bump STATUS_SCHEMA_VERSION on any incompatible
+ * server validates in tests, and docs/status.md documents. Bump STATUS_SCHEMA_VERSION on any incompatible
  * change; adding optional fields is compatible.
  */
 import { z } from "zod";
 
+/** The document's `schemaVersion`: raised only by an incompatible change. */
 export const STATUS_SCHEMA_VERSION = 1;
 
 /** An app's state, as fleet tooling sees it. */
@@ -21,6 +22,7 @@ export const APP_STATES = [
   "failed", // the last attempt failed; retried with back-off
   "stopping",
 ] as const;
+/** One of APP_STATES. */
 export type AppState = typeof APP_STATES[number];
 
 const digest = z.string().regex(/^sha256:[0-9a-f]{64}$/);
@@ -34,8 +36,10 @@ export const ReasonSchema = z.object({
   details: z.record(z.union([z.number(), z.string()])).optional(),
   at: isoTime,
 });
+/** A machine reason with its message, facts and time. */
 export type StatusReason = z.infer<typeof ReasonSchema>;
 
+/** A fetch while it runs: bytes and blobs done of the version's total, and the speed. */
 export const ProgressSchema = z.object({
   /** Every blob of the version for this platform: bundle, manifests, configs, layers. Fixed once known. */
   bytesTotal: z.number().int().nonnegative(),
@@ -48,14 +52,17 @@ export const ProgressSchema = z.object({
   startedAt: isoTime,
   lastProgressAt: isoTime.optional(),
 });
+/** A fetch's progress, as ProgressSchema validates it. */
 export type Progress = z.infer<typeof ProgressSchema>;
 
+/** One blob being downloaded now: how far along, and whether it is retrying or stalled. */
 export const BlobSchema = z.object({
   digest,
   size: z.number().int().nonnegative(),
   bytesDone: z.number().int().nonnegative(),
   state: z.enum(["downloading", "retrying", "stalled"]),
 });
+/** One blob in flight, as BlobSchema validates it. */
 export type BlobStatus = z.infer<typeof BlobSchema>;
 
 /** One compose service of an app, as its container is in the engine. */
@@ -70,6 +77,7 @@ export const ServiceSchema = z.object({
   /** healthy, unhealthy, starting, or absent when the service has no health check. */
   health: z.string().optional(),
 });
+/** One service's container state, as ServiceSchema validates it. */
 export type ServiceStatus = z.infer<typeof ServiceSchema>;
 
 /** One configured app: its versions, state, reason, services, and its fetch while one runs. */
@@ -92,8 +100,10 @@ export const AppSchema = z.object({
   services: z.array(ServiceSchema),
   updatedAt: isoTime,
 });
+/** One app's entry of the document, as AppSchema validates it. */
 export type AppStatus = z.infer<typeof AppSchema>;
 
+/** The store: where it is, what it holds, what pruning would free and the free space left. */
 export const StoreSchema = z.object({
   path: z.string(),
   bytesUsed: z.number().int().nonnegative(),
@@ -104,6 +114,7 @@ export const StoreSchema = z.object({
   freeBytes: z.number().int().nonnegative(),
 });
 
+/** The whole document `GET /status` answers (schemaVersion 1). */
 export const StatusSchema = z.object({
   schemaVersion: z.literal(STATUS_SCHEMA_VERSION),
   agent: z.object({
@@ -126,6 +137,7 @@ export const StatusSchema = z.object({
   apps: z.array(AppSchema),
   lastError: ReasonSchema.extend({ app: z.string().optional() }).optional(),
 });
+/** The status document, as StatusSchema validates it. */
 export type Status = z.infer<typeof StatusSchema>;
 
 /** Counters the agent keeps for `/metrics` (monotonic since start). */
