@@ -19,6 +19,22 @@ const model = (stallSeconds = 60, pollIntervalSeconds = 300) =>
     now: () => clock,
   });
 
+/** "shop" starts fetching one 600-byte blob from byte 0. */
+function startOneBlobFetch(status: StatusModel): void {
+  status.transition("shop", "r/shop:1", "fetching");
+  status.fetchEvent("shop", {
+    type: "planned",
+    name: "r/shop@x",
+    digest: A,
+    bytesTotal: 600,
+    bytesDone: 0,
+    blobsTotal: 1,
+    blobsDone: 0,
+    blobs: [{ digest: A, size: 600, bytesDone: 0 }],
+  });
+  status.fetchEvent("shop", { type: "blob-start", digest: A, size: 600, offset: 0 });
+}
+
 Deno.test("progress: fixed total, stored and partial blobs count as done, never goes back", () => {
   const status = model();
   status.transition("shop", "r/shop:1", "fetching");
@@ -64,18 +80,7 @@ Deno.test("progress: fixed total, stored and partial blobs count as done, never 
 
 Deno.test("a fetch with no progress for the stall timeout is stalled, and fetching again when bytes flow", () => {
   const status = model(60);
-  status.transition("shop", "r/shop:1", "fetching");
-  status.fetchEvent("shop", {
-    type: "planned",
-    name: "r/shop@x",
-    digest: A,
-    bytesTotal: 600,
-    bytesDone: 0,
-    blobsTotal: 1,
-    blobsDone: 0,
-    blobs: [{ digest: A, size: 600, bytesDone: 0 }],
-  });
-  status.fetchEvent("shop", { type: "blob-start", digest: A, size: 600, offset: 0 });
+  startOneBlobFetch(status);
   clock += 60_000;
   status.checkStalls();
   assert.equal(status.snapshot().apps[0].state, "fetching", "not stalled at the timeout itself");
@@ -113,18 +118,7 @@ Deno.test("health: not ok once no reconcile has finished for two poll intervals,
   clock += 601_000;
   assert.match(status.health().reason ?? "", /^the last reconcile finished 601 s ago \(limit 600 s\)$/);
   // A long download outlasts two intervals: it counts as alive while bytes arrive within the stall timeout.
-  status.transition("shop", "r/shop:1", "fetching");
-  status.fetchEvent("shop", {
-    type: "planned",
-    name: "r/shop@x",
-    digest: A,
-    bytesTotal: 600,
-    bytesDone: 0,
-    blobsTotal: 1,
-    blobsDone: 0,
-    blobs: [{ digest: A, size: 600, bytesDone: 0 }],
-  });
-  status.fetchEvent("shop", { type: "blob-start", digest: A, size: 600, offset: 0 });
+  startOneBlobFetch(status);
   assert.deepEqual(status.health(), { ok: true });
   clock += 50_000;
   status.fetchEvent("shop", { type: "blob-progress", digest: A, bytesDone: 10, size: 600 });

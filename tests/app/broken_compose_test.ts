@@ -6,7 +6,7 @@
  * app fail with one line that says so.
  */
 import assert from "node:assert/strict";
-import { runBerth, scratchDir, testEnv, withServices } from "../harness/env.ts";
+import { deviceBerth, runBerth, scratchDir, testEnv, withServices } from "../harness/env.ts";
 import { RegistryPusher } from "../../src/registry/push.ts";
 import { parseReference } from "../../src/oci/reference.ts";
 import { OCI_MANIFEST } from "../../src/oci/mediatypes.ts";
@@ -296,16 +296,7 @@ Deno.test({
     // which never says that the reference is an image rather than an app. Fails until it does.
     const env = testEnv()!;
     const dir = await scratchDir("app-cli-image-");
-    const berth = (...args: string[]) =>
-      runBerth([
-        "--store",
-        `${dir}/store`,
-        "--compose-root",
-        `${dir}/apps`,
-        "--docker-host",
-        env.dockerHost,
-        ...args,
-      ]);
+    const berth = deviceBerth(dir, env.dockerHost);
     for (const ref of [env.images.appA.ref, env.images.multi.ref]) {
       assert.equal((await berth("pull", ref)).code, 0);
       const result = await berth("install", ref);

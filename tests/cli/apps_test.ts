@@ -4,21 +4,12 @@
  * needed.
  */
 import assert from "node:assert/strict";
-import { runBerth, scratchDir } from "../harness/env.ts";
+import { deviceBerth, scratchDir } from "../harness/env.ts";
 import { statIfExists } from "../../src/util/fs.ts";
 
 Deno.test("run, stop, rm and install of an app that is not there say so, even with no engine to reach", async () => {
   const dir = await scratchDir("no-engine-");
-  const berth = (...args: string[]) =>
-    runBerth([
-      "--store",
-      `${dir}/store`,
-      "--compose-root",
-      `${dir}/apps`,
-      "--docker-host",
-      `unix://${dir}/no-docker.sock`,
-      ...args,
-    ]);
+  const berth = deviceBerth(dir, `unix://${dir}/no-docker.sock`);
   for (const command of ["run", "stop", "rm"]) {
     const result = await berth(command, "nosuchapp");
     assert.equal(result.code, 1, `${command}: ${result.stderr}`);

@@ -3,7 +3,7 @@
  * several (or none) it says which versions are fetched and how to name one.
  */
 import assert from "node:assert/strict";
-import { runBerth, scratchDir, testEnv, withServices } from "../harness/env.ts";
+import { deviceBerth, runBerth, scratchDir, testEnv, withServices } from "../harness/env.ts";
 import { writeProject } from "../harness/projects.ts";
 
 Deno.test({
@@ -23,16 +23,7 @@ Deno.test({
     }
     const [v1, v2] = versions;
     const dir = await scratchDir("install-by-name-");
-    const berth = (...args: string[]) =>
-      runBerth([
-        "--store",
-        `${dir}/store`,
-        "--compose-root",
-        `${dir}/apps`,
-        "--docker-host",
-        env.dockerHost,
-        ...args,
-      ]);
+    const berth = deviceBerth(dir, env.dockerHost);
     const pulled = await berth("pull", v1);
     assert.equal(pulled.code, 0, pulled.stderr);
 

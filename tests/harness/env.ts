@@ -57,6 +57,28 @@ export async function runBerth(args: string[], env: Record<string, string> = {})
   return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
 }
 
+/**
+ * berth as on a device: its store and compose root under `dir`, talking to the engine at `dockerHost`;
+ * `extra` options go before each command's own arguments.
+ */
+export function deviceBerth(
+  dir: string,
+  dockerHost: string,
+  extra: string[] = [],
+): (...args: string[]) => Promise<BerthRun> {
+  return (...args) =>
+    runBerth([
+      "--store",
+      `${dir}/store`,
+      "--compose-root",
+      `${dir}/apps`,
+      "--docker-host",
+      dockerHost,
+      ...extra,
+      ...args,
+    ]);
+}
+
 /** Starts berth without waiting (for kill -9 tests). */
 export function spawnBerth(args: string[], env: Record<string, string> = {}): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
