@@ -16,7 +16,7 @@ import {
   type Status,
   STATUS_SCHEMA_VERSION,
   type StatusReason,
-} from "../status/schema.ts";
+} from "./status_schema.ts";
 
 /** Speed is the bytes of this window over its length. */
 const SPEED_WINDOW_MS = 5_000;

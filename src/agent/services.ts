@@ -5,7 +5,7 @@
 import { BerthError } from "../util/errors.ts";
 import type { Engine } from "../docker/engine.ts";
 import { sleep } from "../util/async.ts";
-import type { ServiceStatus } from "../status/schema.ts";
+import type { ServiceStatus } from "./status_schema.ts";
 
 const SERVICE_LABEL = "com.docker.compose.service";
 

@@ -10,7 +10,7 @@ import { readNoFollow } from "../store/nofollow.ts";
 import { parseDigest } from "../oci/digest.ts";
 import { parseReference } from "../oci/reference.ts";
 import type { Store } from "../store/store.ts";
-import type { StatusReason } from "../status/schema.ts";
+import type { StatusReason } from "./status_schema.ts";
 
 const STATE_FILE = "agent.json";
 

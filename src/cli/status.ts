@@ -4,7 +4,7 @@
  * the agent holds it.
  */
 import { BerthError, errorMessage } from "../util/errors.ts";
-import { type AppStatus, type Status, STATUS_SCHEMA_VERSION, StatusSchema } from "../status/schema.ts";
+import { type AppStatus, type Status, STATUS_SCHEMA_VERSION, StatusSchema } from "../agent/status_schema.ts";
 import { connectHost, formatListen, parseListen } from "../util/listen_address.ts";
 import { DEFAULT_STATUS_LISTEN } from "../config/defaults.ts";
 import { type Context, formatBytes, shortDigest } from "./context.ts";

@@ -3,7 +3,7 @@
  * 0.0.4. Every family has its HELP and TYPE lines even before it has a sample, so dashboards and alerts can
  * be written against a fresh device.
  */
-import { APP_STATES, type Counters, type Status } from "./schema.ts";
+import { APP_STATES, type Counters, type Status } from "../agent/status_schema.ts";
 
 /** The Content-Type of /metrics: the Prometheus text format version renderMetrics writes. */
 export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";

@@ -2,7 +2,7 @@
  * The status endpoint: a read-only view of the agent, declared as one table of routes.
  *
  *   GET /          the human page (no data in it, so no token needed)
- *   GET /status    the status document (schema.ts), with a strong ETag and 304 on If-None-Match
+ *   GET /status    the status document (agent/status_schema.ts), with a strong ETag and 304 on If-None-Match
  *   GET /healthz   200 {ok:true} or 503 {ok:false, reason}; never needs the token (for supervisors)
  *   GET /metrics   Prometheus text format (metrics.ts)
  *
@@ -16,7 +16,7 @@
  */
 import { type Context, type Handler, Hono, type MiddlewareHandler } from "hono";
 import { BerthError } from "../util/errors.ts";
-import type { Counters, Status } from "./schema.ts";
+import type { Counters, Status } from "../agent/status_schema.ts";
 import { METRICS_CONTENT_TYPE, renderMetrics } from "./metrics.ts";
 import { STATUS_PAGE_HTML } from "./page.ts";
 import {

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { type Dockerd, run, startDockerd } from "../harness/services.ts";
 import { type FaultProxy, startFaultProxy } from "../harness/fault_proxy.ts";
 import { runBerth, scratchDir, type TestEnv, testEnv } from "../harness/env.ts";
-import { type AppStatus, type Status, StatusSchema } from "../../src/status/schema.ts";
+import { type AppStatus, type Status, StatusSchema } from "../../src/agent/status_schema.ts";
 import { parseExposition } from "../status/metrics_check.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;

@@ -19,7 +19,7 @@ import {
   waitForPasses,
   writeConfig,
 } from "./agent_harness.ts";
-import type { AppStatus } from "../../src/status/schema.ts";
+import type { AppStatus } from "../../src/agent/status_schema.ts";
 
 const MiB = 1024 * 1024;
 

@@ -1,7 +1,7 @@
 /** The agent's status model: progress from pull events, stall detection, health, the schema. */
 import assert from "node:assert/strict";
 import { StatusModel } from "../../src/agent/model.ts";
-import { StatusSchema } from "../../src/status/schema.ts";
+import { StatusSchema } from "../../src/agent/status_schema.ts";
 import { createLogger } from "../../src/util/log.ts";
 
 const A = `sha256:${"a".repeat(64)}`;

@@ -10,7 +10,7 @@ import { PERMISSION_FLAGS } from "../../build/permissions.ts";
 import { outputPath } from "../../build/compile.ts";
 import { freePort, run } from "../harness/services.ts";
 import { scratchDir, testEnv, withServices } from "../harness/env.ts";
-import { StatusSchema } from "../../src/status/schema.ts";
+import { StatusSchema } from "../../src/agent/status_schema.ts";
 import { VERSION } from "../../src/version.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;

@@ -1,5 +1,5 @@
 /** A fixed in-memory StatusSource for the status endpoint's tests: one app mid-fetch, one running. */
-import type { Counters, Status } from "../../src/status/schema.ts";
+import type { Counters, Status } from "../../src/agent/status_schema.ts";
 import type { StatusSource } from "../../src/status/server.ts";
 
 const digest = (hex: string) => `sha256:${hex.repeat(64 / hex.length)}`;

@@ -1,7 +1,7 @@
 /** /metrics output: valid text format, the expected series, escaped label values. */
 import assert from "node:assert/strict";
 import { escapeLabelValue, renderMetrics } from "../../src/status/metrics.ts";
-import { APP_STATES } from "../../src/status/schema.ts";
+import { APP_STATES } from "../../src/agent/status_schema.ts";
 import { parseExposition } from "./metrics_check.ts";
 import { sampleCounters, sampleStatus } from "./fixture.ts";
 

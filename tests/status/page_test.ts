@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { serveStatus } from "../../src/status/server.ts";
-import type { Status } from "../../src/status/schema.ts";
+import type { Status } from "../../src/agent/status_schema.ts";
 import { FixedSource, sampleStatus } from "./fixture.ts";
 
 const CHROMIUM = ["chromium", "chromium-browser"].map(findOnPath).find((path) => path !== undefined);

@@ -3,7 +3,7 @@
  * what the agent's model puts in the document.
  */
 import assert from "node:assert/strict";
-import { StatusSchema } from "../../src/status/schema.ts";
+import { StatusSchema } from "../../src/agent/status_schema.ts";
 import { StatusModel } from "../../src/agent/model.ts";
 import { createLogger } from "../../src/util/log.ts";
 import { statusRoutes } from "../../src/status/server.ts";

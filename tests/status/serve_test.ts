@@ -3,7 +3,7 @@
  * separate process, and the rules on where it may listen.
  */
 import assert from "node:assert/strict";
-import { StatusSchema } from "../../src/status/schema.ts";
+import { StatusSchema } from "../../src/agent/status_schema.ts";
 import { serveStatus } from "../../src/status/server.ts";
 import { fetchAgentStatus, formatStatus } from "../../src/cli/status.ts";
 import { BerthError } from "../../src/util/errors.ts";

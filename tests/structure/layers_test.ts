@@ -20,8 +20,8 @@ const RANKS: Record<string, number> = {
   fetch: 3,
   docker: 3,
   app: 4,
-  status: 5,
-  agent: 6,
+  agent: 5,
+  status: 6,
   config: 7,
   cli: 8,
 };
