@@ -28,7 +28,10 @@ export interface EngineImages {
   inspectImage(id: string): Promise<unknown>;
 }
 
-/** One filesystem judged against the policy; `fits` is also true when the pull needs nothing of it. */
+/**
+ * One filesystem judged against the policy; `fits` is also true when the pull needs nothing of it. A
+ * filesystem of unknown capacity gets none: the report's `storeSkipped`/`engineSkipped` says so instead.
+ */
 export interface SpaceCheck {
   /** What the bytes are for: "store", "engine", or "store and engine" when they share a filesystem. */
   what: string;
@@ -47,11 +50,16 @@ export interface SpaceCheck {
 export interface SpaceReport {
   checks: SpaceCheck[];
   fits: boolean;
+  /** Why the store's side was not checked, when it was not (its capacity is unknown): a warning to show. */
+  storeSkipped?: string;
   /** Why the engine's side was not checked, when it was not. */
   engineSkipped?: string;
 }
 
-/** Judges one filesystem against the policy. */
+/**
+ * Judges one filesystem against the policy. One of unknown capacity always fits: df gives nothing to judge
+ * by, and a disk that does fill fails the write itself (`insufficient_storage`).
+ */
 export function judge(
   space: Omit<FsSpace, "device">,
   what: string,
@@ -71,7 +79,49 @@ export function judge(
     sizeBytes: space.sizeBytes,
     freeAfter,
     usedPercentAfter,
-    fits: needBytes === 0 || (freeAfter >= policy.reserve && usedPercentAfter <= policy.watermark),
+    fits: needBytes === 0 || space.capacityUnknown !== undefined ||
+      (freeAfter >= policy.reserve && usedPercentAfter <= policy.watermark),
+  };
+}
+
+/** One side's filesystem and what the pull needs of it. */
+export interface SpaceNeed {
+  space: FsSpace;
+  need: number;
+}
+
+/** The note for a side whose filesystem reports no capacity. */
+function unknownCapacity(what: string, space: FsSpace): string {
+  return `${what} not checked: ${space.path} is on ${space.mountedOn}, whose capacity is unknown ` +
+    `(${space.capacityUnknown})`;
+}
+
+/**
+ * The report for the store's need and the engine's (or why the engine was not asked): one check per
+ * filesystem of known capacity, the two summed when they share one; a side on a filesystem of unknown
+ * capacity is not judged, and `storeSkipped`/`engineSkipped` says why.
+ */
+export function spaceReport(store: SpaceNeed, engine: SpaceNeed | string, policy: SpacePolicy): SpaceReport {
+  const needs: { what: string; space: FsSpace; need: number }[] = [];
+  let storeSkipped: string | undefined;
+  let engineSkipped = typeof engine === "string" ? engine : undefined;
+  if (store.space.capacityUnknown) {
+    storeSkipped = `${
+      unknownCapacity("store", store.space)
+    }; the pull goes on, and fails only if the disk fills`;
+  } else needs.push({ what: "store", ...store });
+  if (typeof engine !== "string") {
+    if (engine.space.capacityUnknown) engineSkipped = unknownCapacity("engine", engine.space);
+    else if (engine.space.device === store.space.device) {
+      needs[0] = { what: "store and engine", space: store.space, need: store.need + engine.need };
+    } else needs.push({ what: "engine", ...engine });
+  }
+  const checks = needs.map(({ what, space, need }) => judge(space, what, need, policy));
+  return {
+    checks,
+    fits: checks.every((check) => check.fits),
+    ...(storeSkipped ? { storeSkipped } : {}),
+    ...(engineSkipped ? { engineSkipped } : {}),
   };
 }
 
@@ -156,26 +206,22 @@ export interface CheckOptions {
   arch?: string;
 }
 
-/** Checks the plan against the store's (and the engine's) filesystem; never throws for lack of space. */
+/**
+ * Checks the plan against the store's (and the engine's) filesystem; never throws for lack of space, nor
+ * for a filesystem that reports no capacity (the report says so). Throws `store_io` when df cannot be read.
+ */
 export async function checkSpace(store: Store, plan: PullPlan, options: CheckOptions): Promise<SpaceReport> {
-  const storeSpace = await spaceOf(store.root);
-  const needs: { what: string; space: FsSpace; need: number }[] = [
-    { what: "store", space: storeSpace, need: storeNeed(plan) },
-  ];
-  let engineSkipped: string | undefined;
+  const storeSide = { space: await spaceOf(store.root), need: storeNeed(plan) };
+  let engineSide: SpaceNeed | string = "engine not checked: no engine";
   if (options.engine && options.engineDataRoot) {
     try {
       const need = await engineNeed(store, plan, options.engine, options.arch ?? "amd64");
-      const space = await spaceOf(options.engineDataRoot);
-      if (space.device === storeSpace.device) {
-        needs[0] = { what: "store and engine", space: storeSpace, need: needs[0].need + need };
-      } else needs.push({ what: "engine", space, need });
+      engineSide = { space: await spaceOf(options.engineDataRoot), need };
     } catch (error) {
-      engineSkipped = `engine not checked: ${errorMessage(error)}`;
+      engineSide = `engine not checked: ${errorMessage(error)}`;
     }
-  } else engineSkipped = "engine not checked: no engine";
-  const checks = needs.map(({ what, space, need }) => judge(space, what, need, options.policy));
-  return { checks, fits: checks.every((check) => check.fits), ...(engineSkipped ? { engineSkipped } : {}) };
+  }
+  return spaceReport(storeSide, engineSide, options.policy);
 }
 
 const MiB = 1024 * 1024;

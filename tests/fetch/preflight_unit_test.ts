@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import {
   judge,
   parseLayerUsage,
+  spaceReport,
   storeNeed,
   UNPACK_ESTIMATE_FACTOR,
   unpackedBytes,
@@ -28,6 +29,156 @@ Deno.test("df -P output from coreutils and busybox, mount points with spaces", (
   assert.equal(parsed.mountedOn, "/media/my data");
   assert.equal(parsed.freeBytes, 16 * MiB);
   assert.throws(() => parseDf("df: /nope: No such file or directory\n", "/nope"), /unexpected df output/);
+});
+
+const HEADER = "Filesystem     1024-blocks  Used Available Capacity Mounted on\n";
+
+Deno.test("df of a filesystem that reports no capacity: 0 blocks (FUSE without statfs, ramfs) or '-' figures", () => {
+  // coreutils on a FUSE filesystem that does not answer statfs: all zero, and "-" for the capacity.
+  assert.deepEqual(
+    parseDf(HEADER + "memfs                    0     0         0        - /mnt/x\n", "/mnt/x/s"),
+    {
+      path: "/mnt/x/s",
+      mountedOn: "/mnt/x",
+      sizeBytes: 0,
+      usedBytes: 0,
+      freeBytes: 0,
+      capacityUnknown: "df reports 0 blocks",
+    },
+  );
+  // busybox prints 0% for the same filesystem.
+  const busybox = "Filesystem           1024-blocks    Used Available Capacity Mounted on\n" +
+    "ramfs                        0         0         0   0% /run/power cut\n";
+  const ramfs = parseDf(busybox, "/run/power cut/store");
+  assert.equal(ramfs.capacityUnknown, "df reports 0 blocks");
+  assert.equal(ramfs.mountedOn, "/run/power cut");
+  // A FUSE mount named after its device.
+  assert.equal(
+    parseDf(HEADER + "/dev/fuse 0 0 0 - /media/sd card\n", "/media/sd card").mountedOn,
+    "/media/sd card",
+  );
+  // coreutils prints "-" for figures it cannot know (an over-mounted device).
+  const unknown = parseDf(HEADER + "/dev/sdb1 - - - - /mnt/old\n", "/mnt/old");
+  assert.equal(unknown.capacityUnknown, "df reports no size");
+  assert.equal(unknown.usedBytes, undefined);
+  const noAvailable = parseDf(HEADER + "nfs:/x 1024 12 - - /mnt/nfs\n", "/mnt/nfs");
+  assert.equal(noAvailable.capacityUnknown, "df reports no available space figure");
+});
+
+Deno.test("df with a size but nothing available is known: full, not unknown", () => {
+  // Every free block reserved for root: used + available is 0, and coreutils prints "-" for the capacity.
+  const full = parseDf(HEADER + "/dev/sdc1 1024 0 0 - /data\n", "/data");
+  assert.equal(full.capacityUnknown, undefined);
+  assert.equal(full.sizeBytes, MiB);
+  assert.equal(full.freeBytes, 0);
+  assert.ok(!judge(full, "store", 1, { watermark: 95, reserve: 0 }).fits);
+  // A negative available figure (more reserved than free) is a figure too.
+  assert.equal(parseDf(HEADER + "/dev/sdc1 1024 1000 -10 101% /data\n", "/data").freeBytes, -10 * 1024);
+});
+
+Deno.test("df output that is broken stays an error: no data line, words for figures, no capacity column", () => {
+  for (
+    const output of [
+      "",
+      "df: /nope: No such file or directory\n",
+      HEADER,
+      HEADER + "/dev/vda 264212084 24928056 81462856 /\n",
+      HEADER + "/dev/vda big used free 24% /\n",
+      HEADER + "/dev/vda 264212084 - 81462856 24 /\n",
+      "<html>Service Unavailable</html>\nsomething else entirely here\n",
+    ]
+  ) {
+    assert.throws(() => parseDf(output, "/s"), /unexpected df output/, JSON.stringify(output));
+  }
+});
+
+Deno.test("an unknown capacity fits with a note: the store is not judged, the report says why", () => {
+  const policy = { watermark: 95, reserve: 5 * MiB };
+  const unknown = {
+    path: "/mnt/x/store",
+    mountedOn: "/mnt/x",
+    sizeBytes: 0,
+    freeBytes: 0,
+    capacityUnknown: "df reports 0 blocks",
+    device: 7,
+  };
+  assert.ok(judge(unknown, "store", 40 * MiB, policy).fits, "an unknown capacity is never judged full");
+
+  const alone = spaceReport({ space: unknown, need: 40 * MiB }, "engine not checked: no engine", policy);
+  assert.deepEqual(alone.checks, []);
+  assert.equal(alone.fits, true);
+  assert.equal(
+    alone.storeSkipped,
+    "store not checked: /mnt/x/store is on /mnt/x, whose capacity is unknown (df reports 0 blocks); " +
+      "the pull goes on, and fails only if the disk fills",
+  );
+  assert.equal(alone.engineSkipped, "engine not checked: no engine");
+
+  // The engine's own filesystem is still judged, and can still refuse.
+  const disk = {
+    path: "/var/lib/docker",
+    mountedOn: "/",
+    sizeBytes: 100 * MiB,
+    freeBytes: 20 * MiB,
+    device: 1,
+  };
+  const engine = spaceReport({ space: unknown, need: 40 * MiB }, { space: disk, need: 30 * MiB }, policy);
+  assert.deepEqual(engine.checks.map((check) => [check.what, check.fits]), [["engine", false]]);
+  assert.equal(engine.fits, false);
+  assert.match(engine.storeSkipped!, /^store not checked: /);
+
+  // One unknown filesystem for both: neither side is judged, and both say so.
+  const shared = spaceReport(
+    { space: unknown, need: 40 * MiB },
+    { space: { ...unknown, path: "/mnt/x/docker" }, need: 30 * MiB },
+    policy,
+  );
+  assert.deepEqual(shared.checks, []);
+  assert.equal(shared.fits, true);
+  assert.match(shared.storeSkipped!, /^store not checked: /);
+  assert.equal(
+    shared.engineSkipped,
+    "engine not checked: /mnt/x/docker is on /mnt/x, whose capacity is unknown (df reports 0 blocks)",
+  );
+
+  // An unknown engine filesystem beside a known store: the store is judged, the engine skipped.
+  const store = { ...disk, path: "/var/lib/berth" };
+  const other = spaceReport(
+    { space: store, need: 10 * MiB },
+    { space: { ...unknown, path: "/mnt/x/docker", device: 9 }, need: 30 * MiB },
+    policy,
+  );
+  assert.deepEqual(other.checks.map((check) => [check.what, check.fits]), [["store", true]]);
+  assert.equal(other.storeSkipped, undefined);
+  assert.match(other.engineSkipped!, /^engine not checked: \/mnt\/x\/docker is on \/mnt\/x, whose capacity/);
+});
+
+Deno.test("known filesystems: one check each, or one for both when they share a device", () => {
+  const policy = { watermark: 95, reserve: 0 };
+  const disk = {
+    path: "/var/lib/berth",
+    mountedOn: "/",
+    sizeBytes: 100 * MiB,
+    freeBytes: 50 * MiB,
+    device: 1,
+  };
+  const shared = spaceReport(
+    { space: disk, need: 10 * MiB },
+    { space: { ...disk, path: "/var/lib/docker" }, need: 20 * MiB },
+    policy,
+  );
+  assert.deepEqual(shared.checks.map((check) => [check.what, check.needBytes]), [[
+    "store and engine",
+    30 * MiB,
+  ]]);
+  assert.equal(shared.storeSkipped, undefined);
+  assert.equal(shared.engineSkipped, undefined);
+  const apart = spaceReport(
+    { space: disk, need: 10 * MiB },
+    { space: { ...disk, path: "/var/lib/docker", device: 2 }, need: 20 * MiB },
+    policy,
+  );
+  assert.deepEqual(apart.checks.map((check) => check.what), ["store", "engine"]);
 });
 
 Deno.test("the policy: reserve and watermark both bind; nothing needed always fits", () => {
