@@ -2,7 +2,7 @@
  * `berth check REF...`: the storage pre-flight on its own — would these references fit? It plans the pull
  * (for an app this stores its own blobs, the bundle naming the images, once their declared sizes fit) and
  * checks the store's filesystem and, when the engine answers, its data root's, then stops before any layer
- * is downloaded.
+ * is downloaded. A filesystem that reports no capacity is reported as not checked, not as a failure.
  */
 import { readAppArtifact } from "../app/artifact.ts";
 import { errorMessage, UsageError } from "../util/errors.ts";
@@ -53,12 +53,16 @@ export async function checkPlan(context: Context, store: Store, plan: PullPlan):
   }
 }
 
-/** `pull`'s pre-flight hook: throws `insufficient_storage` when the plan does not fit. */
-export async function refuseIfNoRoom(context: Context, store: Store, plan: PullPlan): Promise<void> {
+/**
+ * `pull`'s pre-flight hook: throws `insufficient_storage` when the plan does not fit, else returns the
+ * report (whose `storeSkipped` the caller shows).
+ */
+export async function refuseIfNoRoom(context: Context, store: Store, plan: PullPlan): Promise<SpaceReport> {
   const report = await checkPlan(context, store, plan);
   if (!report.fits) {
     throw insufficientStorage(plan.refs.map((ref) => ref.name).join(", "), report, context.config.storage);
   }
+  return report;
 }
 
 /** `berth check REF...`: the pull's plan and pre-flight, fetching no layer; exit 1 when it does not fit. */
@@ -96,6 +100,7 @@ export async function checkCommand(context: Context): Promise<number> {
             `(${check.usedPercentAfter.toFixed(1)}% used): ${check.fits ? "fits" : "does NOT fit"}`,
         );
       }
+      if (report.storeSkipped) context.say(report.storeSkipped);
       if (report.engineSkipped) context.say(report.engineSkipped);
     }
     if (!report.fits) {

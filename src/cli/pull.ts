@@ -18,6 +18,7 @@ export async function pullCommand(context: Context): Promise<number> {
   const fresh = await beforeFirstPull(context.storePath);
   const store = await Store.open(context.storePath, { write: true, command: "pull" });
   let pulled = false;
+  let warnedSkipped = false;
   const client = new RegistryClient(context.registry);
   const abort = new AbortController();
   const onSignal = () =>
@@ -38,7 +39,16 @@ export async function pullCommand(context: Context): Promise<number> {
       rateLimit: context.config.rateLimit,
       signal: abort.signal,
       onEvent: (event) => report(context, event, progress),
-      preflight: (plan) => refuseIfNoRoom(context, store, plan),
+      preflight: async (plan) => {
+        const { storeSkipped } = await refuseIfNoRoom(context, store, plan);
+        // An app is checked twice (its own blobs, then the whole plan): one warning is enough.
+        if (storeSkipped && !warnedSkipped) {
+          warnedSkipped = true;
+          const line = `berth: warning: ${storeSkipped}`;
+          if (progress) progress.note(line);
+          else context.note(line);
+        }
+      },
       limits: context.config.limits,
     });
     progress?.finish();
