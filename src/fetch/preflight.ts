@@ -106,9 +106,8 @@ export function spaceReport(store: SpaceNeed, engine: SpaceNeed | string, policy
   let storeSkipped: string | undefined;
   let engineSkipped = typeof engine === "string" ? engine : undefined;
   if (store.space.capacityUnknown) {
-    storeSkipped = `${
-      unknownCapacity("store", store.space)
-    }; the pull goes on, and fails only if the disk fills`;
+    storeSkipped = unknownCapacity("store", store.space) +
+      "; the pull goes on, and fails only if the disk fills";
   } else needs.push({ what: "store", ...store });
   if (typeof engine !== "string") {
     if (engine.space.capacityUnknown) engineSkipped = unknownCapacity("engine", engine.space);

@@ -41,10 +41,12 @@ export function parseDf(output: string, path: string): Omit<FsSpace, "device"> {
   const lines = output.trim().split("\n").filter(Boolean);
   const fields = lines[lines.length - 1]?.trim().split(/\s+/) ?? [];
   // Filesystem 1024-blocks Used Available Capacity Mounted-on (a filesystem name or mount point may hold
-  // spaces: the capacity is the first field, from the fifth on, that follows three figures).
+  // spaces: the capacity is the first field, from the fifth on, that follows three figures and comes
+  // before a mount point).
   if (lines.length < 2 || fields.length < 6) throw unexpected();
   const capacityIndex = fields.findIndex((field, i) =>
-    i >= 4 && DF_CAPACITY.test(field) && fields.slice(i - 3, i).every((figure) => DF_FIGURE.test(figure))
+    i >= 4 && i < fields.length - 1 && DF_CAPACITY.test(field) &&
+    fields.slice(i - 3, i).every((figure) => DF_FIGURE.test(figure))
   );
   if (capacityIndex < 0) throw unexpected();
   const [size, used, available] = fields.slice(capacityIndex - 3, capacityIndex)

@@ -85,6 +85,7 @@ Deno.test("df output that is broken stays an error: no data line, words for figu
       HEADER + "/dev/vda 264212084 24928056 81462856 /\n",
       HEADER + "/dev/vda big used free 24% /\n",
       HEADER + "/dev/vda 264212084 - 81462856 24 /\n",
+      HEADER + "my disk 264212084 24928056 81462856 24%\n",
       "<html>Service Unavailable</html>\nsomething else entirely here\n",
     ]
   ) {
