@@ -112,16 +112,17 @@ Deno.test({
       assert.deepEqual(stored.fetched, [ref]);
 
       await device.factoryReset();
-      const restored = JSON.parse(await device.ok("--json", "restore"));
+      const restored = await device.berth("--json", "restore");
+      assert.equal(restored.code, 0, restored.stderr);
+      assert.equal(await device.webImage("shop"), appA.configDigest, "v1's image runs, not v2's");
+      assert.deepEqual(await device.installedDigest("shop"), { record: v1, project: v1 });
+      assert.deepEqual(await listedApps(device), [["shop", ref, true]]);
       assert.deepEqual(
-        restored.apps.map((
+        JSON.parse(restored.stdout).apps.map((
           app: { name: string; digest: string; ok: boolean },
         ) => [app.name, app.digest, app.ok]),
         [["shop", v1, true]],
       );
-      assert.equal(await device.webImage("shop"), appA.configDigest, "v1's image runs, not v2's");
-      assert.deepEqual(await device.installedDigest("shop"), { record: v1, project: v1 });
-      assert.deepEqual(await listedApps(device), [["shop", ref, true]]);
       // The version restored is the one installed: install of the tag is an update to v2, not a no-op.
       const update = JSON.parse(await device.ok("--json", "install", ref));
       assert.deepEqual([update.digest, update.alreadyInstalled], [v2, false]);
