@@ -332,12 +332,12 @@ export async function removeApp(device: Device, name: string): Promise<void> {
   await Deno.remove(aside, { recursive: true });
 }
 
-/** What a restore did for one app: it came back (installed, and started if recorded as running), or why not. */
+/** What a restore did for one app: it came back (installed; started if recorded as running), or why not. */
 export type RestoreOutcome =
   & {
     name: string;
     ref: string;
-    /** The app manifest digest the store records as installed: the version restored, whatever its tag names now. */
+    /** The app manifest digest recorded as installed: the version restored, whatever its tag names now. */
     digest: string;
   }
   & (
