@@ -332,24 +332,54 @@ export async function removeApp(device: Device, name: string): Promise<void> {
   await Deno.remove(aside, { recursive: true });
 }
 
-/** What a restore did for one app: its install, and whether it was started. */
-export interface RestoreResult {
-  name: string;
-  installed: InstallResult;
-  started: boolean;
+/** What a restore did for one app: it came back (installed; started if recorded as running), or why not. */
+export type RestoreOutcome =
+  & {
+    name: string;
+    ref: string;
+    /** The app manifest digest recorded as installed: the version restored, whatever its tag names now. */
+    digest: string;
+  }
+  & (
+    | { ok: true; installed: InstallResult; started: boolean }
+    /** `installed` is there when the install succeeded and the start failed. */
+    | { ok: false; error: unknown; installed?: InstallResult }
+  );
+
+/** What a caller of restoreApps may add: a word on each app as it is done, and a way to stop early. */
+export interface RestoreOptions {
+  /**
+   * Called once per app as soon as it is done; what it throws ends the restore there (as a caller may when
+   * the engine is gone, rather than fail every app after it the same way).
+   */
+  onApp?: (outcome: RestoreOutcome) => void | Promise<void>;
+  /** Checked before each app: once aborted, the apps not yet begun are left as they are. */
+  signal?: AbortSignal;
 }
 
 /**
  * After a factory reset (engine data root and compose root wiped, store kept): re-installs every app the
- * store records as installed and runs those recorded as running — from the store alone.
+ * store records as installed, at the digest recorded (the tag it was pulled as may name a newer version
+ * now), and runs those recorded as running — from the store alone. Every app is tried: one that fails is
+ * in its outcome, not thrown, so it keeps no other app down. Only reading the records can throw.
  */
-export async function restoreApps(device: Device): Promise<RestoreResult[]> {
-  const results: RestoreResult[] = [];
+export async function restoreApps(device: Device, options: RestoreOptions = {}): Promise<RestoreOutcome[]> {
+  const outcomes: RestoreOutcome[] = [];
   for (const record of Object.values(await readApps(device.store))) {
+    if (options.signal?.aborted) break;
     if (!record.installed) continue;
-    const installed = await installApp(device, record.ref);
-    if (record.running) await runApp(device, record.name);
-    results.push({ name: record.name, installed, started: record.running });
+    const app = { name: record.name, ref: record.ref, digest: record.digest };
+    let outcome: RestoreOutcome;
+    let installed: InstallResult | undefined;
+    try {
+      installed = await installApp(device, { ref: record.ref, manifestDigest: record.digest });
+      if (record.running) await runApp(device, record.name);
+      outcome = { ...app, ok: true, installed, started: record.running };
+    } catch (error) {
+      outcome = { ...app, ok: false, error, ...(installed ? { installed } : {}) };
+    }
+    outcomes.push(outcome);
+    await options.onApp?.(outcome);
   }
-  return results;
+  return outcomes;
 }

@@ -1,5 +1,6 @@
 /** The compose-app commands: publish, install, run, stop, rm, restore. */
-import { BerthError, UsageError } from "../util/errors.ts";
+import { BerthError, errorMessage, UsageError } from "../util/errors.ts";
+import { messageLine } from "../util/text.ts";
 import { formatReference, parseReference } from "../oci/reference.ts";
 import { RegistryPusher } from "../registry/push.ts";
 import { Store } from "../store/store.ts";
@@ -12,6 +13,7 @@ import {
   installedApp,
   removeApp,
   restoreApps,
+  type RestoreOutcome,
   runApp,
   stopApp,
 } from "../app/lifecycle.ts";
@@ -170,18 +172,51 @@ export const stopCommand = appAction("stop", stopApp, "is stopped");
 /** `berth rm APP`: removes a stopped app's project and record; its content stays in the store. */
 export const rmCommand = appAction("rm", removeApp, "is removed (its content stays in the store)");
 
-/** `berth restore`: every app recorded as installed, installed again from the store alone; those recorded as running started. */
+/** One app of `berth restore --json`: the version restored, whether it came back, and if not, why. */
+interface RestoredApp {
+  name: string;
+  ref: string;
+  digest: string;
+  ok: boolean;
+  /** Whether it was started (it is recorded as one that should run); only when ok. */
+  started?: boolean;
+  /** BerthError's reason, or "internal" for a failure berth did not expect; only when not ok. */
+  reason?: string;
+  message?: string;
+}
+
+/** An outcome as --json gives it, and as the one line on stderr names it. */
+function restoredApp(outcome: RestoreOutcome): RestoredApp {
+  const { name, ref, digest } = outcome;
+  if (outcome.ok) return { name, ref, digest, ok: true, started: outcome.started };
+  const reason = outcome.error instanceof BerthError ? outcome.error.reason : "internal";
+  return { name, ref, digest, ok: false, reason, message: messageLine(errorMessage(outcome.error)) };
+}
+
+/**
+ * `berth restore`: every app recorded as installed, installed again at its recorded digest from the store
+ * alone, and those recorded as running started. Every app is tried; one line per app as it is done (a
+ * failure on stderr, naming app, digest and reason). Exit 0 only when every app came back.
+ */
 export function restoreCommand(context: Context): Promise<number> {
   if (context.args.positional.length > 0) throw new UsageError("restore takes no arguments");
   return withDevice(context, "restore", async (device) => {
-    const results = await restoreApps(device);
-    if (context.json) context.emit({ restored: results });
-    for (const result of results) {
-      context.say(
-        `Restored app ${result.name} ${result.installed.digest}${result.started ? " and started it" : ""}`,
-      );
-    }
-    if (results.length === 0) context.say("No installed apps recorded in the store");
-    return 0;
+    const apps: RestoredApp[] = [];
+    await restoreApps(device, {
+      onApp: (outcome) => {
+        const app = restoredApp(outcome);
+        apps.push(app);
+        if (app.ok) {
+          context.say(`Restored app ${app.name} ${app.digest}${app.started ? " and started it" : ""}`);
+        } else {
+          context.note(
+            `berth: app ${app.name} ${app.digest} was not restored (${app.reason}): ${app.message}`,
+          );
+        }
+      },
+    });
+    if (context.json) context.emit({ apps });
+    if (apps.length === 0) context.say("No installed apps recorded in the store");
+    return apps.every((app) => app.ok) ? 0 : 1;
   });
 }
