@@ -21,7 +21,7 @@ import { backoffDelay, sleep } from "../util/async.ts";
 import { formatReference, parseReference, type Reference } from "../oci/reference.ts";
 import type { Platform } from "../oci/platform.ts";
 import type { Store } from "../store/store.ts";
-import { type AppRecord, readApps, writeApp } from "../store/apps.ts";
+import { type AppRecord, readApps } from "../store/apps.ts";
 import { findStoredImage, readManifest } from "../store/images.ts";
 import { REF_NAME } from "../store/annotations.ts";
 import { pull, type PullEvent, type PullPlan } from "../fetch/pull.ts";
@@ -36,8 +36,9 @@ import { checkPlanSpace, type SpacePolicy } from "../fetch/preflight.ts";
 import { spaceOf } from "../util/disk_space.ts";
 import { type ManagedApp, readAgentState, writeAgentState } from "./state.ts";
 import type { Logger } from "../util/log.ts";
-import { reasonOf, StatusModel } from "./model.ts";
-import { serviceStatuses, waitUntilUp } from "./services.ts";
+import { StatusModel } from "./model.ts";
+import { serviceStatuses } from "./services.ts";
+import { AppUpdate, resumeUpdate, type UpdateContext } from "./update.ts";
 
 /** Everything the agent is told: the resolved command-line options and the config file. */
 export interface AgentSettings {
@@ -239,6 +240,13 @@ export class Agent {
         previousDigests: record.previous ?? [],
       });
       try {
+        const managed = state.apps[record.name];
+        // An update a killed agent left half-way is verified again, or its roll-back finished.
+        if (
+          managed && await resumeUpdate(this.#updateContext(signal), device, record.name, managed, record)
+        ) {
+          continue;
+        }
         const installed = await installApp(device, { ref: record.ref, manifestDigest: record.digest });
         if (!installed.alreadyInstalled) {
           this.#log.info(`re-created app ${record.name} from the store`, {
@@ -388,6 +396,12 @@ export class Agent {
     const state = await readAgentState(this.#store);
     const managed: ManagedApp = { ...state.apps[name], ref: refText };
     let record = (await readApps(this.#store))[name];
+    if (managed.update && !managed.update.outcome) {
+      // An update stopped half-way (a roll-back that failed, say) is taken up before anything new.
+      if (await resumeUpdate(this.#updateContext(signal), await this.#device(), name, managed, record)) {
+        return;
+      }
+    }
     this.#model.setApp(name, refText, {
       currentDigest: record?.installed ? record.digest : undefined,
       previousDigests: record?.previous ?? [],
@@ -400,7 +414,10 @@ export class Agent {
 
     if (record?.installed && record.digest === digest) {
       if (managed.desiredDigest || managed.failedDigest || !state.apps[name]) {
-        await this.#saveManaged(name, { ref: refText });
+        await this.#saveManaged(name, {
+          ref: refText,
+          ...(managed.update ? { update: managed.update } : {}),
+        });
       }
       await this.#ensureRunning(device, record, refText);
       return;
@@ -412,12 +429,23 @@ export class Agent {
     }
 
     const updating = record?.installed === true;
-    await this.#saveManaged(name, { ref: refText, desiredDigest: digest });
+    if (managed.update && !managed.update.outcome && managed.update.digest !== digest) {
+      this.#log.info(
+        `update of app ${name} to ${managed.update.digest} superseded: the tag moved to ${digest}`,
+        {
+          app: name,
+        },
+      );
+    }
+    const update = AppUpdate.begin(this.#updateContext(signal), name, refText, digest, record);
+    await update.step("fetching");
     const pinned = parseReference(`${ref.registry}/${ref.repository}@${digest}`);
     this.#model.transition(name, refText, updating ? "updating" : "fetching");
     await this.#fetch(name, pinned, signal);
+    await update.step("fetched");
     if (!updating) this.#model.transition(name, refText, "fetched");
 
+    await update.step("installing");
     if (!updating) this.#model.transition(name, refText, "installing");
     const installStarted = performance.now();
     const installed = await installApp(device, formatReference(pinned));
@@ -427,30 +455,31 @@ export class Agent {
       images: installed.imagesLoaded,
       layers: installed.layersSent,
     });
+    await update.step("installed");
     if (!updating) this.#model.transition(name, refText, "installed");
-    try {
-      await runApp(device, name);
-      await waitUntilUp(
-        device.engine,
-        name,
-        await installedServices(device, name),
-        this.#settings.timeouts.start * 1000,
-        signal,
-      );
-    } catch (error) {
-      if (signal.aborted) throw error;
-      await this.#rollBack(device, name, refText, record, digest, error);
+    if (!(await update.startAndVerify(device))) {
+      if (record?.installed) await this.#forgetFailed(device, refText, digest);
       return;
     }
     this.#model.timed("install", (performance.now() - installStarted) / 1000);
     record = (await readApps(this.#store))[name];
-    await this.#saveManaged(name, { ref: refText });
     this.#model.setApp(name, refText, {
       currentDigest: digest,
       previousDigests: record?.previous ?? [],
     });
     this.#model.transition(name, refText, "running");
     await this.#prune(device);
+  }
+
+  /** What an update needs of the agent, for one pass. */
+  #updateContext(signal: AbortSignal): UpdateContext {
+    return {
+      store: this.#store,
+      model: this.#model,
+      log: this.#log,
+      startTimeoutMs: this.#settings.timeouts.start * 1000,
+      signal,
+    };
   }
 
   /** Downloads one app version (only what is not stored), with the storage pre-flight first. */
@@ -493,36 +522,11 @@ export class Agent {
     });
   }
 
-  /** The new version did not come up: back to the one before (when there was one), and say why. */
-  async #rollBack(
-    device: Device,
-    name: string,
-    refText: string,
-    previous: AppRecord | undefined,
-    failedDigest: string,
-    error: unknown,
-  ): Promise<void> {
-    const reason = reasonOf(error);
-    this.#log.warn(`app ${name} version ${failedDigest} failed to start: ${reason.message}`, {
-      app: name,
-      digest: failedDigest,
-      reason: reason.code,
-    });
-    if (previous?.installed) {
-      await installApp(device, { ref: previous.ref, manifestDigest: previous.digest });
-      // The failed version is not kept as an earlier version: the record reads as before the update.
-      await writeApp(this.#store, name, { ...previous, running: true });
-      await runApp(device, name);
-      this.#log.info(`rolled app ${name} back to ${previous.digest}`, { app: name, digest: previous.digest });
-      this.#model.setApp(name, refText, {
-        currentDigest: previous.digest,
-        previousDigests: previous.previous ?? [],
-      });
-    }
-    await this.#saveManaged(name, { ref: refText, failedDigest, failedReason: reason });
-    this.#model.transition(name, refText, "failed", reason);
-    if (!previous?.installed) return; // a first install that failed stays installed, to be looked at
-    // The failed version is not kept either: its reference goes, and prune removes what only it needed.
+  /**
+   * A version that failed and was rolled back is not kept: its reference goes, and prune removes what only it
+   * needed. (A first install that failed stays installed, to be looked at.)
+   */
+  async #forgetFailed(device: Device, refText: string, failedDigest: string): Promise<void> {
     const failedRef = `${parseReference(refText).registry}/${
       parseReference(refText).repository
     }@${failedDigest}`;

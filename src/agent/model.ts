@@ -137,7 +137,9 @@ export class StatusModel {
   setApp(
     name: string,
     ref: string,
-    facts: Partial<Pick<AppStatus, "currentDigest" | "desiredDigest" | "previousDigests" | "services">>,
+    facts: Partial<
+      Pick<AppStatus, "currentDigest" | "desiredDigest" | "previousDigests" | "services" | "update">
+    >,
   ): void {
     const entry = this.#entry(name, ref);
     entry.status = {

@@ -10,9 +10,22 @@ import { readNoFollow } from "../store/nofollow.ts";
 import { parseDigest } from "../oci/digest.ts";
 import { parseReference } from "../oci/reference.ts";
 import type { Store } from "../store/store.ts";
-import type { StatusReason } from "./status_schema.ts";
+import { type StatusReason, UPDATE_OUTCOMES, UPDATE_STEPS, type UpdateStep } from "./status_schema.ts";
 
 const STATE_FILE = "agent.json";
+
+/** An app's update in progress (or the last one, once it ended), as agent.json keeps it. */
+export interface UpdateRecord {
+  /** The version being installed. */
+  digest: string;
+  step: UpdateStep;
+  /** When the step began (ISO 8601, UTC). */
+  since: string;
+  /** The installed version the update started from: what a roll-back goes back to. */
+  previous?: { ref: string; digest: string; previous: string[] };
+  /** How it ended, once it did. */
+  outcome?: typeof UPDATE_OUTCOMES[number];
+}
 
 /** One configured app as the agent remembers it across restarts; readAgentState checks ref and digests. */
 export interface ManagedApp {
@@ -24,6 +37,8 @@ export interface ManagedApp {
   failedDigest?: string;
   /** Why failedDigest did not come up, reported while the tag still names it. */
   failedReason?: StatusReason;
+  /** The update in progress, or the last one: where a restarted agent takes it up. */
+  update?: UpdateRecord;
 }
 
 /** agent.json: the managed apps by name; an app installed by hand is never here, so never removed. */
@@ -61,6 +76,35 @@ function checkManaged(name: string, managed: ManagedApp): void {
   parseReference(managed.ref);
   if (managed.desiredDigest !== undefined) parseDigest(managed.desiredDigest, `${where}.desiredDigest`);
   if (managed.failedDigest !== undefined) parseDigest(managed.failedDigest, `${where}.failedDigest`);
+  if (managed.update !== undefined) checkUpdate(managed.update, `${where}.update`);
+}
+
+/** An update record's digests and references become blob paths and installs: each is checked as read. */
+function checkUpdate(update: UpdateRecord, where: string): void {
+  if (typeof update !== "object" || update === null) throw new Error(`${where} is not an object`);
+  parseDigest(update.digest, `${where}.digest`);
+  if (!(UPDATE_STEPS as readonly string[]).includes(update.step)) throw new Error(`${where}.step is unknown`);
+  if (update.outcome !== undefined && !(UPDATE_OUTCOMES as readonly string[]).includes(update.outcome)) {
+    throw new Error(`${where}.outcome is unknown`);
+  }
+  if (update.previous !== undefined) {
+    parseReference(update.previous.ref);
+    parseDigest(update.previous.digest, `${where}.previous.digest`);
+    if (!Array.isArray(update.previous.previous)) throw new Error(`${where}.previous.previous is not a list`);
+    update.previous.previous.forEach((digest, i) => parseDigest(digest, `${where}.previous.previous[${i}]`));
+  }
+}
+
+/** Changes one app's entry of agent.json (undefined removes it), durably, before the caller goes on. */
+export async function saveManaged(
+  store: Store,
+  name: string,
+  managed: ManagedApp | undefined,
+): Promise<void> {
+  const state = await readAgentState(store);
+  if (managed) state.apps[name] = managed;
+  else delete state.apps[name];
+  await writeAgentState(store, state);
 }
 
 /** Replaces agent.json atomically and durably: after a crash it holds the old state or the new. */

@@ -80,6 +80,36 @@ export const ServiceSchema = z.object({
 /** One service's container state, as ServiceSchema validates it. */
 export type ServiceStatus = z.infer<typeof ServiceSchema>;
 
+/**
+ * The steps of an update, in order; each is written (and fsynced) before it runs. An update ends
+ * `complete`, or `rolled-back` after `rolling-back` (the version is recorded as failed before that begins).
+ */
+export const UPDATE_STEPS = [
+  "fetching",
+  "fetched",
+  "installing",
+  "installed",
+  "starting",
+  "verifying",
+  "complete",
+  "rolling-back",
+  "rolled-back",
+] as const;
+/** One of UPDATE_STEPS. */
+export type UpdateStep = typeof UPDATE_STEPS[number];
+/** How an update ended: `superseded` when the tag moved on before it was installed. */
+export const UPDATE_OUTCOMES = ["complete", "rolled-back", "superseded"] as const;
+
+/** An app's update in progress, or its last one: the version, the step and since when, how it ended. */
+export const UpdateSchema = z.object({
+  digest,
+  step: z.enum(UPDATE_STEPS),
+  since: isoTime,
+  outcome: z.enum(UPDATE_OUTCOMES).optional(),
+});
+/** An update as UpdateSchema validates it. */
+export type UpdateStatus = z.infer<typeof UpdateSchema>;
+
 /** One configured app: its versions, state, reason, services, and its fetch while one runs. */
 export const AppSchema = z.object({
   name: z.string(),
@@ -98,6 +128,8 @@ export const AppSchema = z.object({
   /** Blobs being downloaded right now. */
   blobs: z.array(BlobSchema),
   services: z.array(ServiceSchema),
+  /** The update in progress, or the last one since the agent started (absent before any). */
+  update: UpdateSchema.optional(),
   updatedAt: isoTime,
 });
 /** One app's entry of the document, as AppSchema validates it. */

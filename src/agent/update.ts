@@ -1,0 +1,180 @@
+/**
+ * An app's update as a transaction. Each step is written to agent.json (atomically, fsynced) before it
+ * runs, so an agent that is killed or loses power takes the update up where it stopped:
+ * - before `installing` ended, apps.json still names the old version: the next pass fetches (resuming what
+ *   is stored) and installs again;
+ * - in `installing` (once apps.json names the new version), `installed`, `starting` or `verifying`: the new
+ *   version is started and verified again at start-up — never accepted unverified — and rolled back if it
+ *   fails;
+ * - in `rolling-back`: the roll-back is finished at start-up. The failed version is recorded (failedDigest)
+ *   before a roll-back begins, so it is not tried again whatever happens next.
+ */
+import { writeApp } from "../store/apps.ts";
+import type { AppRecord } from "../store/apps.ts";
+import type { Store } from "../store/store.ts";
+import { type Device, installApp, installedServices, runApp } from "../app/lifecycle.ts";
+import type { Logger } from "../util/log.ts";
+import { reasonOf, type StatusModel } from "./model.ts";
+import { waitUntilUp } from "./services.ts";
+import { type ManagedApp, saveManaged, type UpdateRecord } from "./state.ts";
+import type { UpdateStep } from "./status_schema.ts";
+
+/** What an update needs of the agent. */
+export interface UpdateContext {
+  store: Store;
+  model: StatusModel;
+  log: Logger;
+  /** How long the services have to come up, in ms. */
+  startTimeoutMs: number;
+  signal: AbortSignal;
+}
+
+/** Steps after which apps.json may already name the new version: a restart verifies it again. */
+const TO_VERIFY: readonly UpdateStep[] = ["installing", "installed", "starting", "verifying"];
+
+/** One app's move to one version, step by step, each step recorded before it runs. */
+export class AppUpdate {
+  #record: UpdateRecord;
+
+  /** An update of `name` (configured as `ref`) to `digest`, from the installed `previous` if there is one. */
+  constructor(
+    readonly context: UpdateContext,
+    readonly name: string,
+    readonly ref: string,
+    record: UpdateRecord,
+  ) {
+    this.#record = record;
+  }
+
+  /** A new update to `digest`, from `installed` (the app's record) when the app has a version installed. */
+  static begin(context: UpdateContext, name: string, ref: string, digest: string, installed?: AppRecord) {
+    const previous = installed?.installed
+      ? { ref: installed.ref, digest: installed.digest, previous: installed.previous ?? [] }
+      : undefined;
+    return new AppUpdate(context, name, ref, {
+      digest,
+      step: "fetching",
+      since: new Date().toISOString(),
+      ...(previous ? { previous } : {}),
+    });
+  }
+
+  /** The version this update installs. */
+  get digest(): string {
+    return this.#record.digest;
+  }
+
+  /** Records `step` (durably) before the caller runs it; `extra` goes into the same write. */
+  async step(step: UpdateStep, extra: Partial<ManagedApp> = {}, outcome?: UpdateRecord["outcome"]) {
+    this.#record = {
+      ...this.#record,
+      step,
+      since: new Date().toISOString(),
+      ...(outcome ? { outcome } : {}),
+    };
+    await saveManaged(this.context.store, this.name, {
+      ref: this.ref,
+      ...(outcome ? {} : { desiredDigest: this.#record.digest }),
+      ...extra,
+      update: this.#record,
+    });
+    const { previous: _, ...shown } = this.#record;
+    this.context.model.setApp(this.name, this.ref, { update: shown });
+  }
+
+  /**
+   * Starts the installed new version and waits until its services are up; true when it is. When it is not,
+   * it is recorded as failed and the previous version is brought back (false).
+   */
+  async startAndVerify(device: Device): Promise<boolean> {
+    const { signal } = this.context;
+    try {
+      await this.step("starting");
+      await runApp(device, this.name);
+      await this.step("verifying");
+      const services = await installedServices(device, this.name);
+      await waitUntilUp(device.engine, this.name, services, this.context.startTimeoutMs, signal);
+    } catch (error) {
+      if (signal.aborted) throw error;
+      const reason = reasonOf(error);
+      this.context.log.warn(`app ${this.name} version ${this.digest} failed to start: ${reason.message}`, {
+        app: this.name,
+        digest: this.digest,
+        reason: reason.code,
+      });
+      await this.step("rolling-back", { failedDigest: this.digest, failedReason: reason });
+      await this.rollBack(device, reason);
+      return false;
+    }
+    await this.step("complete", {}, "complete");
+    return true;
+  }
+
+  /** Back to the version the update started from (when there was one); the app is left `failed`. */
+  async rollBack(device: Device, reason: ReturnType<typeof reasonOf>): Promise<void> {
+    const { store, log, model } = this.context;
+    const previous = this.#record.previous;
+    if (previous) {
+      await installApp(device, { ref: previous.ref, manifestDigest: previous.digest });
+      // The failed version is not kept as an earlier version: the record reads as before the update.
+      await writeApp(store, this.name, {
+        name: this.name,
+        ref: previous.ref,
+        digest: previous.digest,
+        installed: true,
+        running: true,
+        previous: previous.previous,
+        updatedAt: new Date().toISOString(),
+      });
+      await runApp(device, this.name);
+      log.info(`rolled app ${this.name} back to ${previous.digest}`, {
+        app: this.name,
+        digest: previous.digest,
+      });
+      model.setApp(this.name, this.ref, {
+        currentDigest: previous.digest,
+        previousDigests: previous.previous,
+      });
+    }
+    await this.step("rolled-back", { failedDigest: this.digest, failedReason: reason }, "rolled-back");
+    model.transition(this.name, this.ref, "failed", reason);
+  }
+}
+
+/**
+ * At start-up, before any registry request: takes up an update a killed agent left between steps. Returns
+ * true when it did something (the app then needs no other start-up work).
+ */
+export async function resumeUpdate(
+  context: UpdateContext,
+  device: Device,
+  name: string,
+  managed: ManagedApp,
+  installed: AppRecord | undefined,
+): Promise<boolean> {
+  const record = managed.update;
+  if (!record || record.outcome) return false;
+  const update = new AppUpdate(context, name, managed.ref, record);
+  if (record.step === "rolling-back") {
+    context.log.warn(`finishing the roll-back of app ${name} from ${record.digest}`, { app: name });
+    await update.rollBack(device, managed.failedReason ?? reasonOf(new Error("interrupted update")));
+    return true;
+  }
+  if (!TO_VERIFY.includes(record.step) || installed?.digest !== record.digest || !installed.installed) {
+    return false;
+  }
+  context.log.warn(
+    `verifying app ${name} version ${record.digest} again: the agent stopped during its update`,
+    {
+      app: name,
+      digest: record.digest,
+    },
+  );
+  // installApp is idempotent: a kill inside `installing` may have left the project half-swapped.
+  await installApp(device, { ref: installed.ref, manifestDigest: installed.digest });
+  if (await update.startAndVerify(device)) {
+    context.model.setApp(name, managed.ref, { currentDigest: record.digest });
+    context.model.transition(name, managed.ref, "running");
+  }
+  return true;
+}
