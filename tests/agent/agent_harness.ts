@@ -2,7 +2,7 @@
  * What the agent tests share: a device (its own dockerd, store, compose root and config), apps published
  * through the counting proxy, the agent run as a separate process, and its status read over its socket.
  */
-import { writeProject } from "../harness/projects.ts";
+import { type ProjectOptions, writeProject } from "../harness/projects.ts";
 import { PERMISSION_FLAGS } from "../../build/permissions.ts";
 import assert from "node:assert/strict";
 import { type Dockerd, run, startDockerd } from "../harness/services.ts";
@@ -80,7 +80,7 @@ export interface Published {
 export async function publish(
   ref: string,
   images: Record<string, string>,
-  options: { failing?: string } = {},
+  options: ProjectOptions = {},
 ): Promise<Published> {
   const project = await scratchDir("agent-project-");
   await writeProject(project, images, options);

@@ -5,6 +5,8 @@ export interface ProjectOptions {
   conf?: boolean;
   /** This service exits at once with no restart policy: a version that does not come up. */
   failing?: string;
+  /** This service runs but its healthcheck never passes: a version that stays `starting`/`unhealthy`. */
+  unhealthy?: string;
 }
 
 /** Writes `dir/docker-compose.yml` with one service per entry of `images`. */
@@ -25,6 +27,9 @@ export async function writeProject(
         ? `    command: ["/bin/busybox", "false"]`
         : `    command: ["/bin/busybox", "sleep", "600"]`,
       `    network_mode: none`,
+      ...(options.unhealthy === name
+        ? [`    healthcheck: { test: ["CMD", "/bin/busybox", "false"], interval: 1s, retries: 1 }`]
+        : []),
       // busybox sleep ignores SIGTERM as PID 1: do not wait the default 10 s on every stop.
       `    stop_grace_period: 1s`,
       ...(options.conf ? [`    volumes: ["./conf:/conf:ro"]`] : []),
