@@ -10,8 +10,9 @@
  *
  * Crash rules: the agent holds the store's writer lock for its lifetime. Each step is itself atomic or
  * resumable (ingests resume at their byte, installs swap projects by rename, records are replaced
- * atomically), and `agent.json` names the version each app is moving to, so after a crash or reboot the
- * agent picks up the same version where it was.
+ * atomically), and `agent.json` records each app's update step by step before each step runs (see
+ * update.ts): after a crash or reboot the agent picks up the same version where it was, verifies a new
+ * version again rather than accept it unverified, and finishes a roll-back it had begun.
  */
 import { readAppArtifact } from "../app/artifact.ts";
 import { BerthError, errorMessage } from "../util/errors.ts";
@@ -98,6 +99,8 @@ export class Agent {
   #wake?: () => void;
   /** Set by a reload: versions that failed to come up are tried again at the next pass. */
   #retryFailed = false;
+  /** Whether the store's unknown capacity (a filesystem df cannot size) has been logged. */
+  #storeSkippedSaid = false;
   #registryRequests = 0;
 
   constructor(store: Store, settings: AgentSettings, model: StatusModel, log: Logger) {
@@ -514,12 +517,17 @@ export class Agent {
     // An app's own blobs (a partial plan) are never loaded into the engine: only the store is asked.
     const engine = plan.partial ? undefined : this.#engine;
     const dataRoot = engine ? (await engine.info().catch(() => undefined))?.DockerRootDir : undefined;
-    await checkPlanSpace(this.#store, plan, {
+    const report = await checkPlanSpace(this.#store, plan, {
       policy: this.#settings.storage,
       engine,
       engineDataRoot: dataRoot,
       arch: this.#settings.platform.architecture,
     });
+    // Said once per agent run: an app's update asks twice, and the agent polls.
+    if (report.storeSkipped && !this.#storeSkippedSaid) {
+      this.#storeSkippedSaid = true;
+      this.#log.warn(report.storeSkipped, { path: this.#store.root });
+    }
   }
 
   /**
