@@ -59,7 +59,7 @@ export interface AgentSettings {
   /** Previous app versions prune keeps besides the current one. */
   keep: number;
   /** Seconds: no progress before "stalled"; services up after a start; cap of the retry back-off. */
-  timeouts: { stall: number; start: number; retryMax: number };
+  timeouts: { stall: number; start: number; retryMax: number; engine: number };
   storage: SpacePolicy;
   /** Download bytes per second, shared by every blob in flight; undefined is unlimited. */
   rateLimit?: number;

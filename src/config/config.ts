@@ -240,6 +240,7 @@ const ConfigSchema = mapping("", {
     stall: leaf(DURATION_EXPECTED, positiveDuration),
     start: leaf(DURATION_EXPECTED, positiveDuration),
     retryMax: leaf(DURATION_EXPECTED, positiveDuration),
+    engine: leaf(DURATION_EXPECTED, positiveDuration),
   }),
   limits: mapping("limits", {
     bundle: leaf(SIZE_EXPECTED, positiveSize),
@@ -432,6 +433,7 @@ function withDefaults(parsed: z.infer<typeof ConfigSchema>): Config {
       stall: file.timeouts?.stall ?? defaults.timeouts.stall,
       start: file.timeouts?.start ?? defaults.timeouts.start,
       retryMax: file.timeouts?.retryMax ?? defaults.timeouts.retryMax,
+      engine: file.timeouts?.engine ?? defaults.timeouts.engine,
     },
     limits: {
       bundle: file.limits?.bundle ?? defaults.limits.bundle,

@@ -44,8 +44,11 @@ export const DEFAULT_BLOB_LIMITS: Readonly<BlobLimits> = {
   // Configs of real images are kilobytes (a long history makes tens); a config is parsed in memory.
   imageConfig: 8 * MiB,
 };
-/** Seconds: a download without progress is stalled; services must run this long after `up`; back-off cap. */
-export const DEFAULT_TIMEOUTS = { stall: 60, start: 60, retryMax: 300 } as const;
+/**
+ * Seconds: a download without progress is stalled; services must run this long after `up`; back-off cap;
+ * an engine or compose call (a load, an up) that makes no progress this long means the agent is stuck.
+ */
+export const DEFAULT_TIMEOUTS = { stall: 60, start: 60, retryMax: 300, engine: 300 } as const;
 
 /** The configuration when there is no config file: every default applied, CLI-defaulted keys unset. */
 export function defaultConfig(): Config {
