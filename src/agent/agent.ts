@@ -35,7 +35,7 @@ import { parseAppManifest } from "../app/app_manifest.ts";
 import { pruneStore, reclaimableBytes } from "../app/prune.ts";
 import { checkPlanSpace, type SpacePolicy } from "../fetch/preflight.ts";
 import { spaceOf } from "../util/disk_space.ts";
-import { type ManagedApp, readAgentState, writeAgentState } from "./state.ts";
+import { type ManagedApp, readAgentState, saveManaged, writeAgentState } from "./state.ts";
 import type { Logger } from "../util/log.ts";
 import { StatusModel } from "./model.ts";
 import { serviceStatuses } from "./services.ts";
@@ -183,6 +183,7 @@ export class Agent {
       engine,
       composeRoot: this.#settings.composeRoot,
       composeEnvironment: this.#settings.composeEnvironment,
+      onProgress: () => this.#model.phaseProgress(),
       compose: () => {
         this.#compose ??= findCompose(this.#settings.dockerHost, this.#settings.composeCommand).catch(
           (error) => {
@@ -250,7 +251,11 @@ export class Agent {
         ) {
           continue;
         }
-        const installed = await installApp(device, { ref: record.ref, manifestDigest: record.digest });
+        const installed = await this.#inPhase(
+          "install",
+          this.#engineTimeoutMs(),
+          () => installApp(device, { ref: record.ref, manifestDigest: record.digest }),
+        );
         if (!installed.alreadyInstalled) {
           this.#log.info(`re-created app ${record.name} from the store`, {
             app: record.name,
@@ -277,7 +282,7 @@ export class Agent {
       await installedServices(device, record.name),
     );
     if (services.some((service) => service.state !== "running") || !record.running) {
-      await runApp(device, record.name);
+      await this.#inPhase("compose", this.#engineTimeoutMs(), () => runApp(device, record.name));
       this.#log.info(`started app ${record.name}`, { app: record.name, digest: record.digest });
     }
     this.#model.transition(record.name, ref, "running");
@@ -363,13 +368,6 @@ export class Agent {
     this.#wake = undefined;
   }
 
-  async #saveManaged(name: string, managed: ManagedApp | undefined): Promise<void> {
-    const state = await readAgentState(this.#store);
-    if (managed) state.apps[name] = managed;
-    else delete state.apps[name];
-    await writeAgentState(this.#store, state);
-  }
-
   /** Apps the agent installed that are no longer in the config: stopped, removed, pruned. */
   async #removeUndesired(desired: Map<string, Reference>, signal: AbortSignal): Promise<void> {
     const state = await readAgentState(this.#store);
@@ -381,10 +379,12 @@ export class Agent {
       if (signal.aborted) return;
       this.#model.transition(name, state.apps[name].ref, "stopping");
       if (records[name]?.installed) {
-        await stopApp(device, name);
-        await removeApp(device, name);
+        await this.#inPhase("compose", this.#engineTimeoutMs(), async () => {
+          await stopApp(device, name);
+          await removeApp(device, name);
+        });
       }
-      await this.#saveManaged(name, undefined);
+      await saveManaged(this.#store, name, undefined);
       this.#model.removeApp(name);
       this.#schedule.delete(name);
       this.#pendingBlobs.delete(name);
@@ -411,13 +411,18 @@ export class Agent {
     });
 
     this.#registryRequests++;
-    const digest = ref.digest ?? (await this.#client.resolveDigest(ref, signal)).digest;
+    const digest = ref.digest ??
+      (await this.#inPhase(
+        "registry request",
+        this.#client.options.deadlineMs,
+        () => this.#client.resolveDigest(ref, signal),
+      )).digest;
     this.#model.setApp(name, refText, { desiredDigest: digest });
     const device = await this.#device();
 
     if (record?.installed && record.digest === digest) {
       if (managed.desiredDigest || managed.failedDigest || !state.apps[name]) {
-        await this.#saveManaged(name, {
+        await saveManaged(this.#store, name, {
           ref: refText,
           ...(managed.update ? { update: managed.update } : {}),
         });
@@ -441,30 +446,13 @@ export class Agent {
       );
     }
     const update = AppUpdate.begin(this.#updateContext(signal), name, refText, digest, record);
-    await update.step("fetching");
     const pinned = parseReference(`${ref.registry}/${ref.repository}@${digest}`);
-    this.#model.transition(name, refText, updating ? "updating" : "fetching");
-    await this.#fetch(name, pinned, signal);
-    await update.step("fetched");
-    if (!updating) this.#model.transition(name, refText, "fetched");
-
-    await update.step("installing");
-    if (!updating) this.#model.transition(name, refText, "installing");
-    const installStarted = performance.now();
-    const installed = await installApp(device, formatReference(pinned));
-    this.#log.info(`installed app ${name}`, {
-      app: name,
-      digest,
-      images: installed.imagesLoaded,
-      layers: installed.layersSent,
-    });
-    await update.step("installed");
-    if (!updating) this.#model.transition(name, refText, "installed");
-    if (!(await update.startAndVerify(device))) {
+    const stallMs = this.#settings.timeouts.stall * 1000;
+    const fetched = () => this.#fetch(name, pinned, signal);
+    if (!(await update.apply(device, formatReference(pinned), fetched, { updating, stallMs }))) {
       if (record?.installed) await this.#forgetFailed(device, refText, digest);
       return;
     }
-    this.#model.timed("install", (performance.now() - installStarted) / 1000);
     record = (await readApps(this.#store))[name];
     this.#model.setApp(name, refText, {
       currentDigest: digest,
@@ -481,8 +469,24 @@ export class Agent {
       model: this.#model,
       log: this.#log,
       startTimeoutMs: this.#settings.timeouts.start * 1000,
+      engineTimeoutMs: this.#engineTimeoutMs(),
+      inPhase: (name, timeoutMs, work) => this.#inPhase(name, timeoutMs, work),
       signal,
     };
+  }
+
+  /** Runs `work` as a phase that health watches: alive while it makes progress at least every `timeoutMs`. */
+  async #inPhase<T>(name: string, timeoutMs: number, work: () => Promise<T>): Promise<T> {
+    const previous = this.#model.beginPhase(name, timeoutMs);
+    try {
+      return await work();
+    } finally {
+      this.#model.endPhase(previous);
+    }
+  }
+
+  #engineTimeoutMs(): number {
+    return this.#settings.timeouts.engine * 1000;
   }
 
   /** Downloads one app version (only what is not stored), with the storage pre-flight first. */
@@ -548,11 +552,16 @@ export class Agent {
   async #prune(device: Device, removedApps: string[] = []): Promise<void> {
     const keepIngests = new Set<string>();
     for (const digests of this.#pendingBlobs.values()) for (const digest of digests) keepIngests.add(digest);
-    const result = await pruneStore(this.#store, device.engine, {
-      keep: this.#settings.keep,
-      keepIngests,
-      removeApps: removedApps,
-    });
+    const result = await this.#inPhase(
+      "prune",
+      this.#engineTimeoutMs(),
+      () =>
+        pruneStore(this.#store, device.engine, {
+          keep: this.#settings.keep,
+          keepIngests,
+          removeApps: removedApps,
+        }),
+    );
     for (const record of Object.values(await readApps(this.#store))) {
       this.#model.setPreviousDigests(record.name, record.previous ?? []);
     }

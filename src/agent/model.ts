@@ -72,6 +72,8 @@ export class StatusModel {
   readonly #startedAt: string;
   #agentState: Status["agent"]["state"] = "starting";
   #lastReconcileAt?: string;
+  /** The work in hand, watched by health: its name, how long it may go without progress, its last progress. */
+  #phase?: { name: string; timeoutMs: number; lastProgressAt: number };
   #engine: Status["engine"] = { reachable: false };
   #store: Status["store"];
   #canRestoreOffline = false;
@@ -370,25 +372,64 @@ export class StatusModel {
    * Alive: not stopping, and the last reconcile (or the start) within 2 × the poll interval — or, during a
    * long download that outlasts that, bytes arriving within the stall timeout.
    */
+  /**
+   * The agent enters a phase of work (fetch, install, compose, verify, …) that may take long: health is ok
+   * while it makes progress at least every `timeoutMs`. Returns the previous phase, to go back to.
+   */
+  beginPhase(name: string, timeoutMs: number): { name: string; timeoutMs: number } | undefined {
+    const previous = this.#phase;
+    this.#phase = { name, timeoutMs, lastProgressAt: this.#now() };
+    return previous ? { name: previous.name, timeoutMs: previous.timeoutMs } : undefined;
+  }
+
+  /** The phase in hand made progress (bytes arrived or were sent, a call was answered). */
+  phaseProgress(): void {
+    if (this.#phase) this.#phase.lastProgressAt = this.#now();
+  }
+
+  /** The phase ended; `previous` (what beginPhase returned) is in hand again, as of now. */
+  endPhase(previous?: { name: string; timeoutMs: number }): void {
+    this.#phase = previous ? { ...previous, lastProgressAt: this.#now() } : undefined;
+  }
+
+  /**
+   * Alive while the loop makes progress: within a phase, 503 only when it made none for longer than its
+   * timeout (naming it); between phases, when no reconcile finished within two poll intervals.
+   */
   health(): { ok: boolean; reason?: string } {
     if (this.#agentState === "stopping") return { ok: false, reason: "the agent is stopping" };
+    if (this.#phase) {
+      const { name, timeoutMs } = this.#phase;
+      const quiet = this.#now() - Math.max(this.#phase.lastProgressAt, this.#lastFetchProgress());
+      if (quiet <= timeoutMs) return { ok: true };
+      return {
+        ok: false,
+        reason: `the agent made no progress in its ${name} for ${Math.round(quiet / 1000)} s (limit ${
+          Math.round(timeoutMs / 1000)
+        } s)`,
+      };
+    }
     const limitMs = 2 * this.#options.pollIntervalSeconds * 1000;
     const since = Date.parse(this.#lastReconcileAt ?? this.#startedAt);
     const age = this.#now() - since;
     if (age <= limitMs) return { ok: true };
-    const lastProgress = Math.max(
-      0,
-      ...[...this.#apps.values()].map((entry) =>
-        entry.fetch?.inFlight.size ? entry.fetch.lastProgressAt ?? entry.fetch.startedAt : 0
-      ),
-    );
-    if (this.#now() - lastProgress <= this.#options.stallSeconds * 1000) return { ok: true };
+    if (this.#now() - this.#lastFetchProgress() <= this.#options.stallSeconds * 1000) return { ok: true };
     return {
       ok: false,
       reason: this.#lastReconcileAt
         ? `the last reconcile finished ${Math.round(age / 1000)} s ago (limit ${limitMs / 1000} s)`
         : `no reconcile has finished in the ${Math.round(age / 1000)} s since the start`,
     };
+  }
+
+  /** When any download last received bytes (or began); 0 when none is in flight. */
+  #lastFetchProgress(): number {
+    return Math.max(
+      0,
+      ...[...this.#apps.values()].map((entry) =>
+        entry.fetch?.inFlight.size ? entry.fetch.lastProgressAt ?? entry.fetch.startedAt : 0
+      ),
+    );
   }
 
   counters(): Counters {

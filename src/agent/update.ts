@@ -17,7 +17,7 @@ import type { Logger } from "../util/log.ts";
 import { reasonOf, type StatusModel } from "./model.ts";
 import { waitUntilUp } from "./services.ts";
 import { type ManagedApp, saveManaged, type UpdateRecord } from "./state.ts";
-import type { UpdateStep } from "./status_schema.ts";
+import type { AppState, UpdateStep } from "./status_schema.ts";
 
 /** What an update needs of the agent. */
 export interface UpdateContext {
@@ -26,6 +26,10 @@ export interface UpdateContext {
   log: Logger;
   /** How long the services have to come up, in ms. */
   startTimeoutMs: number;
+  /** How long an engine or compose call may go without progress, in ms. */
+  engineTimeoutMs: number;
+  /** Runs `work` as a phase the agent's health watches (see StatusModel.beginPhase). */
+  inPhase: <T>(name: string, timeoutMs: number, work: () => Promise<T>) => Promise<T>;
   signal: AbortSignal;
 }
 
@@ -83,6 +87,43 @@ export class AppUpdate {
   }
 
   /**
+   * Runs the update from its first step: `fetch`, install `pinned`, start and verify. True when the new
+   * version runs, false when it did not come up and was rolled back. While `updating`, the version before
+   * runs on and the app's state stays `updating`.
+   */
+  async apply(
+    device: Device,
+    pinned: string,
+    fetch: () => Promise<void>,
+    options: { updating: boolean; stallMs: number },
+  ): Promise<boolean> {
+    const { model, log, inPhase, engineTimeoutMs } = this.context;
+    const show = (state: AppState) => {
+      if (!options.updating) model.transition(this.name, this.ref, state);
+    };
+    await this.step("fetching");
+    model.transition(this.name, this.ref, options.updating ? "updating" : "fetching");
+    await inPhase("fetch", options.stallMs, fetch);
+    await this.step("fetched");
+    show("fetched");
+    await this.step("installing");
+    show("installing");
+    const installStarted = performance.now();
+    const installed = await inPhase("install", engineTimeoutMs, () => installApp(device, pinned));
+    log.info(`installed app ${this.name}`, {
+      app: this.name,
+      digest: this.digest,
+      images: installed.imagesLoaded,
+      layers: installed.layersSent,
+    });
+    await this.step("installed");
+    show("installed");
+    if (!(await this.startAndVerify(device))) return false;
+    model.timed("install", (performance.now() - installStarted) / 1000);
+    return true;
+  }
+
+  /**
    * Starts the installed new version and waits until its services are up; true when it is. When it is not,
    * it is recorded as failed and the previous version is brought back (false).
    */
@@ -90,10 +131,16 @@ export class AppUpdate {
     const { signal } = this.context;
     try {
       await this.step("starting");
-      await runApp(device, this.name);
+      const { inPhase, engineTimeoutMs, startTimeoutMs } = this.context;
+      await inPhase("compose", engineTimeoutMs, () => runApp(device, this.name));
       await this.step("verifying");
       const services = await installedServices(device, this.name);
-      await waitUntilUp(device.engine, this.name, services, this.context.startTimeoutMs, signal);
+      // The wait ends by itself at the start timeout; the margin is for its last look at the engine.
+      await inPhase(
+        "verify",
+        startTimeoutMs + engineTimeoutMs,
+        () => waitUntilUp(device.engine, this.name, services, startTimeoutMs, signal),
+      );
     } catch (error) {
       if (signal.aborted) throw error;
       const reason = reasonOf(error);
@@ -115,7 +162,12 @@ export class AppUpdate {
     const { store, log, model } = this.context;
     const previous = this.#record.previous;
     if (previous) {
-      await installApp(device, { ref: previous.ref, manifestDigest: previous.digest });
+      const { inPhase, engineTimeoutMs } = this.context;
+      await inPhase(
+        "install",
+        engineTimeoutMs,
+        () => installApp(device, { ref: previous.ref, manifestDigest: previous.digest }),
+      );
       // The failed version is not kept as an earlier version: the record reads as before the update.
       await writeApp(store, this.name, {
         name: this.name,
@@ -126,7 +178,7 @@ export class AppUpdate {
         previous: previous.previous,
         updatedAt: new Date().toISOString(),
       });
-      await runApp(device, this.name);
+      await inPhase("compose", engineTimeoutMs, () => runApp(device, this.name));
       log.info(`rolled app ${this.name} back to ${previous.digest}`, {
         app: this.name,
         digest: previous.digest,
@@ -171,7 +223,11 @@ export async function resumeUpdate(
     },
   );
   // installApp is idempotent: a kill inside `installing` may have left the project half-swapped.
-  await installApp(device, { ref: installed.ref, manifestDigest: installed.digest });
+  await context.inPhase(
+    "install",
+    context.engineTimeoutMs,
+    () => installApp(device, { ref: installed.ref, manifestDigest: installed.digest }),
+  );
   if (await update.startAndVerify(device)) {
     context.model.setApp(name, managed.ref, { currentDigest: record.digest });
     context.model.transition(name, managed.ref, "running");

@@ -44,6 +44,8 @@ export interface Device {
   compose: () => Promise<Compose>;
   /** Variables of berth's environment compose may interpolate (the config's composeEnvironment). */
   composeEnvironment: readonly string[];
+  /** Called as an install makes progress (image bytes streamed to the engine): the agent's liveness. */
+  onProgress?: () => void;
 }
 
 /** What an install did: the app, the version, and what it loaded into the engine. */
@@ -212,7 +214,7 @@ async function stageProject(device: Device, stored: AppVersion, app: AppManifest
   const composePath = `${staging}/${COMPOSE_FILE}`;
   const compose = parseComposeFile(await Deno.readFile(composePath), `${stored.ref}: ${COMPOSE_FILE}`);
   const { localRefs, requests } = await loadRequestsFor(store, compose);
-  const loaded = await loadStoredImages(store, engine, requests);
+  const loaded = await loadStoredImages(store, engine, requests, device.onProgress);
   await writeFileAtomic(composePath, formatComposeFile(rewriteForEngine(compose, localRefs)));
   await writeFileAtomic(`${staging}/${VERSION_FILE}`, stored.manifestDigest);
   await fsyncDir(staging);

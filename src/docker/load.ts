@@ -71,6 +71,7 @@ export async function loadStoredImages(
   store: Store,
   engine: Engine,
   requests: LoadRequest[],
+  onProgress?: () => void,
 ): Promise<LoadResult> {
   const chains = await engineChains(engine);
   const images: LoadedImage[] = [];
@@ -90,12 +91,12 @@ export async function loadStoredImages(
   if (toSend.length === 0) return { images, layersSent: 0, bytesSent: 0 };
   let sent: { bytesSent: number; layersSent: number };
   try {
-    sent = await sendArchive(engine, toSend, chains);
+    sent = await sendArchive(engine, toSend, chains, onProgress);
   } catch (error) {
     // The engine may have dropped a layer since we looked: send everything once before giving up.
     if (!(error instanceof BerthError) || error.reason !== "engine_error") throw error;
     try {
-      sent = await sendArchive(engine, toSend);
+      sent = await sendArchive(engine, toSend, new Set(), onProgress);
     } catch (second) {
       throw new BerthError("engine_error", errorMessage(second), { cause: second });
     }
@@ -158,13 +159,17 @@ async function sendArchive(
   engine: Engine,
   toSend: ToSend[],
   known: Set<string> = new Set(),
+  onProgress?: () => void,
 ): Promise<{ bytesSent: number; layersSent: number }> {
   for (const item of toSend) {
     item.archive.layers.forEach((layer, position) => (layer.send = !known.has(item.chains[position])));
   }
   let bytesSent = 0;
   await engine.loadImage(
-    dockerArchive(toSend.map((item) => item.archive), (bytes) => (bytesSent += bytes)),
+    dockerArchive(toSend.map((item) => item.archive), (bytes) => {
+      bytesSent += bytes;
+      onProgress?.();
+    }),
     toSend.map((item) => item.request.image.ref).join(", "),
   );
   const sent = new Set(
