@@ -276,15 +276,14 @@ export class Agent {
 
   /** Starts an installed app when any of its services is not running (compose up is idempotent). */
   async #ensureRunning(device: Device, record: AppRecord, ref: string): Promise<void> {
-    const services = await serviceStatuses(
-      device.engine,
-      record.name,
-      await installedServices(device, record.name),
-    );
-    if (services.some((service) => service.state !== "running") || !record.running) {
-      await this.#inPhase("compose", this.#engineTimeoutMs(), () => runApp(device, record.name));
-      this.#log.info(`started app ${record.name}`, { app: record.name, digest: record.digest });
-    }
+    await this.#inPhase("compose", this.#engineTimeoutMs(), async () => {
+      const names = await installedServices(device, record.name);
+      const services = await serviceStatuses(device.engine, record.name, names);
+      if (services.some((service) => service.state !== "running") || !record.running) {
+        await runApp(device, record.name);
+        this.#log.info(`started app ${record.name}`, { app: record.name, digest: record.digest });
+      }
+    });
     this.#model.transition(record.name, ref, "running");
   }
 
