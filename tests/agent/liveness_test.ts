@@ -28,7 +28,13 @@ Deno.test({
       const ref = `${proxy.host}/fleet/slow:stable`;
       const v1 = await publish(ref, { web: via(env.images.appA.ref), worker: via(env.images.big.ref) });
       // Two-second polls: without phases, health would count a first install longer than two of them dead.
-      await writeConfig(device, [ref], ["timeouts: { stall: 60s, start: 20s, retryMax: 3s, engine: 4s }"]);
+      await writeConfig(device, [ref]);
+      const config = await Deno.readTextFile(device.configPath);
+      assert.match(config, /^timeouts: \{ (.*) \}$/m);
+      await Deno.writeTextFile(
+        device.configPath,
+        config.replace(/^timeouts: \{ (.*) \}$/m, "timeouts: { $1, engine: 4s }"),
+      );
       proxy.setThrottle(4 * MiB); // about ten seconds for the 40 MiB image
       const agent = start();
       const answers: { at: number; status: number; body: string }[] = [];
