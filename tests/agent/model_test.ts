@@ -128,6 +128,33 @@ Deno.test("health: not ok once no reconcile has finished for two poll intervals,
   assert.equal(status.health().ok, false);
 });
 
+Deno.test("health in a phase: alive while it makes progress within its timeout, else 503 naming it", () => {
+  const status = model(60, 2); // two-second polls: a reconcile older than 4 s counts between phases
+  status.setLastReconcile(true);
+  const outer = status.beginPhase("install", 5_000);
+  assert.equal(outer, undefined);
+  clock += 4_000;
+  assert.deepEqual(status.health(), { ok: true }, "4 s into the install, older than two polls");
+  status.phaseProgress(); // image bytes streamed to the engine
+  clock += 4_000;
+  assert.deepEqual(status.health(), { ok: true }, "4 s after the last progress");
+  clock += 2_000;
+  assert.deepEqual(status.health(), {
+    ok: false,
+    reason: "the agent made no progress in its install for 6 s (limit 5 s)",
+  });
+  // A nested phase has its own timeout; ending it makes the outer one current again, as of now.
+  const previous = status.beginPhase("compose", 20_000);
+  clock += 15_000;
+  assert.deepEqual(status.health(), { ok: true });
+  status.endPhase(previous);
+  assert.deepEqual(status.health(), { ok: true }, "the install is back in hand, its clock restarted");
+  clock += 6_000;
+  assert.match(status.health().reason ?? "", /no progress in its install for 6 s/);
+  status.endPhase();
+  assert.match(status.health().reason ?? "", /^the last reconcile finished \d+ s ago \(limit 4 s\)$/);
+});
+
 Deno.test("errors are counted by reason and kept as the last error; a state change logs one line", () => {
   const status = model();
   const before = lines.length;
