@@ -38,7 +38,7 @@ import { spaceOf } from "../util/disk_space.ts";
 import { type ManagedApp, readAgentState, saveManaged, writeAgentState } from "./state.ts";
 import type { Logger } from "../util/log.ts";
 import { StatusModel } from "./model.ts";
-import { serviceStatuses } from "./services.ts";
+import { anyServiceDown, serviceStatuses } from "./services.ts";
 import { AppUpdate, resumeUpdate, type UpdateContext } from "./update.ts";
 
 /** Everything the agent is told: the resolved command-line options and the config file. */
@@ -59,7 +59,7 @@ export interface AgentSettings {
   /** Previous app versions prune keeps besides the current one. */
   keep: number;
   /** Seconds: no progress before "stalled"; services up after a start; cap of the retry back-off. */
-  timeouts: { stall: number; start: number; retryMax: number; engine: number };
+  timeouts: { stall: number; start: number; retryMax: number; engine: number; soak: number };
   storage: SpacePolicy;
   /** Download bytes per second, shared by every blob in flight; undefined is unlimited. */
   rateLimit?: number;
@@ -274,12 +274,11 @@ export class Agent {
     await this.#refresh();
   }
 
-  /** Starts an installed app when any of its services is not running (compose up is idempotent). */
+  /** Starts an installed app when any of its services is down (compose up is idempotent). */
   async #ensureRunning(device: Device, record: AppRecord, ref: string): Promise<void> {
     await this.#inPhase("compose", this.#engineTimeoutMs(), async () => {
       const names = await installedServices(device, record.name);
-      const services = await serviceStatuses(device.engine, record.name, names);
-      if (services.some((service) => service.state !== "running") || !record.running) {
+      if (await anyServiceDown(device.engine, record.name, names) || !record.running) {
         await runApp(device, record.name);
         this.#log.info(`started app ${record.name}`, { app: record.name, digest: record.digest });
       }
@@ -468,6 +467,7 @@ export class Agent {
       model: this.#model,
       log: this.#log,
       startTimeoutMs: this.#settings.timeouts.start * 1000,
+      soakMs: this.#settings.timeouts.soak * 1000,
       engineTimeoutMs: this.#engineTimeoutMs(),
       inPhase: (name, timeoutMs, work) => this.#inPhase(name, timeoutMs, work),
       signal,

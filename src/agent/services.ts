@@ -11,10 +11,9 @@ const SERVICE_LABEL = "com.docker.compose.service";
 
 /** How often the start check looks at the containers. */
 const START_POLL_MS = 1_000;
-/** A service must look up on consecutive checks this long apart before the version counts as up. */
-const START_STABLE_MS = 3_000;
 
-interface ServiceCheck {
+/** A service's container as the start check sees it. */
+export interface ServiceCheck {
   status: ServiceStatus;
   /** The container's restart policy: with "no", an exited container stays exited. */
   restarts: boolean;
@@ -54,8 +53,26 @@ export async function serviceStatuses(
   return (await checkServices(engine, project, names)).map((check) => check.status);
 }
 
+/**
+ * Whether any service of the app is down: its container not running, unless it is a one-shot (no restart
+ * policy) that finished with exit 0 — starting that again would run its work again.
+ */
+export async function anyServiceDown(engine: Engine, project: string, names: string[]): Promise<boolean> {
+  return (await checkServices(engine, project, names)).some((check) =>
+    check.status.state !== "running" && !oneShotDone(check)
+  );
+}
+
+/** A one-shot service (no restart policy) that did its work and exited 0. */
+function oneShotDone(check: ServiceCheck): boolean {
+  return check.status.state === "exited" && check.status.exitCode === 0 && !check.restarts;
+}
+
 /** Why this service does not count as up, or undefined when it does. */
-function notUp(service: ServiceStatus): string | undefined {
+function notUp(check: ServiceCheck): string | undefined {
+  const service = check.status;
+  // A one-shot service that finished its work is done, not down.
+  if (oneShotDone(check)) return undefined;
   if (service.state !== "running") {
     return `service ${service.name} is ${service.state}${
       service.exitCode !== undefined && service.state === "exited" ? ` (exit code ${service.exitCode})` : ""
@@ -68,45 +85,59 @@ function notUp(service: ServiceStatus): string | undefined {
 }
 
 /**
- * Waits until every service is up and stays up (same restart counts) for a few seconds, or fails with
- * `compose_failed` naming the first service that is not, once `timeoutMs` has passed. A container that
- * exited with no restart policy will not come back, so that fails at once.
+ * One look at a starting version: `up` when every service counts as up (running, healthy where it has a
+ * healthcheck, or a one-shot that exited 0); `final` names a service that will not come back (exited
+ * non-zero, or dead, with no restart policy); `problems` says what is not up yet.
+ */
+export function judgeStart(checks: ServiceCheck[]): { up: boolean; final?: string; problems: string[] } {
+  const problems = checks.map(notUp).filter((problem): problem is string => problem !== undefined);
+  const final = checks.find((check) =>
+    notUp(check) !== undefined && !check.restarts &&
+    (check.status.state === "exited" || check.status.state === "dead")
+  );
+  return { up: problems.length === 0, ...(final ? { final: notUp(final) } : {}), problems };
+}
+
+/** How long a version has to come up, and how long it must then stay up. */
+export interface StartTimes {
+  /** ms for every service to count as up. */
+  startMs: number;
+  /** ms it must then stay up: no restart, no service going down. */
+  soakMs: number;
+}
+
+/**
+ * Waits until every service is up, then watches it through the soak: a restart, or a service going down,
+ * fails the version at once (`compose_failed`, naming the service). A service that will not come back
+ * fails at once too; otherwise the version fails once `startMs` passed without it coming up.
  */
 export async function waitUntilUp(
   engine: Engine,
   project: string,
   names: string[],
-  timeoutMs: number,
+  times: StartTimes,
   signal?: AbortSignal,
 ): Promise<ServiceStatus[]> {
-  const deadline = Date.now() + timeoutMs;
-  let upSince: number | undefined;
-  let restartsWhenUp = "";
+  const deadline = Date.now() + times.startMs;
+  const fail = (why: string) => new BerthError("compose_failed", `app ${project} did not come up: ${why}`);
+  let soak: { since: number; restarts: number[] } | undefined;
   for (;;) {
     const checks = await checkServices(engine, project, names);
-    const statuses = checks.map((check) => check.status);
-    const problems = statuses.map(notUp).filter((problem): problem is string => problem !== undefined);
-    const restarts = statuses.map((service) => service.restartCount ?? 0).join(",");
-    if (problems.length === 0) {
-      if (upSince === undefined || restarts !== restartsWhenUp) {
-        upSince = Date.now();
-        restartsWhenUp = restarts;
-      } else if (Date.now() - upSince >= START_STABLE_MS) {
-        return statuses;
-      }
-    } else {
-      upSince = undefined;
-      const final = checks.find((check) =>
-        !check.restarts && (check.status.state === "exited" || check.status.state === "dead")
-      )?.status;
-      if (final || Date.now() >= deadline) {
-        throw new BerthError(
-          "compose_failed",
-          `app ${project} did not come up${final ? "" : ` within ${Math.round(timeoutMs / 1000)} s`}: ${
-            final ? notUp(final) : problems.join("; ")
-          }`,
-        );
-      }
+    const { up, final, problems } = judgeStart(checks);
+    const restarts = checks.map((check) => check.status.restartCount ?? 0);
+    if (final) throw fail(final);
+    if (soak) {
+      if (!up) throw fail(`${problems[0]} during the soak`);
+      const restarted = checks.find((_, i) => restarts[i] !== soak!.restarts[i]);
+      if (restarted) throw fail(`service ${restarted.status.name} restarted during the soak`);
+      if (Date.now() - soak.since >= times.soakMs) return checks.map((check) => check.status);
+    } else if (up) {
+      soak = { since: Date.now(), restarts };
+    } else if (Date.now() >= deadline) {
+      throw new BerthError(
+        "compose_failed",
+        `app ${project} did not come up within ${Math.round(times.startMs / 1000)} s: ${problems.join("; ")}`,
+      );
     }
     await sleep(START_POLL_MS, signal);
   }

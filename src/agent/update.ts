@@ -26,6 +26,8 @@ export interface UpdateContext {
   log: Logger;
   /** How long the services have to come up, in ms. */
   startTimeoutMs: number;
+  /** How long they must then stay up, in ms. */
+  soakMs: number;
   /** How long an engine or compose call may go without progress, in ms. */
   engineTimeoutMs: number;
   /** Runs `work` as a phase the agent's health watches (see StatusModel.beginPhase). */
@@ -131,15 +133,15 @@ export class AppUpdate {
     const { signal } = this.context;
     try {
       await this.step("starting");
-      const { inPhase, engineTimeoutMs, startTimeoutMs } = this.context;
+      const { inPhase, engineTimeoutMs, startTimeoutMs, soakMs } = this.context;
       await inPhase("compose", engineTimeoutMs, () => runApp(device, this.name));
       await this.step("verifying");
       const services = await installedServices(device, this.name);
-      // The wait ends by itself at the start timeout; the margin is for its last look at the engine.
+      // The wait ends by itself after the start timeout and the soak; the margin is for its last look.
       await inPhase(
         "verify",
-        startTimeoutMs + engineTimeoutMs,
-        () => waitUntilUp(device.engine, this.name, services, startTimeoutMs, signal),
+        startTimeoutMs + soakMs + engineTimeoutMs,
+        () => waitUntilUp(device.engine, this.name, services, { startMs: startTimeoutMs, soakMs }, signal),
       );
     } catch (error) {
       if (signal.aborted) throw error;

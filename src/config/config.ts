@@ -241,6 +241,7 @@ const ConfigSchema = mapping("", {
     start: leaf(DURATION_EXPECTED, positiveDuration),
     retryMax: leaf(DURATION_EXPECTED, positiveDuration),
     engine: leaf(DURATION_EXPECTED, positiveDuration),
+    soak: leaf(DURATION_EXPECTED, positiveDuration),
   }),
   limits: mapping("limits", {
     bundle: leaf(SIZE_EXPECTED, positiveSize),
@@ -434,6 +435,7 @@ function withDefaults(parsed: z.infer<typeof ConfigSchema>): Config {
       start: file.timeouts?.start ?? defaults.timeouts.start,
       retryMax: file.timeouts?.retryMax ?? defaults.timeouts.retryMax,
       engine: file.timeouts?.engine ?? defaults.timeouts.engine,
+      soak: file.timeouts?.soak ?? defaults.timeouts.soak,
     },
     limits: {
       bundle: file.limits?.bundle ?? defaults.limits.bundle,

@@ -45,10 +45,11 @@ export const DEFAULT_BLOB_LIMITS: Readonly<BlobLimits> = {
   imageConfig: 8 * MiB,
 };
 /**
- * Seconds: a download without progress is stalled; services must run this long after `up`; back-off cap;
- * an engine or compose call (a load, an up) that makes no progress this long means the agent is stuck.
+ * Seconds: a download without progress is stalled; services must be up this long after `up`; back-off cap;
+ * an engine or compose call (a load, an up) that makes no progress this long means the agent is stuck; a
+ * new version must then stay up this long, with no restart, before it is kept.
  */
-export const DEFAULT_TIMEOUTS = { stall: 60, start: 60, retryMax: 300, engine: 300 } as const;
+export const DEFAULT_TIMEOUTS = { stall: 60, start: 60, retryMax: 300, engine: 300, soak: 10 } as const;
 
 /** The configuration when there is no config file: every default applied, CLI-defaulted keys unset. */
 export function defaultConfig(): Config {

@@ -47,7 +47,7 @@ export interface Config {
   /** Previous app versions kept besides the current one. */
   keep: number;
   /** Seconds: no progress before "stalled"; services running after `up`; cap of the retry back-off. */
-  timeouts: { stall: number; start: number; retryMax: number; engine: number };
+  timeouts: { stall: number; start: number; retryMax: number; engine: number; soak: number };
   /** Bytes: the largest bundle, bundle index, layers meta and image config berth fetches. */
   limits: BlobLimits;
   logLevel: LogLevel;

@@ -62,7 +62,7 @@ export async function writeConfig(device: Device, apps: string[], extra: string[
       `pollInterval: 2s`,
       `pollJitter: 1s`,
       `status: { listen: "${device.statusSocket}" }`,
-      `timeouts: { stall: 60s, start: 20s, retryMax: 3s }`,
+      `timeouts: { stall: 60s, start: 20s, retryMax: 3s, soak: 3s }`,
       `logLevel: debug`,
       ...extra,
       "",

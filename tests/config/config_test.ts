@@ -31,7 +31,7 @@ Deno.test("an empty file, comments only, or keys with no value give the defaults
     storage: { watermark: 95, reserve: 64 * 1024 * 1024 },
     registries: { insecure: [] },
     keep: 1,
-    timeouts: { stall: 60, start: 60, retryMax: 300, engine: 300 },
+    timeouts: { stall: 60, start: 60, retryMax: 300, engine: 300, soak: 10 },
     limits: {
       bundle: 1024 * 1024 * 1024,
       bundleIndex: 16 * 1024 * 1024,
@@ -105,6 +105,7 @@ timeouts:
   start: 90
   retryMax: 1h
   engine: 10m
+  soak: 30s
 limits:
   bundle: 2GiB
   bundleIndex: 1MiB
@@ -139,7 +140,7 @@ logLevel: debug
       timeout: 120,
     },
     keep: 0,
-    timeouts: { stall: 120, start: 90, retryMax: 3600, engine: 600 },
+    timeouts: { stall: 120, start: 90, retryMax: 3600, engine: 600, soak: 30 },
     limits: {
       bundle: 2 * 1024 ** 3,
       bundleIndex: 1024 ** 2,
@@ -332,7 +333,7 @@ Deno.test("an unknown key is an error naming it, with the likely key it misspell
   );
   assert.equal(
     errorFor("timeouts: { install: 5m }"),
-    `${FILE}: timeouts.install: unknown key; expected one of: stall, start, retryMax, engine`,
+    `${FILE}: timeouts.install: unknown key; expected one of: stall, start, retryMax, engine, soak`,
   );
   assert.match(errorFor("compose_root: /x"), /: compose_root: unknown key \(did you mean composeRoot\?\)/);
 });

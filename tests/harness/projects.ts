@@ -7,6 +7,10 @@ export interface ProjectOptions {
   failing?: string;
   /** This service runs but its healthcheck never passes: a version that stays `starting`/`unhealthy`. */
   unhealthy?: string;
+  /** This service does its work and exits 0, with `restart: "no"`: a one-shot (a migration, say). */
+  oneShot?: string;
+  /** This service exits 1 after two seconds and is restarted (`restart: always`): a crash loop. */
+  crashLoop?: string;
 }
 
 /** Writes `dir/docker-compose.yml` with one service per entry of `images`. */
@@ -25,6 +29,10 @@ export async function writeProject(
       `    image: ${image}`,
       options.failing === name
         ? `    command: ["/bin/busybox", "false"]`
+        : options.oneShot === name
+        ? `    command: ["/bin/busybox", "true"]\n    restart: "no"`
+        : options.crashLoop === name
+        ? `    command: ["/bin/busybox", "sh", "-c", "sleep 2; exit 1"]\n    restart: always`
         : `    command: ["/bin/busybox", "sleep", "600"]`,
       `    network_mode: none`,
       ...(options.unhealthy === name
