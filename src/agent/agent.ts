@@ -145,9 +145,10 @@ export class Agent {
       await this.#auditUntilDone(signal);
       while (!signal.aborted) {
         this.#model.setAgentState("reconciling");
-        await this.#reconcilePass(signal);
+        // The pass is a phase too: between its inner phases (an agent.json step, say) it is in hand.
+        await this.#inPhase("reconcile", this.#engineTimeoutMs(), () => this.#reconcilePass(signal));
         this.#model.setLastReconcile(true);
-        await this.#refresh().catch(() => {});
+        await this.#inPhase("engine query", this.#engineTimeoutMs(), () => this.#refresh()).catch(() => {});
         this.#model.setAgentState("idle");
         await this.#sleepUntilDue(signal);
       }
@@ -210,7 +211,7 @@ export class Agent {
   async #auditUntilDone(signal: AbortSignal): Promise<void> {
     for (let failures = 1; !signal.aborted; failures++) {
       try {
-        await this.#audit(signal);
+        await this.#inPhase("audit", this.#engineTimeoutMs(), () => this.#audit(signal));
         return;
       } catch (error) {
         this.#engineFailed(error);
@@ -271,7 +272,7 @@ export class Agent {
         if (error instanceof BerthError && error.reason === "engine_unavailable") throw error;
       }
     }
-    await this.#refresh();
+    await this.#inPhase("engine query", this.#engineTimeoutMs(), () => this.#refresh());
   }
 
   /** Starts an installed app when any of its services is down (compose up is idempotent). */

@@ -5,124 +5,30 @@
  * the store, a store that passes `berth fsck` — and, for the floods, a bounded peak RSS.
  *
  * The pulls run with `--json` so that stderr holds only the failure (progress lines go there otherwise),
- * and with short registry timeouts from a config file, except the one test that holds the defaults to
- * their promise.
+ * and with short registry timeouts from a config file (the defaults are held to their promise in
+ * default_timeouts_test.ts).
  */
 import assert from "node:assert/strict";
-import { PERMISSION_FLAGS } from "../../build/permissions.ts";
-import { type BerthRun, runBerth, scratchDir } from "../harness/env.ts";
-import { failureLine } from "../harness/secure_registry.ts";
+import { runBerth, scratchDir } from "../harness/env.ts";
 import {
   generatedBody,
   type HostileRegistry,
   jsonResponse,
   sha256Digest,
-  startHostileRegistry,
 } from "../harness/hostile_registry.ts";
 import { MAX_REDIRECTS } from "../../src/registry/connection.ts";
 import { RegistryPusher } from "../../src/registry/push.ts";
 import { parseReference } from "../../src/oci/reference.ts";
 import { BerthError } from "../../src/util/errors.ts";
-
-const MiB = 1024 * 1024;
-/** What a flood sends: far more than any cap, and more than the RSS bound. */
-const FLOOD_BYTES = 400 * MiB;
-/** Peak RSS (KiB) a pull may reach whatever the registry sends; berth's own bound is ~120 MB. */
-const MAX_RSS_KIB = 150 * 1024;
-/** Short timeouts for the tests that are not about the defaults: seconds. */
-const FAST_CONFIG = "registries:\n  stallTimeout: 1s\n  timeout: 6s\n";
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
-
-interface Pull {
-  run: BerthRun;
-  seconds: number;
-  /** Peak RSS in KiB, when measured. */
-  rssKiB?: number;
-  dir: string;
-}
-
-/** `berth --json pull ref` with its own store; `measure` runs it under GNU time for its peak RSS. */
-async function pull(ref: string, options: { config?: string; measure?: boolean } = {}): Promise<Pull> {
-  const dir = await scratchDir("hostile-");
-  await Deno.mkdir(`${dir}/docker-config`);
-  const args = ["--store", `${dir}/store`, "--json"];
-  if (options.config !== undefined) {
-    await Deno.writeTextFile(`${dir}/config.yml`, options.config);
-    args.push("--config", `${dir}/config.yml`);
-  }
-  args.push("pull", ref);
-  const env = { DOCKER_CONFIG: `${dir}/docker-config`, NO_COLOR: "1" };
-  const started = performance.now();
-  if (!options.measure) {
-    const run = await runBerth(args, env);
-    return { run, seconds: (performance.now() - started) / 1000, dir };
-  }
-  const rssFile = await Deno.makeTempFile({ dir: await scratchDir("rss-") });
-  const output = await new Deno.Command("/usr/bin/time", {
-    args: ["-f", "%M", "-o", rssFile, Deno.execPath(), "run", ...PERMISSION_FLAGS, "--quiet", MAIN, ...args],
-    env,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  const run = {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
-  const rssKiB = Number((await Deno.readTextFile(rssFile)).trim().split("\n").pop());
-  console.log(`    peak RSS ${(rssKiB / 1024).toFixed(1)} MiB`);
-  return { run, seconds: (performance.now() - started) / 1000, rssKiB, dir };
-}
-
-/**
- * The contract of every hostile case: exit 1, one line naming `ref` and matching `what`, no control
- * characters in it, nothing but the store (and the test's own files) in the directory, fsck clean.
- */
-async function assertRefused(result: Pull, ref: string, what: RegExp): Promise<string> {
-  const line = failureLine(result.run);
-  assert.ok(line.includes(ref), `the line names ${ref}: ${line}`);
-  assert.match(line, what);
-  // deno-lint-ignore no-control-regex
-  assert.doesNotMatch(line, /[\x00-\x1f\x7f-\x9f]/, "no control characters reach the terminal");
-  assert.ok(line.length < 1000, `one short line, not ${line.length} characters`);
-  const names: string[] = [];
-  for await (const entry of Deno.readDir(result.dir)) names.push(entry.name);
-  assert.deepEqual(
-    names.filter((name) => !["store", "docker-config", "config.yml"].includes(name)),
-    [],
-    "nothing written outside the store",
-  );
-  const fsck = await runBerth(["--store", `${result.dir}/store`, "fsck"]);
-  assert.equal(fsck.code, 0, fsck.stdout + fsck.stderr);
-  if (result.rssKiB !== undefined) {
-    assert.ok(result.rssKiB < MAX_RSS_KIB, `peak RSS ${result.rssKiB} KiB, over ${MAX_RSS_KIB} KiB`);
-  }
-  return line;
-}
-
-/** Runs `fn` with a fresh hostile registry serving a valid image at evil/app:1, closed afterwards. */
-function hostile(
-  name: string,
-  fn: (registry: HostileRegistry, image: Awaited<ReturnType<HostileRegistry["serveImage"]>>) => Promise<void>,
-) {
-  Deno.test({
-    name,
-    sanitizeResources: false,
-    sanitizeOps: false,
-    fn: async () => {
-      const registry = await startHostileRegistry();
-      try {
-        await fn(registry, await registry.serveImage("evil/app", "1"));
-      } finally {
-        await registry.close();
-      }
-    },
-  });
-}
-
-const manifestPath = (image: { repo: string }) => new RegExp(`^/v2/${image.repo}/manifests/`);
-const blobPath = (image: { repo: string }, digest: string) => `/v2/${image.repo}/blobs/${digest}`;
+import {
+  assertRefused,
+  blobPath,
+  FAST_CONFIG,
+  FLOOD_BYTES,
+  hostile,
+  manifestPath,
+  pull,
+} from "./hostile_cases.ts";
 
 hostile(
   "the hostile registry's valid image pulls cleanly (the cases below start from it)",
@@ -135,25 +41,6 @@ hostile(
 );
 
 // ---- stalls -------------------------------------------------------------------------------------------
-
-hostile(
-  "with the default timeouts, a registry whose bodies always stall makes berth pull give up within two minutes",
-  async (registry, image) => {
-    registry.route(
-      "*",
-      /^\/v2\/.+/,
-      (request) =>
-        new Response(request.method === "HEAD" ? null : registry.stallingBody("{"), {
-          headers: { "Content-Type": "application/vnd.oci.image.manifest.v1+json", "Content-Length": "900" },
-        }),
-    );
-    const result = await pull(image.ref);
-    console.log(`    gave up after ${result.seconds.toFixed(1)} s`);
-    await assertRefused(result, image.ref, /did not deliver manifest|no data/);
-    assert.ok(result.seconds < 120, `took ${result.seconds} s`);
-    assert.ok(registry.count("GET", manifestPath(image)) >= 2, "a stalled manifest body is asked for again");
-  },
-);
 
 hostile(
   "a stalled error body does not hold the pull: the status alone is reported",
