@@ -84,6 +84,10 @@ function checkUpdate(update: UpdateRecord, where: string): void {
   if (typeof update !== "object" || update === null) throw new Error(`${where} is not an object`);
   parseDigest(update.digest, `${where}.digest`);
   if (!(UPDATE_STEPS as readonly string[]).includes(update.step)) throw new Error(`${where}.step is unknown`);
+  // Served in the status document, where it must be a time.
+  if (typeof update.since !== "string" || Number.isNaN(Date.parse(update.since))) {
+    throw new Error(`${where}.since is not a time`);
+  }
   if (update.outcome !== undefined && !(UPDATE_OUTCOMES as readonly string[]).includes(update.outcome)) {
     throw new Error(`${where}.outcome is unknown`);
   }

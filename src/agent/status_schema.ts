@@ -107,8 +107,6 @@ export const UpdateSchema = z.object({
   since: isoTime,
   outcome: z.enum(UPDATE_OUTCOMES).optional(),
 });
-/** An update as UpdateSchema validates it. */
-export type UpdateStatus = z.infer<typeof UpdateSchema>;
 
 /** One configured app: its versions, state, reason, services, and its fetch while one runs. */
 export const AppSchema = z.object({

@@ -172,6 +172,28 @@ Deno.test("records in apps.json and agent.json are checked as read: a bad name, 
     assert.equal((await readAgentState(store)).apps.shop.desiredDigest, good.digest);
     await agent({ ref: good.ref, failedDigest: "sha256:../x" });
     await refused(readAgentState(store), "store_invalid", /apps\["shop"\]\.failedDigest/);
+    // An update record: its digests and the reference it rolls back to become installs and blob paths.
+    const update = {
+      digest: good.digest,
+      step: "verifying",
+      since: "2026-12-02T10:00:00.000Z",
+      previous: { ref: good.ref, digest: good.digest, previous: [] },
+    };
+    await agent({ ref: good.ref, update });
+    assert.equal((await readAgentState(store)).apps.shop.update?.step, "verifying");
+    for (
+      const [bad, pattern] of [
+        [{ ...update, digest: "sha256:../x" }, /apps\["shop"\]\.update\.digest/],
+        [{ ...update, step: "rm -rf" }, /apps\["shop"\]\.update\.step is unknown/],
+        [{ ...update, since: "yesterday" }, /apps\["shop"\]\.update\.since is not a time/],
+        [{ ...update, outcome: "maybe" }, /apps\["shop"\]\.update\.outcome is unknown/],
+        [{ ...update, previous: { ...update.previous, ref: "Not A Ref" } }, /invalid reference/],
+        [{ ...update, previous: { ...update.previous, previous: ["sha256:x"] } }, /previous\.previous\[0\]/],
+      ] as const
+    ) {
+      await agent({ ref: good.ref, update: bad });
+      await refused(readAgentState(store), "store_invalid", pattern);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
