@@ -3,15 +3,12 @@
  * through the counting proxy, the agent run as a separate process, and its status read over its socket.
  */
 import { type ProjectOptions, writeProject } from "../harness/projects.ts";
-import { PERMISSION_FLAGS } from "../../build/permissions.ts";
 import assert from "node:assert/strict";
 import { type Dockerd, run, startDockerd } from "../harness/services.ts";
 import { type FaultProxy, startFaultProxy } from "../harness/fault_proxy.ts";
-import { runBerth, scratchDir, type TestEnv, testEnv } from "../harness/env.ts";
+import { CHILD_ENV, RUN_ARGS, runBerth, scratchDir, type TestEnv, testEnv } from "../harness/env.ts";
 import { type AppStatus, type Status, StatusSchema } from "../../src/agent/status_schema.ts";
 import { parseExposition } from "../status/metrics_check.ts";
-
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
 export interface Device {
   dir: string;
@@ -107,8 +104,8 @@ export interface RunningAgent {
 
 export function startAgent(device: Device, extraArgs: string[] = []): RunningAgent {
   const process = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...PERMISSION_FLAGS, "--quiet", MAIN, "--config", device.configPath, ...extraArgs, "agent"],
-    env: { NO_COLOR: "1" },
+    args: [...RUN_ARGS, "--config", device.configPath, ...extraArgs, "agent"],
+    env: CHILD_ENV,
     stdout: "null",
     stderr: "piped",
   }).spawn();

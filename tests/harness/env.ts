@@ -39,6 +39,18 @@ if (testEnv() === undefined) {
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
+/**
+ * What every berth child of a test has in its environment: plain output, and no update check of Deno's
+ * own (a connection to an outside host that a proxy test would see as a CONNECT berth never made).
+ */
+export const CHILD_ENV = { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" };
+
+/**
+ * `deno run` as the compiled binary runs: its permissions, and the modules from the cache the test run
+ * filled (without --cached-only Deno asks the npm registry again at run time, which a proxy test sees).
+ */
+export const RUN_ARGS: readonly string[] = ["run", "--cached-only", ...PERMISSION_FLAGS, "--quiet", MAIN];
+
 export interface BerthRun {
   code: number;
   stdout: string;
@@ -48,8 +60,8 @@ export interface BerthRun {
 /** Runs `deno run main.ts ARGS` to completion, with the permissions the compiled binary has. */
 export async function runBerth(args: string[], env: Record<string, string> = {}): Promise<BerthRun> {
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...PERMISSION_FLAGS, "--quiet", MAIN, ...args],
-    env: { NO_COLOR: "1", ...env },
+    args: [...RUN_ARGS, ...args],
+    env: { ...CHILD_ENV, ...env },
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -82,8 +94,8 @@ export function deviceBerth(
 /** Starts berth without waiting (for kill -9 tests). */
 export function spawnBerth(args: string[], env: Record<string, string> = {}): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", ...PERMISSION_FLAGS, "--quiet", MAIN, ...args],
-    env: { NO_COLOR: "1", ...env },
+    args: [...RUN_ARGS, ...args],
+    env: { ...CHILD_ENV, ...env },
     stdout: "null",
     stderr: "piped",
   }).spawn();

@@ -9,6 +9,9 @@ import { startServices, type TestServices } from "./images.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const deno = Deno.execPath();
+// Deno's once-a-day update check would be a connection of its own from every test's child: through a
+// test proxy it shows up as a CONNECT nobody asked for, and tests must not depend on outside hosts.
+Deno.env.set("DENO_NO_UPDATE_CHECK", "1");
 
 async function step(name: string, args: string[]): Promise<void> {
   console.log(`\n== ${name}: deno ${args.join(" ")}`);

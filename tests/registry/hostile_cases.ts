@@ -3,8 +3,7 @@
  * stalls and floods, and the contract every refusal is held to.
  */
 import assert from "node:assert/strict";
-import { PERMISSION_FLAGS } from "../../build/permissions.ts";
-import { type BerthRun, runBerth, scratchDir } from "../harness/env.ts";
+import { type BerthRun, CHILD_ENV, RUN_ARGS, runBerth, scratchDir } from "../harness/env.ts";
 import { failureLine } from "../harness/secure_registry.ts";
 import { type HostileRegistry, startHostileRegistry } from "../harness/hostile_registry.ts";
 
@@ -15,7 +14,6 @@ export const FLOOD_BYTES = 400 * MiB;
 export const MAX_RSS_KIB = 150 * 1024;
 /** Short timeouts for the tests that are not about the defaults: seconds. */
 export const FAST_CONFIG = "registries:\n  stallTimeout: 1s\n  timeout: 6s\n";
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
 export interface Pull {
   run: BerthRun;
@@ -35,7 +33,7 @@ export async function pull(ref: string, options: { config?: string; measure?: bo
     args.push("--config", `${dir}/config.yml`);
   }
   args.push("pull", ref);
-  const env = { DOCKER_CONFIG: `${dir}/docker-config`, NO_COLOR: "1" };
+  const env = { DOCKER_CONFIG: `${dir}/docker-config`, ...CHILD_ENV };
   const started = performance.now();
   if (!options.measure) {
     const run = await runBerth(args, env);
@@ -43,7 +41,7 @@ export async function pull(ref: string, options: { config?: string; measure?: bo
   }
   const rssFile = await Deno.makeTempFile({ dir: await scratchDir("rss-") });
   const output = await new Deno.Command("/usr/bin/time", {
-    args: ["-f", "%M", "-o", rssFile, Deno.execPath(), "run", ...PERMISSION_FLAGS, "--quiet", MAIN, ...args],
+    args: ["-f", "%M", "-o", rssFile, Deno.execPath(), ...RUN_ARGS, ...args],
     env,
     stdout: "piped",
     stderr: "piped",
