@@ -1,7 +1,7 @@
 /**
  * `berth agent`: the loop that makes the device match its config, unattended.
  *
- * Start-up: a self-audit that needs no network — every installed app's project and images are checked and
+ * Start-up: a self-audit that needs no network (audit.ts) — every installed app's project and images are checked and
  * re-created from the store where missing (the factory-reset path), and what should run is started. Then,
  * for each app in the config, every poll interval (plus jitter): resolve the tag; if it names a version
  * not installed, fetch it (only the blobs not stored, after the storage pre-flight), install it, start it,
@@ -29,7 +29,7 @@ import { pull, type PullEvent, type PullPlan } from "../fetch/pull.ts";
 import type { BlobLimits } from "../fetch/limits.ts";
 import { Engine } from "../docker/engine.ts";
 import { type Compose, findCompose } from "../docker/compose_cli.ts";
-import { type Device, installApp, installedServices, removeApp, runApp, stopApp } from "../app/lifecycle.ts";
+import { type Device, installedServices, removeApp, runApp, stopApp } from "../app/lifecycle.ts";
 import { appImageRefs, appName, readBundleCompose } from "../app/stored.ts";
 import { parseAppManifest } from "../app/app_manifest.ts";
 import { pruneStore, reclaimableBytes } from "../app/prune.ts";
@@ -40,6 +40,7 @@ import type { Logger } from "../util/log.ts";
 import { StatusModel } from "./model.ts";
 import { anyServiceDown, serviceStatuses } from "./services.ts";
 import { AppUpdate, resumeUpdate, type UpdateContext } from "./update.ts";
+import { audit, type AuditContext } from "./audit.ts";
 
 /** Everything the agent is told: the resolved command-line options and the config file. */
 export interface AgentSettings {
@@ -211,7 +212,10 @@ export class Agent {
   async #auditUntilDone(signal: AbortSignal): Promise<void> {
     for (let failures = 1; !signal.aborted; failures++) {
       try {
-        await this.#inPhase("audit", this.#engineTimeoutMs(), () => this.#audit(signal));
+        await this.#inPhase("audit", this.#engineTimeoutMs(), async () => {
+          await audit(this.#auditContext(signal), signal);
+          await this.#inPhase("engine query", this.#engineTimeoutMs(), () => this.#refresh());
+        });
         return;
       } catch (error) {
         this.#engineFailed(error);
@@ -222,57 +226,6 @@ export class Agent {
         await sleep(this.#retryDelay(failures), signal).catch(() => {});
       }
     }
-  }
-
-  /**
-   * Before any registry request: every installed app's project and images are checked and, where missing
-   * (a factory reset wiped the engine or the compose root), re-created from the store; apps recorded as
-   * running are started when a service is not running.
-   */
-  async #audit(signal: AbortSignal): Promise<void> {
-    const device = await this.#device();
-    const records = await readApps(this.#store);
-    const state = await readAgentState(this.#store);
-    for (const [name, managed] of Object.entries(state.apps)) {
-      this.#model.setApp(name, managed.ref, { desiredDigest: managed.desiredDigest });
-    }
-    for (const record of Object.values(records)) {
-      if (signal.aborted) return;
-      if (!record.installed) continue;
-      const ref = state.apps[record.name]?.ref ?? record.ref;
-      this.#model.setApp(record.name, ref, {
-        currentDigest: record.digest,
-        previousDigests: record.previous ?? [],
-      });
-      try {
-        const managed = state.apps[record.name];
-        // An update a killed agent left half-way is verified again, or its roll-back finished.
-        if (
-          managed && await resumeUpdate(this.#updateContext(signal), device, record.name, managed, record)
-        ) {
-          continue;
-        }
-        const installed = await this.#inPhase(
-          "install",
-          this.#engineTimeoutMs(),
-          () => installApp(device, { ref: record.ref, manifestDigest: record.digest }),
-        );
-        if (!installed.alreadyInstalled) {
-          this.#log.info(`re-created app ${record.name} from the store`, {
-            app: record.name,
-            digest: record.digest,
-            images: installed.imagesLoaded,
-          });
-        }
-        this.#model.transition(record.name, ref, "installed");
-        if (record.running) await this.#ensureRunning(device, record, ref);
-      } catch (error) {
-        this.#engineFailed(error);
-        this.#model.transition(record.name, ref, "failed", error);
-        if (error instanceof BerthError && error.reason === "engine_unavailable") throw error;
-      }
-    }
-    await this.#inPhase("engine query", this.#engineTimeoutMs(), () => this.#refresh());
   }
 
   /** Starts an installed app when any of its services is down (compose up is idempotent). */
@@ -459,6 +412,19 @@ export class Agent {
     });
     this.#model.transition(name, refText, "running");
     await this.#prune(device);
+  }
+
+  /** What the start-up audit needs of the agent. */
+  #auditContext(signal: AbortSignal): AuditContext {
+    return {
+      store: this.#store,
+      model: this.#model,
+      log: this.#log,
+      composeRoot: this.#settings.composeRoot,
+      device: () => this.#device(),
+      update: this.#updateContext(signal),
+      engineFailed: (error) => this.#engineFailed(error),
+    };
   }
 
   /** What an update needs of the agent, for one pass. */

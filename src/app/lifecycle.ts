@@ -357,6 +357,16 @@ export interface RestoreOptions {
   onApp?: (outcome: RestoreOutcome) => void | Promise<void>;
   /** Checked before each app: once aborted, the apps not yet begun are left as they are. */
   signal?: AbortSignal;
+  /**
+   * Asked first for each app: true when the caller dealt with it itself (the agent finishing an update a
+   * crash interrupted), and the restore leaves it out. What it throws is that app's failure.
+   */
+  takeOver?: (record: AppRecord) => Promise<boolean>;
+  /**
+   * Whether an app recorded as running needs `compose up` (default: always). The agent asks its services
+   * first: up again would re-run a one-shot service that already did its work.
+   */
+  needsStart?: (record: AppRecord) => Promise<boolean>;
 }
 
 /**
@@ -374,9 +384,11 @@ export async function restoreApps(device: Device, options: RestoreOptions = {}):
     let outcome: RestoreOutcome;
     let installed: InstallResult | undefined;
     try {
+      if (await options.takeOver?.(record)) continue;
       installed = await installApp(device, { ref: record.ref, manifestDigest: record.digest });
-      if (record.running) await runApp(device, record.name);
-      outcome = { ...app, ok: true, installed, started: record.running };
+      const start = record.running && (await options.needsStart?.(record) ?? true);
+      if (start) await runApp(device, record.name);
+      outcome = { ...app, ok: true, installed, started: start };
     } catch (error) {
       outcome = { ...app, ok: false, error, ...(installed ? { installed } : {}) };
     }
