@@ -99,7 +99,7 @@ export function isStaticElf(path: string): boolean {
 
 /**
  * Installs the Debian packages the harness needs (docker.io, docker-registry, skopeo, docker-compose,
- * busybox-static, time, openssl, chromium) when any of their tools is missing; does nothing when all are
+ * busybox-static, time, openssl, chromium, strace) when any of their tools is missing; does nothing when all are
  * present. apt's output goes to stderr so that it shows in CI logs without mixing into test output.
  */
 export async function ensurePackages(): Promise<void> {
@@ -113,6 +113,7 @@ export async function ensurePackages(): Promise<void> {
     "openssl",
     "chromium", // the status page test loads the page in headless Chromium
     "systemd-analyze", // verifies build/systemd/berth.service; a Debian container image has no systemd
+    "strace", // the durability test reads berth's fsync and rename order from a trace
   ]
     .filter((tool) => !onPath(tool));
   if (!isStaticElf("/bin/busybox")) missing.push("/bin/busybox (static)");
@@ -129,6 +130,7 @@ export async function ensurePackages(): Promise<void> {
       "openssl",
       "chromium",
       "systemd",
+      "strace",
     ],
     `the test services need them; missing: ${missing.join(", ")}`,
   );
