@@ -373,6 +373,16 @@ export class Agent {
     const device = await this.#device();
 
     if (record?.installed && record.digest === digest) {
+      if (managed.update && !managed.update.outcome) {
+        this.#log.info(
+          `update of app ${name} to ${managed.update.digest} cancelled: the tag is back at ${digest}`,
+          {
+            app: name,
+          },
+        );
+        await AppUpdate.end(this.#updateContext(signal), name, managed, "cancelled");
+        managed.update = (await readAgentState(this.#store)).apps[name]?.update;
+      }
       if (managed.desiredDigest || managed.failedDigest || !state.apps[name]) {
         await saveManaged(this.#store, name, {
           ref: refText,
@@ -389,15 +399,15 @@ export class Agent {
     }
 
     const updating = record?.installed === true;
+    let supersedes: string | undefined;
     if (managed.update && !managed.update.outcome && managed.update.digest !== digest) {
-      this.#log.info(
-        `update of app ${name} to ${managed.update.digest} superseded: the tag moved to ${digest}`,
-        {
-          app: name,
-        },
-      );
+      supersedes = managed.update.digest;
+      this.#log.info(`update of app ${name} to ${supersedes} superseded: the tag moved to ${digest}`, {
+        app: name,
+      });
+      await AppUpdate.end(this.#updateContext(signal), name, managed, "superseded");
     }
-    const update = AppUpdate.begin(this.#updateContext(signal), name, refText, digest, record);
+    const update = AppUpdate.begin(this.#updateContext(signal), name, refText, digest, record, supersedes);
     const pinned = parseReference(`${ref.registry}/${ref.repository}@${digest}`);
     const stallMs = this.#settings.timeouts.stall * 1000;
     const fetched = () => this.#fetch(name, pinned, signal);

@@ -25,6 +25,8 @@ export interface UpdateRecord {
   previous?: { ref: string; digest: string; previous: string[] };
   /** How it ended, once it did. */
   outcome?: typeof UPDATE_OUTCOMES[number];
+  /** The version of the unfinished update this one replaced (the tag moved on meanwhile). */
+  supersedes?: string;
 }
 
 /** One configured app as the agent remembers it across restarts; readAgentState checks ref and digests. */
@@ -91,6 +93,7 @@ function checkUpdate(update: UpdateRecord, where: string): void {
   if (update.outcome !== undefined && !(UPDATE_OUTCOMES as readonly string[]).includes(update.outcome)) {
     throw new Error(`${where}.outcome is unknown`);
   }
+  if (update.supersedes !== undefined) parseDigest(update.supersedes, `${where}.supersedes`);
   if (update.previous !== undefined) {
     parseReference(update.previous.ref);
     parseDigest(update.previous.digest, `${where}.previous.digest`);

@@ -97,8 +97,11 @@ export const UPDATE_STEPS = [
 ] as const;
 /** One of UPDATE_STEPS. */
 export type UpdateStep = typeof UPDATE_STEPS[number];
-/** How an update ended: `superseded` when the tag moved on before it was installed. */
-export const UPDATE_OUTCOMES = ["complete", "rolled-back", "superseded"] as const;
+/**
+ * How an update ended: `superseded` when the tag moved on to another new version before it was done,
+ * `cancelled` when it moved back to the version installed (nothing left to do).
+ */
+export const UPDATE_OUTCOMES = ["complete", "rolled-back", "superseded", "cancelled"] as const;
 
 /** An app's update in progress, or its last one: the version, the step and since when, how it ended. */
 export const UpdateSchema = z.object({
@@ -106,6 +109,8 @@ export const UpdateSchema = z.object({
   step: z.enum(UPDATE_STEPS),
   since: isoTime,
   outcome: z.enum(UPDATE_OUTCOMES).optional(),
+  /** The version of an unfinished update this one replaced: the tag moved on while it ran. */
+  supersedes: digest.optional(),
 });
 
 /** One configured app: its versions, state, reason, services, and its fetch while one runs. */

@@ -53,7 +53,14 @@ export class AppUpdate {
   }
 
   /** A new update to `digest`, from `installed` (the app's record) when the app has a version installed. */
-  static begin(context: UpdateContext, name: string, ref: string, digest: string, installed?: AppRecord) {
+  static begin(
+    context: UpdateContext,
+    name: string,
+    ref: string,
+    digest: string,
+    installed?: AppRecord,
+    supersedes?: string,
+  ) {
     const previous = installed?.installed
       ? { ref: installed.ref, digest: installed.digest, previous: installed.previous ?? [] }
       : undefined;
@@ -62,7 +69,26 @@ export class AppUpdate {
       step: "fetching",
       since: new Date().toISOString(),
       ...(previous ? { previous } : {}),
+      ...(supersedes ? { supersedes } : {}),
     });
+  }
+
+  /**
+   * An unfinished update that will not go on: the tag moved to another new version (`superseded`) or back
+   * to the installed one (`cancelled`). Recorded durably, and shown, before whatever comes next.
+   */
+  static async end(
+    context: UpdateContext,
+    name: string,
+    managed: ManagedApp,
+    outcome: "superseded" | "cancelled",
+  ): Promise<void> {
+    if (!managed.update || managed.update.outcome) return;
+    const record: UpdateRecord = { ...managed.update, outcome };
+    const { desiredDigest: _, ...rest } = managed;
+    await saveManaged(context.store, name, { ...rest, update: record });
+    const { previous: __, ...shown } = record;
+    context.model.setApp(name, managed.ref, { update: shown });
   }
 
   /** The version this update installs. */
