@@ -23,6 +23,9 @@ export const ENV_VARS = [
   "PATH", // finding docker, docker-compose, df, sync
   "LOG_TOKENS", // read by the yaml package (a debugging switch of its parser) on every parse
   "LOG_STREAM", // likewise
+  "NOTIFY_SOCKET", // systemd's notify socket (Type=notify)
+  "WATCHDOG_USEC", // systemd's watchdog period (WatchdogSec=)
+  "WATCHDOG_PID", // the process that watchdog is for
 ];
 
 /** `deno run` / `deno compile` flags; no prompts: a service has no one to ask. */
@@ -41,4 +44,8 @@ export const PERMISSION_FLAGS: readonly string[] = [
   // compose (`docker compose`, `docker-compose`, or whatever command the config's `compose` names), df
   // for the storage pre-flight, sync -f to flush the engine: the compose command is the operator's.
   "--allow-run",
+  // Not a permission: unix datagram sockets (Deno.listenDatagram), which Deno 2.9 has only behind this flag,
+  // for systemd's notify protocol (READY=1, WATCHDOG=1) sent from berth's own process; see
+  // src/util/sd_notify.ts for why not `systemd-notify`.
+  "--unstable-net",
 ];

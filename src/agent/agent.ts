@@ -132,8 +132,8 @@ export class Agent {
     this.#wake?.();
   }
 
-  /** Runs until `signal` aborts: audit, then reconcile forever. */
-  async run(signal: AbortSignal): Promise<void> {
+  /** Runs until `signal` aborts: audit (`onAudited` after its first attempt), then reconcile forever. */
+  async run(signal: AbortSignal, onAudited?: () => Promise<void>): Promise<void> {
     let storeRefreshedAt = Date.now();
     const refresher = setInterval(() => {
       this.#model.checkStalls();
@@ -143,7 +143,7 @@ export class Agent {
     }, REFRESH_MS);
     try {
       this.#model.setAgentState("auditing");
-      await this.#auditUntilDone(signal);
+      await this.#auditUntilDone(signal, onAudited);
       while (!signal.aborted) {
         this.#model.setAgentState("reconciling");
         // The pass is a phase too: between its inner phases (an agent.json step, say) it is in hand.
@@ -209,23 +209,33 @@ export class Agent {
 
   // ---- start-up audit -----------------------------------------------------------------------------
 
-  async #auditUntilDone(signal: AbortSignal): Promise<void> {
-    for (let failures = 1; !signal.aborted; failures++) {
-      try {
-        await this.#inPhase("audit", this.#engineTimeoutMs(), async () => {
-          await audit(this.#auditContext(signal), signal);
-          await this.#inPhase("engine query", this.#engineTimeoutMs(), () => this.#refresh());
-        });
-        return;
-      } catch (error) {
-        this.#engineFailed(error);
-        this.#model.recordError(error);
-        this.#log.warn(`start-up audit failed, retrying: ${errorMessage(error)}`, {
-          reason: error instanceof BerthError ? error.reason : "internal",
-        });
-        await sleep(this.#retryDelay(failures), signal).catch(() => {});
+  /**
+   * The audit, retried until it succeeds. `onAttempted` follows the first attempt, whether it succeeded or
+   * not: then the agent has done what it can at start-up (with the engine down, it reports that and keeps
+   * trying). Waiting for an engine that answers "no" is not a hang: each attempt counts as progress.
+   */
+  async #auditUntilDone(signal: AbortSignal, onAttempted?: () => Promise<void>): Promise<void> {
+    const waitMs = this.#engineTimeoutMs() + this.#settings.timeouts.retryMax * 1000;
+    await this.#inPhase("start-up audit", waitMs, async () => {
+      for (let failures = 1; !signal.aborted; failures++) {
+        try {
+          await this.#inPhase("audit", this.#engineTimeoutMs(), async () => {
+            await audit(this.#auditContext(signal), signal);
+            await this.#inPhase("engine query", this.#engineTimeoutMs(), () => this.#refresh());
+          });
+          if (failures === 1) await onAttempted?.();
+          return;
+        } catch (error) {
+          this.#engineFailed(error);
+          this.#model.recordError(error);
+          this.#log.warn(`start-up audit failed, retrying: ${errorMessage(error)}`, {
+            reason: error instanceof BerthError ? error.reason : "internal",
+          });
+          if (failures === 1) await onAttempted?.();
+          await sleep(this.#retryDelay(failures), signal).catch(() => {});
+        }
       }
-    }
+    });
   }
 
   /** Starts an installed app when any of its services is down (compose up is idempotent). */

@@ -12,6 +12,7 @@ import type { Config } from "../config/config.ts";
 import { Agent, type AgentSettings } from "../agent/agent.ts";
 import { StatusModel } from "../agent/model.ts";
 import { serveStatus, type StatusServer } from "../status/server.ts";
+import { SystemdSupervision } from "../agent/systemd.ts";
 import { type Context, makeContext } from "./context.ts";
 
 /** The agent's settings: command-line options (already resolved over the config) and the config's own keys. */
@@ -50,6 +51,7 @@ export async function agentCommand(context: Context): Promise<number> {
   });
   const agent = new Agent(store, settingsOf(context, config), model, log);
   let server: StatusServer | undefined;
+  let supervision: SystemdSupervision | undefined;
   const stop = new AbortController();
   const onStop = (signal: string) => () => {
     log.info(`${signal}: stopping`);
@@ -93,12 +95,14 @@ export async function agentCommand(context: Context): Promise<number> {
       warn: (message) => log.warn(message),
     });
     log.info(`status at ${server.url}`, { version: VERSION, store: store.root, apps: config.apps.length });
-    await agent.run(stop.signal);
+    supervision = await SystemdSupervision.start(model, log);
+    await agent.run(stop.signal, () => supervision?.ready() ?? Promise.resolve());
     return 0;
   } finally {
     // The SIGTERM and SIGINT listeners stay until the process exits: without them a second stop signal (a
     // supervisor's after a terminal's Ctrl-C) kills it with 143 or 130 while it closes or exits.
     Deno.removeSignalListener("SIGHUP", onHup);
+    await supervision?.stop();
     await server?.close();
     store.close();
     log.info("stopped");

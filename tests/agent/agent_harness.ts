@@ -102,10 +102,14 @@ export interface RunningAgent {
   kill(): Promise<void>;
 }
 
-export function startAgent(device: Device, extraArgs: string[] = []): RunningAgent {
+export function startAgent(
+  device: Device,
+  extraArgs: string[] = [],
+  env: Record<string, string> = {},
+): RunningAgent {
   const process = new Deno.Command(Deno.execPath(), {
     args: [...RUN_ARGS, "--config", device.configPath, ...extraArgs, "agent"],
-    env: CHILD_ENV,
+    env: { ...CHILD_ENV, ...env },
     stdout: "null",
     stderr: "piped",
   }).spawn();
@@ -318,8 +322,8 @@ export interface Scene {
   /** A test image reference, through the proxy. */
   via(ref: string): string;
   device: Device;
-  /** Starts an agent on the device; any still running at the end is killed. */
-  start(): RunningAgent;
+  /** Starts an agent on the device (with `env` added); any still running at the end is killed. */
+  start(env?: Record<string, string>): RunningAgent;
   /** Runs at the end, before the engine is stopped (e.g. unmount what the test mounted). */
   onCleanup(step: () => Promise<void>): void;
 }
@@ -337,8 +341,8 @@ export async function inScene(work: (scene: Scene) => Promise<void>): Promise<vo
       proxy,
       via: (ref) => ref.replace(env.registry, proxy.host),
       device,
-      start() {
-        const agent = startAgent(device);
+      start(env) {
+        const agent = startAgent(device, [], env);
         agents.push(agent);
         return agent;
       },

@@ -2,7 +2,10 @@
  * `/healthz` means alive: 200 while the agent's loop makes progress in any phase — a throttled first
  * download, the image load, compose, the wait for the services — and 503, naming the phase, only when the
  * phase in hand makes no progress for longer than its timeout (here: the engine stops answering). A watchdog
- * that trusts it restarts a hung agent and never a busy one. Real registry, the device's own dockerd.
+ * that trusts it restarts a hung agent and never a busy one. systemd's own watchdog is fed from the same
+ * measure: with NOTIFY_SOCKET set (a socket of the test's standing in for systemd's) the agent sends READY=1
+ * after its audit, WATCHDOG=1 while it is healthy, none while it is not, and STOPPING=1 as it stops. Real
+ * registry, the device's own dockerd.
  */
 import assert from "node:assert/strict";
 import { run } from "../harness/services.ts";
@@ -21,7 +24,7 @@ async function dockerdPid(socket: string): Promise<number> {
 
 Deno.test({
   name:
-    "liveness: /healthz stays 200 through a long first install, and is 503 naming the phase once the engine hangs",
+    "liveness: /healthz stays 200 and the systemd watchdog is pinged through a long first install; once the engine hangs, 503 naming the phase and no pings",
   ...withServices,
   fn: () =>
     inScene(async ({ env, proxy, via, device, start }) => {
@@ -36,7 +39,9 @@ Deno.test({
         config.replace(/^timeouts: \{ (.*) \}$/m, "timeouts: { $1, engine: 4s }"),
       );
       proxy.setThrottle(4 * MiB); // about ten seconds for the 40 MiB image
-      const agent = start();
+      // As under systemd with Type=notify and WatchdogSec=2: the agent's notify messages, as they arrive.
+      const notify = listenForNotify(`${device.dir}/notify.sock`);
+      const agent = start({ NOTIFY_SOCKET: notify.path, WATCHDOG_USEC: "2000000" });
       const answers: { at: number; status: number; body: string }[] = [];
       const started = Date.now();
       let polling = true;
@@ -61,6 +66,14 @@ Deno.test({
       );
       assert.ok(answers.length > 20, `only ${answers.length} answers during the install`);
       assert.deepEqual(refused, [], "/healthz answered 503 while the agent was busy and healthy");
+      // READY=1 once the audit was done, then a WATCHDOG=1 at least every second through the install.
+      const ready = notify.messages.findIndex((message) =>
+        message.fields.READY === "1"
+      );
+      assert.ok(ready >= 0, `no READY=1 in ${JSON.stringify(notify.messages)}`);
+      const pings = notify.messages.slice(ready).filter((message) => message.fields.WATCHDOG === "1");
+      assert.ok(pings.length >= 5, `only ${pings.length} watchdog pings during the install`);
+      assert.ok(longestGap(pings) <= 1_500, `a gap of ${longestGap(pings)} ms between watchdog pings`);
 
       // The engine stops answering (its process stopped): the next engine call hangs past timeouts.engine.
       const pid = await dockerdPid(device.dockerd.socket);
@@ -79,16 +92,74 @@ Deno.test({
         );
         // Whichever engine call the loop was in: the running check (compose) or the status refresh.
         assert.match(unhealthy, /no progress in its (compose|engine query) for \d+ s \(limit 4 s\)/);
+        // No watchdog ping while unhealthy: past WatchdogSec, systemd would restart this agent.
+        const since = Date.now();
+        await new Promise((resolve) => setTimeout(resolve, 3_000));
+        const late = notify.messages.filter((message) => message.at >= since && message.fields.WATCHDOG);
+        assert.deepEqual(late, [], "the watchdog was pinged while /healthz said 503");
+        assert.ok(
+          notify.messages.some((message) =>
+            message.at >= since && /not making progress/.test(message.fields.STATUS)
+          ),
+          "STATUS says why",
+        );
       } finally {
         Deno.kill(pid, "SIGCONT");
       }
       await waitFor(
         "200 again once the engine answers",
-        async () =>
-          (await getStatus(device, "/healthz")).status === 200,
+        async () => (await getStatus(device, "/healthz")).status === 200,
         60_000,
         200,
         agent.log,
       );
+      const resumed = Date.now();
+      await waitFor(
+        "watchdog pings again",
+        () =>
+          Promise.resolve(
+            notify.messages.some((message) => message.at >= resumed && message.fields.WATCHDOG),
+          ),
+        10_000,
+        100,
+        agent.log,
+      );
+      assert.equal(await agent.stop(), 0);
+      assert.equal(notify.messages.at(-1)?.fields.STOPPING, "1", "STOPPING=1 as it stops");
+      notify.close();
     }),
 });
+
+interface NotifyMessage {
+  at: number;
+  fields: Record<string, string>;
+}
+
+/** A unix datagram socket at `path` standing in for systemd's, collecting what is sent to it. */
+function listenForNotify(path: string): { path: string; messages: NotifyMessage[]; close(): void } {
+  const socket = Deno.listenDatagram({ transport: "unixpacket", path });
+  const messages: NotifyMessage[] = [];
+  (async () => {
+    try {
+      for (;;) {
+        const [data] = await socket.receive();
+        const fields = Object.fromEntries(
+          new TextDecoder().decode(data).split("\n").map((
+            line,
+          ) => [line.split("=")[0], line.slice(line.indexOf("=") + 1)]),
+        );
+        messages.push({ at: Date.now(), fields });
+      }
+    } catch {
+      // closed
+    }
+  })();
+  return { path, messages, close: () => socket.close() };
+}
+
+/** The longest time between two consecutive messages, in ms. */
+function longestGap(messages: NotifyMessage[]): number {
+  let longest = 0;
+  for (let i = 1; i < messages.length; i++) longest = Math.max(longest, messages[i].at - messages[i - 1].at);
+  return longest;
+}
