@@ -64,7 +64,7 @@ export class SystemdSupervision {
   /** The start-up audit is done: the service is up. */
   async ready(): Promise<void> {
     this.#ready = true;
-    await this.#send({ READY: 1, STATUS: this.#summary() });
+    await this.#send({ READY: 1, STATUS: this.#summary("start-up audit done") });
   }
 
   /** The agent is stopping: said to systemd, and the ticks end. */
@@ -92,10 +92,11 @@ export class SystemdSupervision {
     else await this.#send({ STATUS: status });
   }
 
-  #summary(): string {
+  /** STATUS= for `systemctl status`: what the agent does (or `doing`), and how many apps run. */
+  #summary(doing?: string): string {
     const status = this.#model.snapshot();
     const running = status.apps.filter((app) => app.state === "running").length;
-    return `${status.agent.state}: ${running} of ${status.apps.length} apps running`;
+    return `${doing ?? status.agent.state}: ${running} of ${status.apps.length} apps running`;
   }
 
   async #send(fields: Record<string, string | number>): Promise<void> {
