@@ -596,7 +596,7 @@ export class Agent {
         bytesUsed,
         blobs,
         reclaimableBytes: await reclaimableBytes(this.#store, this.#settings.keep),
-        freeBytes: space.freeBytes,
+        ...(space.capacityUnknown ? {} : { freeBytes: space.freeBytes }),
       });
     } catch (error) {
       this.#log.debug(`store figures: ${errorMessage(error)}`);

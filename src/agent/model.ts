@@ -91,7 +91,7 @@ export class StatusModel {
     this.#options = options;
     this.#now = options.now ?? Date.now;
     this.#startedAt = new Date(this.#now()).toISOString();
-    this.#store = { path: options.storePath, bytesUsed: 0, blobs: 0, reclaimableBytes: 0, freeBytes: 0 };
+    this.#store = { path: options.storePath, bytesUsed: 0, blobs: 0, reclaimableBytes: 0 };
   }
 
   setPollInterval(seconds: number): void {

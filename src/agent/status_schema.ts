@@ -145,8 +145,11 @@ export const StoreSchema = z.object({
   blobs: z.number().int().nonnegative(),
   /** What `berth prune` would free now. */
   reclaimableBytes: z.number().int().nonnegative(),
-  /** Free bytes on the store's filesystem. */
-  freeBytes: z.number().int().nonnegative(),
+  /**
+   * Free bytes on the store's filesystem; absent until first measured, and on a filesystem that reports no
+   * capacity (FUSE, ramfs), where 0 would read as a full disk.
+   */
+  freeBytes: z.number().int().nonnegative().optional(),
 });
 
 /** The whole document `GET /status` answers (schemaVersion 1). */

@@ -169,7 +169,9 @@ export function formatStatus(status: Status, now = Date.now()): string[] {
     }`,
     `store   ${store.path}: ${formatBytes(store.bytesUsed)} in ${store.blobs} blobs, ${
       formatBytes(store.reclaimableBytes)
-    } reclaimable, ${formatBytes(store.freeBytes)} free`,
+    } reclaimable, ${
+      store.freeBytes === undefined ? "free space unknown" : `${formatBytes(store.freeBytes)} free`
+    }`,
     `offline restore: ${status.canRestoreOffline ? "yes" : "no"}`,
   ];
   if (status.apps.length === 0) lines.push("apps: none configured");

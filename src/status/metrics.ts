@@ -45,9 +45,9 @@ class Exposition {
     }
   }
 
-  /** A family of one unlabelled gauge. */
-  gauge(name: string, help: string, value: number): void {
-    this.family(name, "gauge", help, [[name, {}, value]]);
+  /** A family of one unlabelled gauge; declared without a sample while the value is unknown. */
+  gauge(name: string, help: string, value: number | undefined): void {
+    this.family(name, "gauge", help, value === undefined ? [] : [[name, {}, value]]);
   }
 
   /** A family of one unlabelled counter. */

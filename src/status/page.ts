@@ -113,7 +113,7 @@ function render(status) {
     row("engine", e.reachable ? "docker " + (e.version || "?") : el("span", { class: "reason" },
       "unreachable" + (e.error ? ": " + e.error : ""))),
     row("store", bytes(s.bytesUsed) + " in " + s.blobs + " blobs, " + bytes(s.reclaimableBytes) +
-      " reclaimable, " + bytes(s.freeBytes) + " free"),
+      " reclaimable, " + (s.freeBytes === undefined ? "free space unknown" : bytes(s.freeBytes) + " free")),
     row("offline restore", el("span", { id: "offline" }, status.canRestoreOffline ? "yes" : "no")),
   ));
   if (status.lastError) {

@@ -88,3 +88,11 @@ Deno.test("metrics checker rejects what a scraper would", () => {
   ];
   for (const text of bad) assert.throws(() => parseExposition(text), Error, JSON.stringify(text));
 });
+
+Deno.test("metrics: free bytes not known (a filesystem that reports no capacity) is declared with no sample", () => {
+  const status = sampleStatus();
+  delete status.store.freeBytes;
+  const { samples, types } = parseExposition(renderMetrics(status, sampleCounters()));
+  assert.equal(types.get("berth_store_free_bytes"), "gauge");
+  assert.deepEqual(samples.filter((sample) => sample.name === "berth_store_free_bytes"), []);
+});
