@@ -102,17 +102,28 @@ export interface RunningAgent {
   kill(): Promise<void>;
 }
 
+/**
+ * Starts the agent on `device`. With a `wrapper` (a command line such as strace's) the agent runs under it,
+ * and signals go to the agent itself, the wrapper's child: strace ignores SIGTERM and, killed, leaves its
+ * command running.
+ */
 export function startAgent(
   device: Device,
   extraArgs: string[] = [],
   env: Record<string, string> = {},
+  wrapper: string[] = [],
 ): RunningAgent {
-  const process = new Deno.Command(Deno.execPath(), {
-    args: [...RUN_ARGS, "--config", device.configPath, ...extraArgs, "agent"],
+  const [command, ...prefix] = [...wrapper, Deno.execPath()];
+  const process = new Deno.Command(command, {
+    args: [...prefix, ...RUN_ARGS, "--config", device.configPath, ...extraArgs, "agent"],
     env: { ...CHILD_ENV, ...env },
     stdout: "null",
     stderr: "piped",
   }).spawn();
+  const signal = (name: Deno.Signal) => {
+    const pid = wrapper.length ? childOf(process.pid) ?? process.pid : process.pid;
+    if (pid !== undefined) Deno.kill(pid, name);
+  };
   let text = "";
   const reading = (async () => {
     const decoder = new TextDecoder();
@@ -123,7 +134,7 @@ export function startAgent(
     log: () => text,
     async stop() {
       try {
-        process.kill("SIGTERM");
+        signal("SIGTERM");
       } catch {
         // already gone
       }
@@ -133,7 +144,7 @@ export function startAgent(
     },
     async kill() {
       try {
-        process.kill("SIGKILL");
+        signal("SIGKILL");
       } catch {
         // already gone
       }
@@ -141,6 +152,16 @@ export function startAgent(
       await reading;
     },
   };
+}
+
+/** The first child of process `pid`, or undefined when it has none (any more). */
+function childOf(pid: number): number | undefined {
+  try {
+    const first = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(" ")[0];
+    return first ? Number(first) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** GET on the agent's status socket. */
@@ -322,8 +343,11 @@ export interface Scene {
   /** A test image reference, through the proxy. */
   via(ref: string): string;
   device: Device;
-  /** Starts an agent on the device (with `env` added); any still running at the end is killed. */
-  start(env?: Record<string, string>): RunningAgent;
+  /**
+   * Starts an agent on the device (with `env` added, under `wrapper` if given); any still running at the
+   * end is killed.
+   */
+  start(env?: Record<string, string>, wrapper?: string[]): RunningAgent;
   /** Runs at the end, before the engine is stopped (e.g. unmount what the test mounted). */
   onCleanup(step: () => Promise<void>): void;
 }
@@ -341,8 +365,8 @@ export async function inScene(work: (scene: Scene) => Promise<void>): Promise<vo
       proxy,
       via: (ref) => ref.replace(env.registry, proxy.host),
       device,
-      start(env) {
-        const agent = startAgent(device, [], env);
+      start(env, wrapper) {
+        const agent = startAgent(device, [], env, wrapper);
         agents.push(agent);
         return agent;
       },

@@ -10,6 +10,46 @@
  * B started" in the log holds in time too.
  */
 
+import assert from "node:assert/strict";
+
+/** The calls the checks read: what creates, writes, syncs, renames and removes files. */
+export const TRACED_CALLS = [
+  "openat",
+  "write",
+  "pwrite64",
+  "writev",
+  "ftruncate",
+  "fsync",
+  "fdatasync",
+  "rename",
+  "renameat",
+  "renameat2",
+  "close",
+  "unlink",
+  "unlinkat",
+  "rmdir",
+  "mkdir",
+  "mkdirat",
+  "symlink",
+  "symlinkat",
+];
+
+/** Fails, saying why, when strace is missing or may not trace here (ptrace refused in a container, say). */
+export async function assertStraceWorks(): Promise<void> {
+  let output: Deno.CommandOutput;
+  try {
+    output = await new Deno.Command("strace", {
+      args: ["-f", "-qq", "-o", "/dev/null", "true"],
+      stderr: "piped",
+    })
+      .output();
+  } catch (error) {
+    throw new Error(`strace is needed to check fsync ordering and could not be run: ${error}`);
+  }
+  const stderr = new TextDecoder().decode(output.stderr).trim();
+  assert.equal(output.code, 0, `strace cannot trace here (is ptrace refused?): ${stderr}`);
+}
+
 /** One system call from the log: where it started and where it returned (line numbers, 1-based). */
 export interface Syscall {
   pid: number;
@@ -291,4 +331,160 @@ function removedLater(events: FsEvent[], path: string, after: number): boolean {
     event.call.start > after &&
     ((event.kind === "remove" && event.path === path) || (event.kind === "rename" && event.from === path))
   );
+}
+
+/** What strace prints for a string argument ("a\"b\n", octal escapes), as text; undefined when cut short. */
+export function unquote(arg: string | undefined): string | undefined {
+  const match = /^"((?:[^"\\]|\\.)*)"$/s.exec(arg ?? "");
+  if (!match) return undefined;
+  const named: Record<string, number> = { n: 10, t: 9, r: 13, v: 11, f: 12, '"': 34, "\\": 92 };
+  const bytes: number[] = [];
+  for (let i = 0; i < match[1].length; i++) {
+    const char = match[1][i];
+    if (char !== "\\") {
+      bytes.push(char.charCodeAt(0));
+      continue;
+    }
+    const octal = /^[0-7]{1,3}/.exec(match[1].slice(i + 1))?.[0];
+    if (octal) {
+      bytes.push(parseInt(octal, 8));
+      i += octal.length;
+    } else bytes.push(named[match[1][++i]] ?? match[1].charCodeAt(i));
+  }
+  return new TextDecoder().decode(new Uint8Array(bytes));
+}
+
+/** The argv of an execve call, or undefined when it is cut short. */
+export function execArgv(call: Syscall): string[] | undefined {
+  const list = /^\[(.*)\]$/s.exec(call.args[1] ?? "")?.[1];
+  if (list === undefined) return undefined;
+  const argv = splitArgs(list).map(unquote);
+  return argv.every((arg) => arg !== undefined) ? argv as string[] : undefined;
+}
+
+/** One replacement of the agent's state file (agent.json) as the trace shows it. */
+export interface StateWrite {
+  /** The update step it records, by app; undefined when its content was not seen whole. */
+  steps: Record<string, string> | undefined;
+  /** The creation of its temporary file, where the write began. */
+  open: Syscall | undefined;
+  rename: Syscall;
+  /** The first fsync of the file's directory that began after the rename. */
+  dirSync: Syscall | undefined;
+}
+
+/**
+ * Work that may begin only once a step is recorded: for a call of the trace, the app and the steps one of
+ * which must be the app's last recorded step (e.g. a compose `up` runs in `starting`).
+ */
+export type StepWork = (call: Syscall) => { app: string; steps: string[] } | undefined;
+
+/** A compose `up` (v1 `docker-compose`, or v2 `docker compose` and its plugin): it runs in `starting`. */
+export function composeUp(call: Syscall): { app: string } | undefined {
+  if (call.name !== "execve") return undefined;
+  const argv = execArgv(call) ?? [];
+  const compose = argv[0]?.endsWith("docker-compose") || argv[1] === "compose";
+  const project = argv[argv.indexOf("-p") + 1];
+  return compose && argv.includes("up") && project ? { app: project } : undefined;
+}
+
+/** The work of the update's steps in the trace, for the apps under `composeRoot`. */
+export function agentStepWork(composeRoot: string): StepWork {
+  return (call) => {
+    const up = composeUp(call);
+    // The roll-back starts the version before again: its `up` runs in `rolling-back`.
+    if (up) return { ...up, steps: ["starting", "rolling-back"] };
+    // A project swapped into place: the install of `installing` (or the roll-back's).
+    const to = call.name.startsWith("rename") ? /^"(.*)"$/.exec(call.args.at(-1) ?? "")?.[1] : undefined;
+    const app = to && parentDir(to) === composeRoot ? to.slice(composeRoot.length + 1) : undefined;
+    // (Not the old project moved aside, a dot name.)
+    if (app && !app.startsWith(".")) return { app, steps: ["installing", "rolling-back"] };
+    return undefined;
+  };
+}
+
+/** What `checkAgentSteps` found. */
+export interface StepReport {
+  writes: StateWrite[];
+  /** The calls `work` named as a step's work, each checked. */
+  work: Syscall[];
+  violations: Violation[];
+}
+
+/** The writes of `statePath` in a trace (see StateWrite); its content needs strace -s long enough. */
+export function stateWrites(calls: Syscall[], statePath: string): StateWrite[] {
+  const writes: StateWrite[] = [];
+  for (const rename of calls) {
+    const event = eventOf(rename);
+    if (event?.kind !== "rename" || event.to !== statePath) continue;
+    const open = calls.find((call) => {
+      const created = eventOf(call);
+      return created?.kind === "create" && created.path === event.from && call.end < rename.start;
+    });
+    const chunks = calls.filter((call) =>
+      call.ok && call.name === "write" && fdPath(call.args[0]) === event.from && call.end < rename.start
+    ).map((call) => unquote(call.args[1]));
+    let steps: Record<string, string> | undefined;
+    try {
+      if (chunks.length && chunks.every((chunk) => chunk !== undefined)) {
+        const state = JSON.parse(chunks.join("")) as { apps: Record<string, { update?: { step: string } }> };
+        steps = {};
+        for (const [app, managed] of Object.entries(state.apps)) {
+          if (managed.update) steps[app] = managed.update.step;
+        }
+      }
+    } catch {
+      steps = undefined;
+    }
+    const dirSync = calls.find((call) => {
+      const sync = eventOf(call);
+      return sync?.kind === "sync" && sync.path === parentDir(statePath) && call.start > rename.end;
+    });
+    writes.push({ steps, open, rename, dirSync });
+  }
+  return writes;
+}
+
+/**
+ * Checks the agent's update transaction in a trace: each write of its state file is durable (renamed and
+ * its directory fsynced) before the next begins, and before the work of the step it records (`work`):
+ * the last state written before that work began records one of the work's steps, and its directory's
+ * fsync returned before the work started.
+ */
+export function checkAgentSteps(log: string, statePath: string, work: StepWork): StepReport {
+  const calls = parseStrace(log);
+  const writes = stateWrites(calls, statePath);
+  const violations: Violation[] = [];
+  writes.forEach((write, i) => {
+    const next = writes[i + 1];
+    if (!write.dirSync || (next?.open && write.dirSync.end >= next.open.start)) {
+      violations.push({
+        problem: `${parentDir(statePath)} was not fsynced after the rename of ${statePath}` +
+          (next ? " and before its next write began" : ""),
+        lines: [write.rename.text, ...(next?.open ? [next.open.text] : [])],
+      });
+    }
+  });
+  const checked: Syscall[] = [];
+  for (const call of calls) {
+    const needs = call.ok ? work(call) : undefined;
+    if (!needs) continue;
+    checked.push(call);
+    const last = writes.findLast((write) => write.rename.start < call.start);
+    const step = last?.steps?.[needs.app];
+    if (!last || step === undefined || !needs.steps.includes(step)) {
+      violations.push({
+        problem: `${call.name} began with ${needs.app}'s step ${step ?? "unknown"} as last recorded, ` +
+          `not ${needs.steps.join(" or ")}`,
+        lines: [...(last ? [last.rename.text] : []), call.text],
+      });
+    } else if (!last.dirSync || last.dirSync.end >= call.start) {
+      violations.push({
+        problem: `${call.name} began before the record of ${needs.app}'s step ${step} was durable ` +
+          `(${parentDir(statePath)} fsynced after its rename)`,
+        lines: [last.rename.text, ...(last.dirSync ? [last.dirSync.text] : []), call.text],
+      });
+    }
+  }
+  return { writes, work: checked, violations };
 }

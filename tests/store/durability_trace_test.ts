@@ -7,44 +7,15 @@
 import assert from "node:assert/strict";
 import { CHILD_ENV, RUN_ARGS, runBerth, scratchDir, testEnv, withServices } from "../harness/env.ts";
 import { writeProject } from "../harness/projects.ts";
-import { checkDurability, parseStrace, type RenameSeen } from "./durability_trace.ts";
-
-const TRACED_CALLS = [
-  "openat",
-  "write",
-  "pwrite64",
-  "writev",
-  "ftruncate",
-  "fsync",
-  "fdatasync",
-  "rename",
-  "renameat",
-  "renameat2",
-  "close",
-  "unlink",
-  "unlinkat",
-  "rmdir",
-  "mkdir",
-  "mkdirat",
-  "symlink",
-  "symlinkat",
-];
-
-/** Fails, saying why, when strace is missing or may not trace here (ptrace refused in a container, say). */
-async function assertStraceWorks(): Promise<void> {
-  let output: Deno.CommandOutput;
-  try {
-    output = await new Deno.Command("strace", {
-      args: ["-f", "-qq", "-o", "/dev/null", "true"],
-      stderr: "piped",
-    })
-      .output();
-  } catch (error) {
-    throw new Error(`strace is needed to check fsync ordering and could not be run: ${error}`);
-  }
-  const stderr = new TextDecoder().decode(output.stderr).trim();
-  assert.equal(output.code, 0, `strace cannot trace here (is ptrace refused?): ${stderr}`);
-}
+import {
+  agentStepWork,
+  assertStraceWorks,
+  checkAgentSteps,
+  checkDurability,
+  parseStrace,
+  type RenameSeen,
+  TRACED_CALLS,
+} from "./durability_trace.ts";
 
 /** Runs berth as on a device under `dir`, under strace; returns the trace. Fails on a non-zero exit. */
 async function tracedBerth(dir: string, label: string, args: string[]): Promise<string> {
@@ -220,4 +191,68 @@ Deno.test({
       assert.ok(all.includes(` -> ${expected}`), `no rename to ${expected} in the traces:\n${all}`);
     }
   },
+});
+
+/** The agent recording `step` of app shop in /d/store/agent.json; the last line fsyncs /d/store. */
+const stateWrite = (step: string, id: string) => {
+  const temp = `/d/store/agent.json.${id}.berth-tmp`;
+  const content = JSON.stringify(
+    JSON.stringify({ version: 1, apps: { shop: { ref: "r", update: { step } } } }),
+  );
+  return [
+    `11 openat(AT_FDCWD</w>, "${temp}", O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC, 0644) = 21<${temp}>`,
+    `11 write(22<${temp}>, ${content}, 60) = 60`,
+    `12 fsync(23<${temp}>) = 0`,
+    `11 rename("${temp}", "/d/store/agent.json") = 0`,
+    `12 fsync(24</d/store>) = 0`,
+  ];
+};
+const composeUpLine =
+  `15 execve("/usr/bin/docker-compose", ["/usr/bin/docker-compose", "-f", "/d/apps/shop/docker-compose.yml", "-p", "shop", "up", "-d"], 0x1 /* 3 vars */) = 0`;
+const swapLine = `13 rename("/d/apps/.shop.new-1", "/d/apps/shop") = 0`;
+
+Deno.test("checkAgentSteps: each step durable before the next and before its work passes", () => {
+  const log = [
+    ...stateWrite("installing", "00000001"),
+    `13 rename("/d/apps/shop", "/d/apps/.shop.old-1") = 0`,
+    swapLine,
+    ...stateWrite("installed", "00000002"),
+    ...stateWrite("starting", "00000003"),
+    composeUpLine,
+    ...stateWrite("verifying", "00000004"),
+  ];
+  const report = checkAgentSteps(log.join("\n"), "/d/store/agent.json", agentStepWork("/d/apps"));
+  assert.deepEqual(report.violations, []);
+  assert.deepEqual(report.writes.map((write) => write.steps), [
+    { shop: "installing" },
+    { shop: "installed" },
+    { shop: "starting" },
+    { shop: "verifying" },
+  ]);
+  assert.deepEqual(report.work.map((call) => call.name), ["rename", "execve"]);
+});
+
+Deno.test("checkAgentSteps: compose up before the step is durable, or in the wrong step, and overlapping writes", () => {
+  const starting = stateWrite("starting", "00000003");
+  const problems = (log: string[]) =>
+    checkAgentSteps(log.join("\n"), "/d/store/agent.json", agentStepWork("/d/apps")).violations.map((
+      violation,
+    ) => violation.problem);
+  // The directory's fsync returns only after compose started.
+  assert.deepEqual(problems([...starting.slice(0, -1), composeUpLine, starting.at(-1)!]), [
+    "execve began before the record of shop's step starting was durable (/d/store fsynced after its rename)",
+  ]);
+  // Compose runs while agent.json still says `installed`; the project is swapped in before `installing`.
+  assert.deepEqual(problems([swapLine, ...stateWrite("installed", "00000002"), composeUpLine]), [
+    "rename began with shop's step unknown as last recorded, not installing or rolling-back",
+    "execve began with shop's step installed as last recorded, not starting or rolling-back",
+  ]);
+  // The next step's write began before the previous one's directory fsync returned.
+  const verifying = stateWrite("verifying", "00000004");
+  assert.deepEqual(
+    problems([...starting.slice(0, -1), verifying[0], starting.at(-1)!, ...verifying.slice(1)]),
+    [
+      "/d/store was not fsynced after the rename of /d/store/agent.json and before its next write began",
+    ],
+  );
 });
