@@ -136,7 +136,12 @@ async function cutOnce(
   cutAt: number,
   setup: string[][],
   args: string[],
-  after?: (root: string) => Promise<void>,
+  checks: {
+    /** Right after the cut, told whether berth had finished (with exit 0) before it. */
+    afterCut?: (root: string, completed: boolean) => Promise<void>;
+    /** After the re-run. */
+    afterRerun?: (root: string) => Promise<void>;
+  } = {},
 ): Promise<CutResult> {
   const backing = await scratchDir("powercut-backing-");
   const root = await scratchDir("powercut-mnt-");
@@ -161,10 +166,11 @@ async function cutOnce(
     const lost = /lost \d+ directory change\(s\), \d+ undone/.exec(cutLog)?.[0];
     mount = await mountPowerCut(backing, root);
     const leftovers = await assertNoDamage(root, `${label} after the cut`);
+    await checks.afterCut?.(root, finished && status.code === 0);
     const again = await berthOn(root, ...args);
     assert.equal(again.code, 0, `${label}: ${args.join(" ")} after the cut: ${again.stderr}`);
     await assertNoDamage(root, `${label} after the re-run`);
-    await after?.(root);
+    await checks.afterRerun?.(root);
     const what = finished
       ? `berth had finished (exit ${status.code})`
       : `berth killed, it said: ${lastLine(said)}`;
@@ -198,10 +204,74 @@ Deno.test({
     // How long the whole pull takes here, so that the cuts spread over all of it.
     // An update: the store already holds an image when the app arrives.
     const setup = [["pull", env.images.appOci.ref]];
-    const full = await cutOnce("uncut", 0, setup, ["pull", app]);
+    const checks = {
+      // What a finished command made durable stays: the image pulled before, the app once pull exited 0.
+      afterCut: async (root: string, completed: boolean) => {
+        const listed = JSON.parse((await berthOn(root, "--json", "ls")).stdout);
+        assert.ok(listed.images.some((image: { ref: string }) => image.ref === env.images.appOci.ref));
+        if (completed) assert.deepEqual(listed.apps.map((each: { name: string }) => each.name), ["shop"]);
+      },
+    };
+    const full = await cutOnce("uncut", 0, setup, ["pull", app], checks);
     const lines = [full.line];
     for (let i = 0; i < 5; i++) {
-      lines.push((await cutOnce(`cut ${i + 1}`, 1 + random.below(full.changes), setup, ["pull", app])).line);
+      const cutAt = 1 + random.below(full.changes);
+      lines.push((await cutOnce(`cut ${i + 1}`, cutAt, setup, ["pull", app], checks)).line);
+    }
+    console.log(lines.join("\n"));
+  },
+});
+
+/** Entries of a directory, sorted. */
+async function entries(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const entry of Deno.readDir(dir)) names.push(entry.name);
+  return names.sort();
+}
+
+Deno.test({
+  name:
+    "install with the compose root on a filesystem whose power is cut: no half project, install completes",
+  ...withServices,
+  async fn() {
+    const env = testEnv()!;
+    const random = seededRandom("power cut during install");
+    const project = await scratchDir("powercut-install-project-");
+    await writeProject(project, { web: env.images.appA.ref, api: env.images.appB.ref }, { conf: true });
+    const app = `${env.registry}/powercut/install:1`;
+    const published = await runBerth(["publish", project, app]);
+    assert.equal(published.code, 0, published.stderr);
+
+    const setup = [["pull", app]];
+    const installed = async (root: string) => {
+      const listed = JSON.parse((await berthOn(root, "--json", "ls")).stdout);
+      return listed.apps.find((each: { name: string }) => each.name === "install")?.installed === true;
+    };
+    const checks = {
+      afterCut: async (root: string, completed: boolean) => {
+        // The project is there whole or not at all; an install that exited 0 stays installed.
+        const names = await entries(`${root}/apps`).catch((): string[] => []);
+        if (names.includes("install")) {
+          assert.ok((await entries(`${root}/apps/install`)).includes("docker-compose.yml"), names.join(" "));
+        }
+        if (completed) {
+          assert.ok(names.includes("install"), `project lost after install exited 0: ${names.join(" ")}`);
+          assert.ok(await installed(root), "the install record was lost after install exited 0");
+        }
+      },
+      afterRerun: async (root: string) => {
+        assert.ok(await installed(root));
+        const names = await entries(`${root}/apps`);
+        assert.ok(names.includes("install"), names.join(" "));
+        const compose = await Deno.readTextFile(`${root}/apps/install/docker-compose.yml`);
+        assert.match(compose, /pull_policy: never/);
+      },
+    };
+    const full = await cutOnce("uncut", 0, setup, ["install", app], checks);
+    const lines = [full.line];
+    for (let i = 0; i < 4; i++) {
+      const cutAt = 1 + random.below(full.changes);
+      lines.push((await cutOnce(`cut ${i + 1}`, cutAt, setup, ["install", app], checks)).line);
     }
     console.log(lines.join("\n"));
   },
