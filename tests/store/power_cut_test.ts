@@ -139,8 +139,8 @@ async function cutOnce(
   checks: {
     /** Right after the cut, told whether berth had finished (with exit 0) before it. */
     afterCut?: (root: string, completed: boolean) => Promise<void>;
-    /** After the re-run. */
-    afterRerun?: (root: string) => Promise<void>;
+    /** After the re-run; what it returns goes into the log line. */
+    afterRerun?: (root: string) => Promise<string>;
   } = {},
 ): Promise<CutResult> {
   const backing = await scratchDir("powercut-backing-");
@@ -169,13 +169,19 @@ async function cutOnce(
     await checks.afterCut?.(root, finished && status.code === 0);
     const again = await berthOn(root, ...args);
     assert.equal(again.code, 0, `${label}: ${args.join(" ")} after the cut: ${again.stderr}`);
-    await assertNoDamage(root, `${label} after the re-run`);
-    await checks.afterRerun?.(root);
+    const leftoversAfter = await assertNoDamage(root, `${label} after the re-run`);
+    const seen = await checks.afterRerun?.(root);
     const what = finished
       ? `berth had finished (exit ${status.code})`
       : `berth killed, it said: ${lastLine(said)}`;
     const where = finished ? `after all ${changes} changes` : `before change ${changes}`;
-    return { line: `${label}: cut ${where}, ${what}; ${lost}; fsck after the cut: ${leftovers}`, changes };
+    return {
+      line:
+        `${label}: cut ${where}, ${what}; ${lost}; fsck after the cut: ${leftovers}, after the re-run: ${leftoversAfter}${
+          seen ? `; ${seen}` : ""
+        }`,
+      changes,
+    };
   } catch (error) {
     throw new Error(
       `${label}: ${error instanceof Error ? error.message : error}\nfilesystem log:\n${cutLog}`,
@@ -265,6 +271,7 @@ Deno.test({
         assert.ok(names.includes("install"), names.join(" "));
         const compose = await Deno.readTextFile(`${root}/apps/install/docker-compose.yml`);
         assert.match(compose, /pull_policy: never/);
+        return `compose root: ${names.join(" ")}`;
       },
     };
     const full = await cutOnce("uncut", 0, setup, ["install", app], checks);
