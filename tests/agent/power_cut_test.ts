@@ -30,9 +30,10 @@ function moveOnto(device: Device, root: string): void {
 }
 
 /** fsck on the device: no missing or corrupt blob, no stray entry (stale ingests and temp files allowed). */
-async function assertNoDamage(device: Device, when: string): Promise<void> {
+async function assertNoDamage(device: Device, when: string, cutLog: string): Promise<void> {
   const result = await runBerth([...device.options, "--json", "fsck"]);
-  assert.equal(result.code, 0, `${when}: fsck exit ${result.code}:\n${result.stdout}${result.stderr}`);
+  const said = `${result.stdout}${result.stderr}\nthe power cut:\n${cutLog}`;
+  assert.equal(result.code, 0, `${when}: fsck exit ${result.code}:\n${said}`);
 }
 
 /** Kills every container of the engine, as a power cut would. */
@@ -85,16 +86,13 @@ Deno.test({
         const changes = mount.changes() ?? 0;
         const cutLog = mount.log();
         const lost = /lost \d+ directory change\(s\), \d+ undone/.exec(cutLog)?.[0];
-        if (Deno.env.get("POWERCUT_DEBUG")) {
-          console.log(cutLog);
-        }
         mount = await mountPowerCut(backing, root);
-        await assertNoDamage(device, `${label} after the cut`);
+        await assertNoDamage(device, `${label} after the cut`, cutLog);
         agent = start();
         await waitForApp(device, `${label}: v2 running after the cut`, (app) =>
           app.state === "running" && app.currentDigest === v2.digest, agent);
         assert.equal(await agent.stop(), 0, agent.log());
-        await assertNoDamage(device, `${label} after the restarted agent`);
+        await assertNoDamage(device, `${label} after the restarted agent`, cutLog);
         // What a cut can leave behind that nothing above fails on: shown, so that a report can say it.
         const composeRoot = [];
         for await (const entry of Deno.readDir(device.composeRoot)) {

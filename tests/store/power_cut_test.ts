@@ -173,7 +173,7 @@ async function cutOnce(
     const seen = await checks.afterRerun?.(root);
     const what = finished
       ? `berth had finished (exit ${status.code})`
-      : `berth killed, it said: ${lastLine(said)}`;
+      : `berth killed${said.trim() ? `, it said: ${lastLine(said)}` : ""}`;
     const where = finished ? `after all ${changes} changes` : `before change ${changes}`;
     return {
       line:
