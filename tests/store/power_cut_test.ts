@@ -1,11 +1,12 @@
 /**
  * Power cuts, not only kills: the store (and for install the compose root) lives on powercut_fs, a FUSE
- * filesystem that keeps unsynced data and directory changes in memory until fsync. berth is killed with
- * SIGKILL at a seeded random moment of a pull or an install, and the power is cut at once: what was not
- * fsynced is lost as on a disk. After a remount over what the disk kept, `berth fsck` must find no damage
- * (missing or corrupt blobs, stray entries); stale ingests and leftover temporary files, which fsck lists
- * without failing and `--repair` removes, are allowed. The same command run again must complete and leave
- * the store sound.
+ * filesystem that keeps unsynced data and directory changes in memory until fsync. During a pull or an
+ * install the power is cut just before a seeded random change (create, rename, unlink, fsync, …; the count
+ * is taken from an uncut run) and berth is killed with SIGKILL at once: what was not fsynced is lost as on a
+ * disk. After a remount over what the disk kept, `berth fsck` must find no damage (missing or corrupt
+ * blobs, stray entries); stale ingests and leftover temporary files, which fsck lists without failing and
+ * `--repair` removes, are allowed. What a command that had exited 0 made durable must still be there. The
+ * same command run again must complete and leave the store sound.
  */
 import assert from "node:assert/strict";
 import { CHILD_ENV, RUN_ARGS, runBerth, scratchDir, testEnv, withServices } from "../harness/env.ts";
