@@ -99,8 +99,8 @@ export function isStaticElf(path: string): boolean {
 
 /**
  * Installs the Debian packages the harness needs (docker.io, docker-registry, skopeo, docker-compose,
- * busybox-static, time, openssl, chromium, strace) when any of their tools is missing; does nothing when all are
- * present. apt's output goes to stderr so that it shows in CI logs without mixing into test output.
+ * busybox-static, time, openssl, chromium, strace, python3-fusepy, fuse3) when any of their tools is missing;
+ * does nothing when all are present. apt's output goes to stderr so that it shows in CI logs without mixing into test output.
  */
 export async function ensurePackages(): Promise<void> {
   const missing = [
@@ -114,10 +114,13 @@ export async function ensurePackages(): Promise<void> {
     "chromium", // the status page test loads the page in headless Chromium
     "systemd-analyze", // verifies build/systemd/berth.service; a Debian container image has no systemd
     "strace", // the durability test reads berth's fsync and rename order from a trace
+    "fusermount3", // the power cut test mounts powercut_fs.py, a FUSE filesystem
   ]
     .filter((tool) => !onPath(tool));
   if (!isStaticElf("/bin/busybox")) missing.push("/bin/busybox (static)");
   if (!isFile("/usr/bin/time")) missing.push("/usr/bin/time"); // the shell's `time` builtin is not enough
+  // Debian's python3-fusepy names the module fusepy, for Debian's own python3.
+  if (!isFile("/usr/lib/python3/dist-packages/fusepy.py")) missing.push("python3 fusepy");
   if (missing.length === 0) return;
   await aptInstall(
     [
@@ -131,6 +134,8 @@ export async function ensurePackages(): Promise<void> {
       "chromium",
       "systemd",
       "strace",
+      "python3-fusepy",
+      "fuse3",
     ],
     `the test services need them; missing: ${missing.join(", ")}`,
   );
