@@ -11,6 +11,10 @@ export interface ProjectOptions {
   oneShot?: string;
   /** This service exits 1 after two seconds and is restarted (`restart: always`): a crash loop. */
   crashLoop?: string;
+  /** This service runs for one second, then exits 1 with `restart: "no"`: a version that dies once up. */
+  exitsLate?: string;
+  /** A label every service carries: versions that differ only in it are still new versions (new digests). */
+  label?: string;
 }
 
 /** Writes `dir/docker-compose.yml` with one service per entry of `images`. */
@@ -33,8 +37,13 @@ export async function writeProject(
         ? `    command: ["/bin/busybox", "true"]\n    restart: "no"`
         : options.crashLoop === name
         ? `    command: ["/bin/busybox", "sh", "-c", "sleep 2; exit 1"]\n    restart: always`
+        : options.exitsLate === name
+        ? `    command: ["/bin/busybox", "sh", "-c", "sleep 1; exit 1"]\n    restart: "no"`
         : `    command: ["/bin/busybox", "sleep", "600"]`,
       `    network_mode: none`,
+      ...(options.label !== undefined
+        ? [`    labels: { berth-test.variant: ${JSON.stringify(options.label)} }`]
+        : []),
       ...(options.unhealthy === name
         ? [`    healthcheck: { test: ["CMD", "/bin/busybox", "false"], interval: 1s, retries: 1 }`]
         : []),
