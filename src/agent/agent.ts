@@ -403,7 +403,9 @@ export class Agent {
       return;
     }
     if (managed.failedDigest === digest) {
-      // This version failed to come up before; it is tried again only when the tag moves.
+      // This version failed to come up before; it is tried again only when the tag moves. A roll-back
+      // finished after a restart (or killed before forgetting) has yet to forget it.
+      if (record?.installed) await this.#forgetFailed(device, refText, digest);
       this.#model.transition(name, refText, "failed", managed.failedReason);
       return;
     }
@@ -522,12 +524,15 @@ export class Agent {
 
   /**
    * A version that failed and was rolled back is not kept: its reference goes, and prune removes what only it
-   * needed. (A first install that failed stays installed, to be looked at.)
+   * needed. (A first install that failed stays installed, to be looked at.) Each pass over the failed version
+   * asks again; once its reference is gone there is nothing to do.
    */
   async #forgetFailed(device: Device, refText: string, failedDigest: string): Promise<void> {
     const failedRef = `${parseReference(refText).registry}/${
       parseReference(refText).repository
     }@${failedDigest}`;
+    const kept = (await this.#store.readIndex()).manifests;
+    if (!kept.some((entry) => entry.annotations?.[REF_NAME] === failedRef)) return;
     await this.#store.updateIndex((manifests) =>
       manifests.filter((entry) => entry.annotations?.[REF_NAME] !== failedRef)
     );
