@@ -6,14 +6,16 @@
  * failed with the version before running again. Each cycle also checks the store with `berth fsck` and that
  * no blob was fetched twice. Real registry, the device's own dockerd, real compose.
  *
- * The default run is a seeded sample (one kill point per kind of version, about 90 s); the whole matrix
- * runs with BERTH_CRASH_MATRIX=full. The seed is printed; BERTH_TEST_SEED replays a run's kill points.
+ * The default run is a seeded sample (five kill points: one per kind of version and one more; about a
+ * minute); the whole matrix runs with BERTH_CRASH_MATRIX=full. The seed is printed; BERTH_TEST_SEED
+ * replays a run's kill points.
  *
  * How the kill points are found: agent.json is watched (Deno.watchFs, and read every 10 ms besides) and the
  * agent killed as soon as it shows the wanted step for the new version. Steps that follow each other with
  * no work between (`fetched` → `installing`) often go by before a read: the kill then lands at the next
- * step, which the output says. Pruning logs nothing when it begins ("pruned" comes after the work), so a
- * kill during pruning is aimed at the first blob removed from the store; nothing else removes blobs.
+ * step, which the output says. Pruning logs nothing when it begins ("pruned" comes after the work): it
+ * follows the outcome's write at once, so a kill during pruning is aimed at that write or at the prune's
+ * first index.json write; the output says when the "pruned" line shows the prune had finished anyway.
  */
 import assert from "node:assert/strict";
 import { runBerth, withServices } from "../harness/env.ts";
@@ -27,6 +29,7 @@ import {
   type RunningAgent,
   runningServices,
   storedBlobs,
+  waitFor,
   waitForApp,
   writeConfig,
 } from "./agent_harness.ts";
@@ -58,8 +61,13 @@ type KillPoint =
   | { kind: "step"; step: UpdateStep }
   /** `delayMs` after agent.json first shows this step: a moment inside it, or a little past it. */
   | { kind: "random"; step: UpdateStep; delayMs: number }
-  /** At the first blob the prune after the update removes. */
-  | { kind: "prune" };
+  /** Once the first bytes of a blob of the new version are in its ingest: a download to resume. */
+  | { kind: "download" }
+  /**
+   * In the prune that follows the outcome: as soon as agent.json shows the outcome (the prune's engine
+   * step comes first), or at its first index.json write (the store's own steps: records, then blobs).
+   */
+  | { kind: "prune"; at: "outcome" | "index" };
 
 interface Case {
   variant: Variant;
@@ -114,30 +122,36 @@ function randomKill(variant: Variant, random: SeededRandom): KillPoint {
 }
 
 /**
- * The whole matrix: every variant killed at each forward step, during the roll-back (bad ones), during the
- * prune, and at two random moments; in a seeded order.
+ * The whole matrix: every variant killed at each forward step, mid-download, during the roll-back (bad
+ * ones), at both points of the prune, and at two random moments; in a seeded order.
  */
 function fullMatrix(random: SeededRandom): Case[] {
   const cases: Case[] = [];
   for (const variant of VARIANTS) {
     for (const step of FORWARD_STEPS) cases.push({ variant, at: { kind: "step", step } });
     if (variant !== "good") cases.push({ variant, at: { kind: "step", step: "rolling-back" } });
-    cases.push({ variant, at: { kind: "prune" } });
+    cases.push({ variant, at: { kind: "download" } });
+    cases.push({ variant, at: { kind: "prune", at: "outcome" } }, {
+      variant,
+      at: { kind: "prune", at: "index" },
+    });
     for (let i = 0; i < 2; i++) cases.push({ variant, at: randomKill(variant, random) });
   }
   return shuffle(cases, random);
 }
 
-/** The default sample: one case of the matrix per variant, picked and ordered by the seed. */
+/**
+ * The default sample, about a minute: one case of the matrix per variant and one more of any, picked and
+ * ordered by the seed.
+ */
 function sample(random: SeededRandom): Case[] {
   const full = fullMatrix(random);
-  return shuffle(
-    VARIANTS.map((variant) => {
-      const own = full.filter((entry) => entry.variant === variant);
-      return own[random.below(own.length)];
-    }),
-    random,
-  );
+  const picked = VARIANTS.map((variant) => {
+    const own = full.filter((entry) => entry.variant === variant);
+    return own[random.below(own.length)];
+  });
+  const rest = full.filter((entry) => !picked.includes(entry));
+  return shuffle([...picked, rest[random.below(rest.length)]], random);
 }
 
 function shuffle<T>(items: T[], random: SeededRandom): T[] {
@@ -152,7 +166,8 @@ function shuffle<T>(items: T[], random: SeededRandom): T[] {
 function describeKill(at: KillPoint): string {
   if (at.kind === "step") return `at ${at.step}`;
   if (at.kind === "random") return `${at.delayMs} ms into ${at.step}`;
-  return "during the prune";
+  if (at.kind === "download") return "mid-download";
+  return at.at === "outcome" ? "as the prune begins" : "at the prune's index.json write";
 }
 
 /** The app's entry of agent.json as last written (undefined before the agent wrote one). */
@@ -214,35 +229,44 @@ interface Kill {
 /** Waits for the kill point of `at` in the update to `digest`, then kills `agent` -9. */
 async function killAt(device: Device, agent: RunningAgent, digest: string, at: KillPoint): Promise<Kill> {
   const seen: UpdateStep[] = [];
-  const blobsDir = `${device.store}/blobs/sha256`;
   const note = (step: UpdateStep) => {
     if (seen.at(-1) !== step) seen.push(step);
   };
-  const target = at.kind === "prune" ? undefined : at.step;
-  const reached = await watchUntil(
-    [device.store, blobsDir],
-    `the kill point (${describeKill(at)})`,
-    async (events) => {
-      const update = (await managed(device, APP))?.update;
-      if (update?.digest === digest) note(update.step);
-      if (at.kind === "prune") {
-        if (
-          events.some((event) =>
-            event.kind === "remove" && event.paths.some((path) => path.startsWith(blobsDir))
-          )
-        ) {
-          return "a blob removed";
-        }
-        // A prune that removed nothing would leave no event: give up a few seconds after the outcome.
-        return update?.digest === digest && update.outcome && Date.now() - Date.parse(update.since) > 5_000
-          ? "no blob removed within 5 s of the outcome"
-          : undefined;
+  const indexPath = `${device.store}/index.json`;
+  const ingestsBefore = await ingestBytes(device);
+  const logFrom = agent.log().length;
+  // Events after this one came after the last look that found no outcome.
+  let beforeOutcome = 0;
+  const look = async (events: Deno.FsEvent[]): Promise<string | undefined> => {
+    const update = (await managed(device, APP))?.update;
+    if (update?.digest !== digest) return undefined;
+    note(update.step);
+    if (at.kind === "download") {
+      for (const [blob, bytes] of await ingestBytes(device)) {
+        if (bytes > 0 && bytes !== ingestsBefore.get(blob)) return "bytes in an ingest";
       }
-      if (update?.digest !== digest) return undefined;
-      return ORDER.indexOf(update.step) >= ORDER.indexOf(target!) ? update.step : undefined;
-    },
-    90_000,
-  );
+      return update.step !== "fetching" ? `no download seen, killed at ${update.step}` : undefined;
+    }
+    if (at.kind === "prune") {
+      if (!update.outcome) {
+        beforeOutcome = events.length;
+        return undefined;
+      }
+      const late = `${Date.now() - Date.parse(update.since)} ms after the outcome's write`;
+      if (at.at === "outcome") return `the outcome seen ${late}`;
+      if (events.slice(beforeOutcome).some((event) => event.paths.includes(indexPath))) {
+        return `index.json written, ${late}`;
+      }
+      return Date.now() - Date.parse(update.since) > 5_000 ? "no index.json write within 5 s" : undefined;
+    }
+    return ORDER.indexOf(update.step) >= ORDER.indexOf(at.step) ? update.step : undefined;
+  };
+  const reached = await watchUntil([device.store], `the kill point (${describeKill(at)})`, async (events) => {
+    const found = await look(events);
+    // Killed here and now: a prune is over within some 50 ms of the outcome.
+    if (found !== undefined && at.kind !== "random") agent.process.kill("SIGKILL");
+    return found;
+  }, 90_000);
   if (at.kind === "random") await new Promise((resolve) => setTimeout(resolve, at.delayMs));
   await agent.kill();
   const after = (await managed(device, APP))?.update;
@@ -251,13 +275,16 @@ async function killAt(device: Device, agent: RunningAgent, digest: string, at: K
     ? `${after.step}${after.outcome ? ` (${after.outcome})` : ""}`
     : "?";
   if (at.kind === "prune") {
-    const pruned = / pruned$/m.test(agent.log());
-    return { seen, killedIn, note: `${reached}${pruned ? "; the prune had already finished" : ""}` };
+    const pruned = / pruned$/m.test(agent.log().slice(logFrom));
+    return { seen, killedIn, note: `${reached}${pruned ? "; the prune had finished all the same" : ""}` };
   }
-  if (at.kind === "step" && reached !== at.step) {
-    return { seen, killedIn, note: `${at.step} went by too fast: killed at ${reached}` };
+  if (
+    (at.kind === "step" && reached !== at.step) || (at.kind === "download" && !reached.startsWith("bytes"))
+  ) {
+    const missed = at.kind === "step" ? `${at.step} went by too fast: killed at ${reached}` : reached;
+    return { seen, killedIn, note: missed };
   }
-  return { seen, killedIn };
+  return { seen, killedIn, ...(at.kind === "download" ? { note: reached } : {}) };
 }
 
 const BLOB_GET = /^\/v2\/.+\/blobs\/(sha256:[0-9a-f]{64})$/;
@@ -342,6 +369,14 @@ function fetchProblems(
     }
   }
   return problems;
+}
+
+/** The digests index.json names (app versions and images the store keeps). */
+async function indexDigests(device: Device): Promise<string[]> {
+  const index = JSON.parse(await Deno.readTextFile(`${device.store}/index.json`)) as {
+    manifests: { digest: string }[];
+  };
+  return index.manifests.map((entry) => entry.digest);
 }
 
 /** The last `lines` lines of `text`. */
@@ -446,14 +481,16 @@ async function runCycle(lane: Lane, entry: Case, index: number): Promise<string>
       }`,
     );
     if (!good) {
-      // docs/agent.md: a version that failed and was rolled back is not kept; prune removes what only it needed.
-      const index = JSON.parse(await Deno.readTextFile(`${device.store}/index.json`)) as {
-        manifests: { digest: string }[];
-      };
-      assert.ok(
-        !index.manifests.some((entry) => entry.digest === v2.digest),
-        `the failed version ${v2.digest} is still in the store's index.json`,
-      );
+      // docs/agent.md: a version that failed and was rolled back is not kept. The pass that rolled it back
+      // forgets it; after a kill, the next pass over the failed tag does.
+      await waitFor(
+        "the failed version gone from the store's index.json",
+        async () => !(await indexDigests(device)).includes(v2.digest),
+        10_000,
+        100,
+      ).catch(() => {
+        throw new Error(`the failed version ${v2.digest} is still in the store's index.json`);
+      });
     }
     const fsck = await runBerth([...device.options, "fsck"]);
     assert.equal(fsck.code, 0, `berth fsck failed:\n${fsck.stdout}${fsck.stderr}`);
