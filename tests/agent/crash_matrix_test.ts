@@ -263,8 +263,8 @@ async function killAt(device: Device, agent: RunningAgent, digest: string, at: K
   };
   const reached = await watchUntil([device.store], `the kill point (${describeKill(at)})`, async (events) => {
     const found = await look(events);
-    // Killed here and now: a prune is over within some 50 ms of the outcome.
-    if (found !== undefined && at.kind !== "random") agent.process.kill("SIGKILL");
+    // Killed here and now (kill() signals at once): a prune is over within some 50 ms of the outcome.
+    if (found !== undefined && at.kind !== "random") void agent.kill();
     return found;
   }, 90_000);
   if (at.kind === "random") await new Promise((resolve) => setTimeout(resolve, at.delayMs));
