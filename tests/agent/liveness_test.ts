@@ -66,14 +66,15 @@ Deno.test({
       );
       assert.ok(answers.length > 20, `only ${answers.length} answers during the install`);
       assert.deepEqual(refused, [], "/healthz answered 503 while the agent was busy and healthy");
-      // READY=1 once the audit was done, then a WATCHDOG=1 at least every second through the install.
+      // READY=1 once the audit was done, then WATCHDOG=1 (every second) through the install.
       const ready = notify.messages.findIndex((message) =>
         message.fields.READY === "1"
       );
       assert.ok(ready >= 0, `no READY=1 in ${JSON.stringify(notify.messages)}`);
       const pings = notify.messages.slice(ready).filter((message) => message.fields.WATCHDOG === "1");
       assert.ok(pings.length >= 5, `only ${pings.length} watchdog pings during the install`);
-      assert.ok(longestGap(pings) <= 1_500, `a gap of ${longestGap(pings)} ms between watchdog pings`);
+      // Within the watchdog period (2 s), whatever else the machine is doing.
+      assert.ok(longestGap(pings) < 2_000, `a gap of ${longestGap(pings)} ms between watchdog pings`);
 
       // The engine stops answering (its process stopped): the next engine call hangs past timeouts.engine.
       const pid = await dockerdPid(device.dockerd.socket);

@@ -21,10 +21,13 @@ async function step(name: string, args: string[]): Promise<void> {
 }
 
 /**
- * Test files that spend their time waiting out real timeouts, using no CPU and none of the shared engine:
- * a whole run starts them beside the rest of the suite.
+ * What a whole run starts beside the rest of the suite, each group in a `deno test` of its own, its output
+ * printed once it ends:
+ * - files that spend their time waiting out real timeouts, using no CPU and none of the shared engine;
+ * - the agent's tests, which each start a dockerd of their own and spend most of their time waiting on the
+ *   agent's polls, soak periods and restarts (half of a serial run's minutes), so they do not add to it.
  */
-const IDLE_TEST_FILES = ["tests/registry/default_timeouts_test.ts"];
+const BESIDE_GROUPS = [["tests/registry/default_timeouts_test.ts"], ["tests/agent/"]];
 
 /**
  * With no arguments: the whole suite, after format, lint and type checks. With test files or directories
@@ -72,15 +75,18 @@ async function main(paths: string[]): Promise<number> {
         stderr: output,
       }).output();
     if (paths.length) return (await testCommand(paths, "inherit")).code;
-    // The whole suite: the files that only wait (on real default timeouts) run beside the rest, their
-    // output printed once they end, so their minutes of idling do not add to the run.
-    const beside = testCommand(IDLE_TEST_FILES, "piped");
-    const { code } = await testCommand(["--ignore=" + IDLE_TEST_FILES.join(","), "tests/"], "inherit");
-    const idle = await beside;
-    console.log(`\n== deno test (run beside the rest): ${IDLE_TEST_FILES.join(", ")}`);
-    await Deno.stdout.write(idle.stdout);
-    await Deno.stderr.write(idle.stderr);
-    return code !== 0 ? code : idle.code;
+    // The whole suite, with the groups that mostly wait beside the rest (see BESIDE_GROUPS).
+    const beside = BESIDE_GROUPS.map((group) => ({ group, run: testCommand(group, "piped") }));
+    const ignored = BESIDE_GROUPS.flat().map((path) => path.replace(/\/$/, ""));
+    let { code } = await testCommand(["--ignore=" + ignored.join(","), "tests/"], "inherit");
+    for (const { group, run } of beside) {
+      const result = await run;
+      console.log(`\n== deno test (run beside the rest): ${group.join(", ")}`);
+      await Deno.stdout.write(result.stdout);
+      await Deno.stderr.write(result.stderr);
+      if (code === 0) code = result.code;
+    }
+    return code;
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
