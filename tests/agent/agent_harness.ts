@@ -8,6 +8,7 @@ import { type Dockerd, run, startDockerd } from "../harness/services.ts";
 import { type FaultProxy, startFaultProxy } from "../harness/fault_proxy.ts";
 import { CHILD_ENV, RUN_ARGS, runBerth, scratchDir, type TestEnv, testEnv } from "../harness/env.ts";
 import { type AppStatus, type Status, StatusSchema } from "../../src/agent/status_schema.ts";
+import type { ManagedApp } from "../../src/agent/state.ts";
 import { parseExposition } from "../status/metrics_check.ts";
 
 export interface Device {
@@ -401,6 +402,19 @@ export async function factoryReset(device: Device): Promise<void> {
   device.options = device.options.map((option, i, all) =>
     all[i - 1] === "--docker-host" ? device.dockerd.host : option
   );
+}
+
+/**
+ * The app's entry of agent.json as last written, read as a file (the agent holds the store's lock);
+ * undefined before the agent wrote one.
+ */
+export async function managed(device: Device, name: string): Promise<ManagedApp | undefined> {
+  try {
+    const state = JSON.parse(await Deno.readTextFile(`${device.store}/agent.json`));
+    return state.apps?.[name];
+  } catch {
+    return undefined;
+  }
 }
 
 /** Waits until the device's first app satisfies `check`; returns what `check` returned. */

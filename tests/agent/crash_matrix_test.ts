@@ -25,6 +25,7 @@ import {
   type Device,
   type FaultProxy,
   inScene,
+  managed,
   publish,
   type RunningAgent,
   runningServices,
@@ -168,16 +169,6 @@ function describeKill(at: KillPoint): string {
   if (at.kind === "random") return `${at.delayMs} ms into ${at.step}`;
   if (at.kind === "download") return "mid-download";
   return at.at === "outcome" ? "as the prune begins" : "at the prune's index.json write";
-}
-
-/** The app's entry of agent.json as last written (undefined before the agent wrote one). */
-async function managed(device: Device, name: string): Promise<ManagedApp | undefined> {
-  try {
-    const state = JSON.parse(await Deno.readTextFile(`${device.store}/agent.json`));
-    return state.apps?.[name];
-  } catch {
-    return undefined;
-  }
 }
 
 /**

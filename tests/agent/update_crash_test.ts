@@ -7,25 +7,14 @@
 import assert from "node:assert/strict";
 import { withServices } from "../harness/env.ts";
 import {
-  type Device,
   inScene,
+  managed,
   publish,
   runningServices,
   waitFor,
   waitForApp,
   writeConfig,
 } from "./agent_harness.ts";
-import type { ManagedApp } from "../../src/agent/state.ts";
-
-/** The app's entry of agent.json as last written (undefined before the agent wrote one). */
-async function managed(device: Device, name: string): Promise<ManagedApp | undefined> {
-  try {
-    const state = JSON.parse(await Deno.readTextFile(`${device.store}/agent.json`));
-    return state.apps?.[name];
-  } catch {
-    return undefined;
-  }
-}
 
 Deno.test({
   name:

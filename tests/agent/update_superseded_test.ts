@@ -9,29 +9,20 @@ import { withServices } from "../harness/env.ts";
 import {
   type Device,
   inScene,
+  managed,
   publish,
   type RunningAgent,
   waitFor,
   waitForApp,
   writeConfig,
 } from "./agent_harness.ts";
-import type { UpdateRecord } from "../../src/agent/state.ts";
-
-/** The app's update record in agent.json as last written (undefined before the agent wrote one). */
-async function updateRecord(device: Device): Promise<UpdateRecord | undefined> {
-  try {
-    return JSON.parse(await Deno.readTextFile(`${device.store}/agent.json`)).apps?.shop?.update;
-  } catch {
-    return undefined;
-  }
-}
 
 /** Waits until the agent is fetching `digest`, then kills it -9. */
 async function killWhileFetching(device: Device, agent: RunningAgent, digest: string): Promise<void> {
   await waitFor(
     `the agent fetching ${digest}`,
     async () => {
-      const update = await updateRecord(device);
+      const update = (await managed(device, "shop"))?.update;
       return update?.digest === digest && update.step === "fetching";
     },
     60_000,
@@ -91,6 +82,6 @@ Deno.test({
       );
       assert.equal(cancelled.state, "running");
       assert.equal(cancelled.currentDigest, v3.digest);
-      assert.equal((await updateRecord(device))?.outcome, "cancelled", "agent.json says so too");
+      assert.equal((await managed(device, "shop"))?.update?.outcome, "cancelled", "agent.json says so too");
     }),
 });
