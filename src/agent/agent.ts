@@ -1,12 +1,12 @@
 /**
  * `berth agent`: the loop that makes the device match its config, unattended.
  *
- * Start-up: a self-audit that needs no network (audit.ts) — every installed app's project and images are checked and
- * re-created from the store where missing (the factory-reset path), and what should run is started. Then,
- * for each app in the config, every poll interval (plus jitter): resolve the tag; if it names a version
- * not installed, fetch it (only the blobs not stored, after the storage pre-flight), install it, start it,
- * wait for its services to come up, and roll back to the previous version if they do not. Only after a new
- * version runs is the store pruned. Failures are retried with capped exponential back-off.
+ * Start-up: a self-audit that needs no network (audit.ts) — every installed app's project and images are
+ * checked and re-created from the store where missing (the factory-reset path), and what should run is
+ * started. Then, for each app in the config, every poll interval (plus jitter): resolve the tag; if it
+ * names a version not installed, fetch it (only the blobs not stored, after the storage pre-flight), install
+ * it, start it, wait for its services to come up, and roll back to the previous version if they do not. Only
+ * after a new version runs is the store pruned. Failures are retried with capped exponential back-off.
  *
  * Crash rules: the agent holds the store's writer lock for its lifetime. Each step is itself atomic or
  * resumable (ingests resume at their byte, installs swap projects by rename, records are replaced
