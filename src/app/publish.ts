@@ -6,7 +6,7 @@
  */
 import { BerthError } from "../util/errors.ts";
 import { sha256Of } from "../oci/digest.ts";
-import { OCI_MANIFEST } from "../oci/mediatypes.ts";
+import { DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST } from "../oci/mediatypes.ts";
 import { formatReference, parseReference } from "../oci/reference.ts";
 import type { RegistryPusher } from "../registry/push.ts";
 import { OCI_EMPTY_DATA, OCI_EMPTY_DIGEST } from "../oci/descriptor.ts";
@@ -23,6 +23,31 @@ export interface PublishResult {
   ref: string;
   digest: string;
   images: { service: string; image: string; pinned: string }[];
+  /** Why Foundries' own tools would not run this app (see `foundriesProblem`); empty when they would. */
+  compatibility: string[];
+}
+
+/** How strictly a publish holds to what Foundries' devices run. */
+export interface PublishOptions {
+  /**
+   * "foundries": refuse, before anything is pushed, an app that composectl or aktualizr-lite would not run;
+   * otherwise those problems come back as `compatibility` warnings.
+   */
+  compat?: "foundries";
+}
+
+/**
+ * Why an image of this manifest type would not run on Foundries' devices, or undefined when it would:
+ * composectl's publish refuses single-platform OCI image manifests, and aktualizr-lite runs only Docker v2
+ * manifests (a schema 2 manifest or a manifest list).
+ */
+export function foundriesProblem(mediaType: string): string | undefined {
+  if (mediaType === DOCKER_MANIFEST || mediaType === DOCKER_MANIFEST_LIST) return undefined;
+  if (mediaType === OCI_MANIFEST) {
+    return "a single-platform OCI image manifest, which composectl's publish refuses and aktualizr-lite does not run";
+  }
+  if (mediaType === OCI_INDEX) return "an OCI image index, which aktualizr-lite does not run";
+  return `of type ${mediaType}, which Foundries' tools do not run`;
 }
 
 /**
@@ -34,6 +59,7 @@ export async function publishApp(
   pusher: RegistryPusher,
   dir: string,
   refInput: string,
+  options: PublishOptions = {},
 ): Promise<PublishResult> {
   const ref = parseReference(refInput);
   if (!ref.tag || ref.digest) {
@@ -53,20 +79,36 @@ export async function publishApp(
     );
   }
   const compose = parseComposeFile(bytes, path);
-  const pins = new Map<string, string>();
+  const pins = new Map<string, { pinned: string; mediaType: string }>();
   const images: PublishResult["images"] = [];
+  const compatibility: string[] = [];
   for (const { service, image } of serviceImages(compose)) {
     if (!pins.has(image)) {
       const imageRef = parseReference(image);
-      const digest = imageRef.digest ?? (await pusher.resolveDigest(imageRef)).digest;
-      pins.set(
-        image,
-        formatReference({ registry: imageRef.registry, repository: imageRef.repository, digest }),
-      );
+      // Asked also when the reference has a digest: the manifest's type decides where the app runs.
+      const { digest, mediaType } = await pusher.resolveDigest(imageRef);
+      const pinned = formatReference({
+        registry: imageRef.registry,
+        repository: imageRef.repository,
+        digest,
+      });
+      pins.set(image, { pinned, mediaType });
     }
-    images.push({ service, image, pinned: pins.get(image)! });
+    const { pinned, mediaType } = pins.get(image)!;
+    const problem = foundriesProblem(mediaType);
+    if (problem) compatibility.push(`service ${service}: image ${image} is ${problem}`);
+    images.push({ service, image, pinned });
   }
-  const pinned = formatComposeFile(labelServices(pinImages(compose, pins)));
+  if (options.compat === "foundries" && compatibility.length > 0) {
+    throw new BerthError(
+      "invalid_input",
+      `${path}: would not run on Foundries' devices (--compat foundries), nothing pushed: ${
+        compatibility.join("; ")
+      }`,
+    );
+  }
+  const pinMap = new Map([...pins].map(([image, { pinned }]) => [image, pinned]));
+  const pinned = formatComposeFile(labelServices(pinImages(compose, pinMap)));
   const built = await buildBundle(dir, pinned);
   // Refused here as at install (see dotenv.ts), before anything is pushed; a .env left out by
   // .composeappignores is not in the bundle and not checked.
@@ -78,5 +120,5 @@ export async function publishApp(
   await pusher.pushBlob(ref, bundle.digest, built.bundle);
   const manifest = appManifest({ bundle, bundleIndex });
   const digest = await pusher.pushManifest(ref, manifest, OCI_MANIFEST);
-  return { ref: formatReference(ref), digest, images };
+  return { ref: formatReference(ref), digest, images, compatibility };
 }

@@ -118,7 +118,12 @@ export async function publishCommand(context: Context): Promise<number> {
   }
   const pusher = new RegistryPusher(context.registry);
   try {
-    const result = await publishApp(pusher, dir, ref);
+    const compat = context.args.options.compat;
+    if (compat !== undefined && compat !== "foundries") {
+      throw new UsageError(`--compat: unknown value "${compat}"; the only one is "foundries"`);
+    }
+    const result = await publishApp(pusher, dir, ref, compat === "foundries" ? { compat } : {});
+    for (const problem of result.compatibility) context.note(`berth: warning: ${problem}`);
     if (context.json) context.emit(result);
     for (const image of result.images) context.say(`  ${image.service}: ${image.image} → ${image.pinned}`);
     context.say(`Published ${result.ref} ${result.digest}`);

@@ -39,7 +39,11 @@ const COMMANDS: Record<string, Command> = {
   publish: {
     usage: "publish DIR REF",
     summary: "publish a compose project as a compose app (images pinned by digest) to a registry",
-    options: [],
+    options: [{
+      name: "--compat",
+      value: "foundries",
+      help: "refuse (instead of warn about) images Foundries' devices would not run: OCI manifests",
+    }],
     run: async (context) => (await import("./apps.ts")).publishCommand(context),
   },
   install: {
