@@ -56,7 +56,7 @@ class ProjectWalk {
       const info = await Deno.lstat(join(this.dir, rel));
       const ignored = isIgnored(this.ignore, rel);
       if (info.isDirectory) {
-        if (!ignored) this.entries.push({ name: `${rel}/`, type: "dir" });
+        if (!ignored) this.entries.push({ name: `${rel}/`, type: "dir", mode: info.mode ?? 0o755 });
         if (!ignored || hasExclusionInside(this.ignore, rel)) await this.walk(rel);
       } else if (ignored) {
         if (rel === COMPOSE_FILE) this.fail(rel, `${IGNORE_FILE} leaves out ${COMPOSE_FILE}`);
@@ -128,8 +128,9 @@ class ProjectWalk {
 /**
  * Builds the bundle of the compose project in `dir`: every file, directory and symlink (symlinks must stay
  * inside the project), minus what `.composeappignores` leaves out, with `docker-compose.yml` replaced by
- * `composeFileBytes` (the pinned compose file). The same project gives the same bytes whatever the files'
- * times, owners or non-execute permission bits.
+ * `composeFileBytes` (the pinned compose file). Files and directories keep their permission bits (setuid,
+ * setgid and sticky included, as composeapp writes them; installs drop those three), so a secret kept 0600
+ * ships 0600. The same project gives the same bytes whatever the files' times or owners.
  */
 export async function buildBundle(
   dir: string,

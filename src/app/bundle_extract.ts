@@ -21,6 +21,13 @@ const MAX_PATH_BYTES = 4096;
 const MAX_NAME_BYTES = 255;
 /** Cap on one PAX or GNU long-name header in a bundle: names are short. */
 const MAX_META_BYTES = 64 * 1024;
+/**
+ * The bits of an entry's mode that are kept: setuid, setgid and sticky are dropped, so a bundle cannot
+ * install a program that runs as root for whoever starts it.
+ */
+const KEPT_MODE_BITS = 0o777;
+/** Directories are made owner-writable while extracting; their bundle modes are set at the end. */
+const DIR_MODE_WHILE_EXTRACTING = 0o700;
 /** What an entry may be besides a file, directory or symlink, for the message that refuses it. */
 const ONLY_ALLOWED = "bundles may hold only files, directories and symlinks";
 
@@ -51,6 +58,8 @@ class Extraction {
   /** Every path created, by its relative path. */
   readonly created = new Map<string, "file" | "dir" | "symlink">();
   readonly symlinks: string[][] = [];
+  /** The mode each directory gets once everything in it is written, by its relative path. */
+  readonly dirModes = new Map<string, number>();
   /** The relative paths extracted, in archive order. */
   readonly extracted: string[] = [];
   #entries = 0;
@@ -87,7 +96,7 @@ class Extraction {
       fail("appears twice in the bundle");
     }
     if (header.type === "file") await this.#writeFile(entry, rel, fail);
-    else if (header.type === "dir") await this.#makeDir(rel, existing, fail);
+    else if (header.type === "dir") await this.#makeDir(header, rel, existing, fail);
     else await this.#makeSymlink(header, parts, fail);
     this.extracted.push(rel);
   }
@@ -145,20 +154,21 @@ class Extraction {
       if (info?.isSymlink) fail(`goes through the symlink "${parent}"; nothing is written through a symlink`);
       if (info && !info.isDirectory) fail(`goes through "${parent}", which is not a directory`);
       if (!info) {
-        await Deno.mkdir(path, { mode: 0o755 });
-        await Deno.chmod(path, 0o755);
+        await Deno.mkdir(path, { mode: DIR_MODE_WHILE_EXTRACTING });
+        await Deno.chmod(path, DIR_MODE_WHILE_EXTRACTING);
+        this.dirModes.set(parent, 0o755); // no entry of its own (yet): what a directory usually is
       }
       this.created.set(parent, "dir");
     }
   }
 
-  /** Writes a regular file (0644, or 0755 when the archive gives any execute bit) and fsyncs it. */
+  /** Writes a regular file with the archive's permission bits and fsyncs it, its mode included. */
   async #writeFile(entry: TarReadEntry, rel: string, fail: (problem: string) => never): Promise<void> {
     const path = join(this.destDir, rel);
-    const mode = entry.header.mode & 0o111 ? 0o755 : 0o644;
+    const mode = entry.header.mode & KEPT_MODE_BITS;
     let file: Deno.FsFile;
     try {
-      file = await Deno.open(path, { write: true, createNew: true, mode });
+      file = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
     } catch (error) {
       if (error instanceof Deno.errors.AlreadyExists) fail("already exists in the destination");
       throw error;
@@ -167,23 +177,32 @@ class Extraction {
       for await (const chunk of entry.body) {
         for (let written = 0; written < chunk.length;) written += await file.write(chunk.subarray(written));
       }
+      await Deno.chmod(path, mode); // exactly, whatever the umask; before the fsync, which then covers it
       await file.sync();
     } finally {
       file.close();
     }
-    await Deno.chmod(path, mode);
     this.created.set(rel, "file");
   }
 
-  /** Makes a directory (0755), or takes one this extraction made already. */
-  async #makeDir(rel: string, existing: string | undefined, fail: (problem: string) => never): Promise<void> {
+  /**
+   * Makes a directory, or takes one this extraction made already; its mode from the archive is set by
+   * `finish`, so that a directory without write permission can still be filled.
+   */
+  async #makeDir(
+    header: TarHeader,
+    rel: string,
+    existing: string | undefined,
+    fail: (problem: string) => never,
+  ): Promise<void> {
     const path = join(this.destDir, rel);
     if (existing === undefined) {
       const info = await lstatIfReachable(path);
       if (info && (info.isSymlink || !info.isDirectory)) fail("already exists in the destination");
-      if (!info) await Deno.mkdir(path, { mode: 0o755 });
+      if (!info) await Deno.mkdir(path, { mode: DIR_MODE_WHILE_EXTRACTING });
     }
-    await Deno.chmod(path, 0o755);
+    await Deno.chmod(path, DIR_MODE_WHILE_EXTRACTING);
+    this.dirModes.set(rel, header.mode & KEPT_MODE_BITS);
     this.created.set(rel, "dir");
   }
 
@@ -223,6 +242,11 @@ class Extraction {
     if (this.created.get(COMPOSE_FILE) !== "file") {
       throw new BerthError("invalid_input", `${this.what}: has no ${COMPOSE_FILE} at its top level`);
     }
+    // Directories get their modes last, deepest first (a parent may take away its own write permission),
+    // each before its fsync, which then covers it.
+    const depth = (rel: string) => rel.split("/").length;
+    const deepestFirst = [...this.dirModes].sort(([a], [b]) => depth(b) - depth(a));
+    for (const [rel, mode] of deepestFirst) await Deno.chmod(join(this.destDir, rel), mode);
     for (const [rel, kind] of this.created) if (kind === "dir") await fsyncDir(join(this.destDir, rel));
     await fsyncDir(this.destDir);
     return this.extracted;
@@ -231,11 +255,13 @@ class Extraction {
 
 /**
  * Extracts a bundle (.tar.gz) into `destDir`, which should be a fresh empty directory that the caller
- * deletes on failure. Only regular files (written 0644, or 0755 when the archive gives any execute bit),
- * directories (0755) and symlinks that resolve inside `destDir` are created; nothing is ever written through
- * a symlink, so a refused bundle leaves nothing outside `destDir`. Hard links, devices, fifos, absolute
- * paths, ".." components, duplicates and sizes over the limits are refused with a BerthError
- * ("invalid_input") naming the entry. Files are fsynced, and so are the directories at the end.
+ * deletes on failure. Only regular files, directories and symlinks that resolve inside `destDir` are
+ * created, owned by whoever runs this (root on a device; the archive's uid/gid are ignored); files and
+ * directories get the archive's permission bits without setuid, setgid and sticky (a directory with no entry
+ * of its own 0755). Nothing is ever written through a symlink, so a refused bundle leaves nothing outside
+ * `destDir`. Hard links, devices, fifos, absolute paths, ".." components, duplicates and sizes over the
+ * limits are refused with a BerthError ("invalid_input") naming the entry. Files are fsynced, and so are the
+ * directories at the end.
  * Returns the extracted paths in archive order.
  */
 export async function extractBundle(

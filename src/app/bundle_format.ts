@@ -31,8 +31,9 @@
  *   directory) minus `.composeappignores` patterns (dockerignore syntax; the ignore file itself is left out
  *   when it has a pattern). Walk order: depth first, each directory's entries sorted by name, the root itself
  *   not included; names relative without "./", directories with a trailing "/". Headers as Go's archive/tar
- *   writes them (ustar; PAX only when a field does not fit), mode = the file's permission (and setuid/setgid/sticky) bits, uid/gid from
- *   the file system, uname/gname empty, mtime/atime/ctime zeroed (written as 0); a file hard-linked twice
+ *   writes them (ustar; PAX only when a field does not fit), mode = the file's permission bits with
+ *   setuid/setgid/sticky, uid/gid from the file system, uname/gname empty, mtime/atime/ctime zeroed (written
+ *   as 0); a file hard-linked twice
  *   becomes a `1` entry; security.capability xattrs become PAX records. `docker-compose.yml` at the top
  *   level (only that name — publish and the device both look for exactly it) is replaced by the pinned
  *   compose file, at most 1 MiB; every other file at most 1 GiB - 1 MiB, all together at most 1 GiB.
@@ -54,10 +55,11 @@
  *   `build` is dropped, and the label io.compose-spec.config-hash is the hex sha256 of the service's YAML
  *   (yaml.v3) before the label is added.
  *
- * berth differs on purpose in three places: bundles it builds are normalised (uid/gid 0, modes 0644/0755,
- *   symlinks 0777) rather than copying the publisher's file system; its index lists a symlink with the digest
- *   of the file it leads to (what the device check reads), and leaves out symlinks to directories or to
- *   nothing, instead of the digest of empty content; and it refuses hard links.
+ * berth differs on purpose in four places: bundles it builds have uid/gid 0 rather than the publisher's
+ *   (modes are kept, as composeapp keeps them); installing drops setuid, setgid and sticky bits and the
+ *   bundle's owners; its index lists a symlink with the digest of the file it leads to (what the device check
+ *   reads), and leaves out symlinks to directories or to nothing, instead of the digest of empty content; and
+ *   it refuses hard links.
  */
 import { OCI_MANIFEST } from "../oci/mediatypes.ts";
 

@@ -215,7 +215,10 @@ async function stageProject(device: Device, stored: AppVersion, app: AppManifest
   const compose = parseComposeFile(await Deno.readFile(composePath), `${stored.ref}: ${COMPOSE_FILE}`);
   const { localRefs, requests } = await loadRequestsFor(store, compose);
   const loaded = await loadStoredImages(store, engine, requests, device.onProgress);
-  await writeFileAtomic(composePath, formatComposeFile(rewriteForEngine(compose, localRefs)));
+  // The rewritten compose file keeps the bundle's mode (umask aside, which the chmod undoes).
+  const composeMode = (await Deno.lstat(composePath)).mode! & 0o777;
+  await writeFileAtomic(composePath, formatComposeFile(rewriteForEngine(compose, localRefs)), composeMode);
+  await Deno.chmod(composePath, composeMode);
   await writeFileAtomic(`${staging}/${VERSION_FILE}`, stored.manifestDigest);
   await fsyncDir(staging);
   return loaded;

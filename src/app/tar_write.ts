@@ -5,8 +5,9 @@
  * headers (util/tar_header.ts); a name over 100 bytes is split into the ustar prefix and name fields where
  * it can be, otherwise a PAX `x` header carries `path` (and `linkpath`, `size` when those do not fit); the
  * archive ends with two zero blocks and no record padding. The output is deterministic: mtime 0, uid/gid 0,
- * empty uname/gname, modes normalised (files 0644, or 0755 when any execute bit is set; directories 0755;
- * symlinks 0777, as Linux reports them), entries in the order given — callers sort.
+ * empty uname/gname, entries in the order given — callers sort. Modes are the entry's permission bits with
+ * setuid, setgid and sticky, as Go's FileInfoHeader writes them (files 0644 and directories 0755 when not
+ * given); symlinks are always 0777, as Linux reports them.
  */
 import { BerthError } from "../util/errors.ts";
 import {
@@ -27,7 +28,7 @@ export interface TarEntry {
   data?: Uint8Array;
   /** The target of a symlink or hard link. */
   linkname?: string;
-  /** Permission bits; normalised as described above (devices and fifos keep theirs). */
+  /** Permission bits, with setuid, setgid and sticky; ignored for a symlink (see above). */
   mode?: number;
   devmajor?: number;
   devminor?: number;
@@ -58,16 +59,13 @@ function paxRecord(key: string, value: string): string {
   return `${size} ${key}=${value}\n`;
 }
 
-/** The mode written for an entry, normalised as described at the top of this file. */
-function normalisedMode(entry: TarEntry): number {
+/** The mode written for an entry, as described at the top of this file. */
+function entryMode(entry: TarEntry): number {
   switch (entry.type) {
     case "dir":
-      return 0o755;
+      return (entry.mode ?? 0o755) & 0o7777;
     case "symlink":
       return 0o777;
-    case "file":
-    case "hardlink":
-      return (entry.mode ?? 0o644) & 0o111 ? 0o755 : 0o644;
     default:
       return (entry.mode ?? 0o644) & 0o7777;
   }
@@ -111,7 +109,7 @@ function entryBlocks(entry: TarEntry): Uint8Array[] {
   blocks.push(ustarHeader({
     name: split ? split[1] : toAscii(name),
     prefix: split?.[0],
-    mode: normalisedMode(entry),
+    mode: entryMode(entry),
     size: sizeLong ? 0 : data.length,
     typeflag: TAR_TYPEFLAGS[entry.type],
     linkname: toAscii(linkname),

@@ -84,7 +84,7 @@ async function extractInto(bundle: Uint8Array, options = {}): Promise<{ dest: st
   return { dest, files };
 }
 
-test("build: the same project gives the same bytes, whatever its files' times and non-execute mode bits", async () => {
+test("build: the same project gives the same bytes, whatever its files' times; modes are carried", async () => {
   const dir = await makeProject();
   const first = await buildBundle(dir, PINNED);
   for (
@@ -92,11 +92,16 @@ test("build: the same project gives the same bytes, whatever its files' times an
   ) {
     await Deno.utime(`${dir}/${path}`, new Date(2001, 1, 1), new Date(2011, 1, 1));
   }
-  await Deno.chmod(`${dir}/config/nginx.conf`, 0o600);
-  await Deno.chmod(`${dir}/scripts/run.sh`, 0o700);
   const second = await buildBundle(dir, PINNED);
   assert.equal(sha256Of(second.bundle), sha256Of(first.bundle));
   assert.equal(sha256Of(second.bundleIndex), sha256Of(first.bundleIndex));
+  // A mode is part of the bundle (a secret kept 0600 ships 0600); not of the index.
+  await Deno.chmod(`${dir}/config/nginx.conf`, 0o600);
+  const narrowed = await buildBundle(dir, PINNED);
+  assert.notEqual(sha256Of(narrowed.bundle), sha256Of(first.bundle));
+  assert.equal(sha256Of(narrowed.bundleIndex), sha256Of(first.bundleIndex));
+  const { dest } = await extractInto(narrowed.bundle);
+  assert.equal((await Deno.lstat(`${dest}/config/nginx.conf`)).mode! & 0o7777, 0o600);
   // Go's WalkDir order: depth first, names sorted by bytes; ignored paths left out, the ignore file too.
   assert.deepEqual(first.files, [
     "a/",
@@ -137,13 +142,52 @@ test("build: the index covers every file; the bundle extracts to the pinned proj
   const { dest, files } = await extractInto(built.bundle);
   assert.deepEqual(files, built.files.map((name) => name.replace(/\/$/, "")));
   assert.deepEqual(await Deno.readFile(`${dest}/docker-compose.yml`), PINNED);
-  assert.equal((await Deno.lstat(`${dest}/scripts/run.sh`)).mode! & 0o777, 0o755);
-  assert.equal((await Deno.lstat(`${dest}/config/nginx.conf`)).mode! & 0o777, 0o644);
-  assert.equal((await Deno.lstat(`${dest}/config`)).mode! & 0o777, 0o755);
+  assert.equal((await Deno.lstat(`${dest}/scripts/run.sh`)).mode! & 0o7777, 0o750);
+  assert.equal((await Deno.lstat(`${dest}/config/nginx.conf`)).mode! & 0o7777, 0o644);
+  assert.equal(
+    (await Deno.lstat(`${dest}/config`)).mode! & 0o7777,
+    (await Deno.lstat(`${dir}/config`)).mode! & 0o7777,
+  );
   assert.equal(await Deno.readLink(`${dest}/current`), "config/nginx.conf");
   assert.equal(await Deno.readLink(`${dest}/confdir`), "config");
   assert.ok((await Deno.lstat(`${dest}/empty`)).isDirectory);
   await verifyBundleIndex(dest, built.bundleIndex);
+});
+
+test("extract: permission bits kept, setuid/setgid/sticky dropped; directories without write filled", async () => {
+  const data = text("x\n");
+  const bundle = await gzip(writeTar([
+    { name: "docker-compose.yml", type: "file", data: PINNED, mode: 0o640 },
+    { name: "secret", type: "file", data, mode: 0o600 },
+    { name: "bin/", type: "dir", mode: 0o750 },
+    { name: "bin/run.sh", type: "file", data, mode: 0o750 },
+    { name: "bin/su", type: "file", data, mode: 0o4755 },
+    { name: "shared/", type: "dir", mode: 0o3777 },
+    { name: "sealed/", type: "dir", mode: 0o555 },
+    { name: "sealed/inner/", type: "dir", mode: 0o500 },
+    { name: "sealed/inner/file", type: "file", data, mode: 0o400 },
+    { name: "implicit/file", type: "file", data, mode: 0o2644 },
+  ]));
+  const { dest } = await extractInto(bundle);
+  const modes: Record<string, string> = {};
+  const expected = {
+    "docker-compose.yml": "640",
+    "secret": "600",
+    "bin": "750",
+    "bin/run.sh": "750",
+    "bin/su": "755",
+    "shared": "777",
+    "sealed": "555",
+    "sealed/inner": "500",
+    "sealed/inner/file": "400",
+    "implicit": "755",
+    "implicit/file": "644",
+  };
+  for (const path of Object.keys(expected)) {
+    modes[path] = ((await Deno.lstat(`${dest}/${path}`)).mode! & 0o7777).toString(8);
+  }
+  assert.deepEqual(modes, expected);
+  assert.equal(await Deno.readTextFile(`${dest}/sealed/inner/file`), "x\n");
 });
 
 test("verifyBundleIndex: changed, missing and unlisted files are all reported", async () => {

@@ -96,13 +96,17 @@ async function refused(promise: Promise<unknown>, pattern: RegExp): Promise<Bert
   throw new Error(`expected a refusal matching ${pattern}`);
 }
 
-Deno.test("tar round trip: files, directories, symlinks; deterministic headers; order kept", async () => {
+Deno.test("tar round trip: files, directories, symlinks; modes kept; deterministic headers; order kept", async () => {
   const archive = writeTar([
-    { name: "docker-compose.yml", type: "file", data: text("services: {}\n"), mode: 0o600 },
-    { name: "bin", type: "dir", mode: 0o700 },
+    { name: "docker-compose.yml", type: "file", data: text("services: {}\n"), mode: 0o644 },
+    { name: "bin", type: "dir", mode: 0o750 },
     { name: "bin/run.sh", type: "file", data: text("#!/bin/sh\n"), mode: 0o744 },
+    { name: "bin/su", type: "file", data: text("#!/bin/sh\n"), mode: 0o104755 }, // S_IFREG | setuid
+    { name: "shared", type: "dir", mode: 0o3777 }, // setgid and sticky
+    { name: "secret", type: "file", data: text("key\n"), mode: 0o600 },
     { name: "empty", type: "file" },
-    { name: "link", type: "symlink", linkname: "bin/run.sh" },
+    { name: "dir", type: "dir" },
+    { name: "link", type: "symlink", linkname: "bin/run.sh", mode: 0o755 },
   ]);
   assert.equal(archive.length % 512, 0);
   assert.deepEqual(archive.subarray(-1024), END, "two zero blocks end the archive");
@@ -113,9 +117,13 @@ Deno.test("tar round trip: files, directories, symlinks; deterministic headers; 
     ) => [header.name, header.type, header.mode.toString(8), data, header.linkname]),
     [
       ["docker-compose.yml", "file", "644", "services: {}\n", ""],
-      ["bin/", "dir", "755", "", ""],
-      ["bin/run.sh", "file", "755", "#!/bin/sh\n", ""],
+      ["bin/", "dir", "750", "", ""],
+      ["bin/run.sh", "file", "744", "#!/bin/sh\n", ""],
+      ["bin/su", "file", "4755", "#!/bin/sh\n", ""],
+      ["shared/", "dir", "3777", "", ""],
+      ["secret", "file", "600", "key\n", ""],
       ["empty", "file", "644", "", ""],
+      ["dir/", "dir", "755", "", ""],
       ["link", "symlink", "777", "", "bin/run.sh"],
     ],
   );
