@@ -12,7 +12,7 @@ import type { RegistryPusher } from "../registry/push.ts";
 import { OCI_EMPTY_DATA, OCI_EMPTY_DIGEST } from "../oci/descriptor.ts";
 import { appManifest } from "./app_manifest.ts";
 import { buildBundle } from "./bundle_build.ts";
-import { COMPOSE_FILE } from "./bundle_format.ts";
+import { type BundleLimits, COMPOSE_FILE } from "./bundle_format.ts";
 import { formatComposeFile, parseComposeFile, serviceImages } from "./compose_file.ts";
 import { pinImages } from "./compose_pin.ts";
 import { labelServices } from "./config_hash.ts";
@@ -28,12 +28,13 @@ export interface PublishResult {
 /**
  * Publishes the compose project in `dir` as the app `refInput` (which needs a tag): pins its images to the
  * digests their tags resolve to, labels each service with its config hash, and pushes bundle, index and
- * app manifest.
+ * app manifest. `limits` bound the bundle (the config's limits.bundle gives them; see bundleLimitsFor).
  */
 export async function publishApp(
   pusher: RegistryPusher,
   dir: string,
   refInput: string,
+  limits: Partial<BundleLimits> = {},
 ): Promise<PublishResult> {
   const ref = parseReference(refInput);
   if (!ref.tag || ref.digest) {
@@ -67,7 +68,7 @@ export async function publishApp(
     images.push({ service, image, pinned: pins.get(image)! });
   }
   const pinned = formatComposeFile(labelServices(pinImages(compose, pins)));
-  const built = await buildBundle(dir, pinned);
+  const built = await buildBundle(dir, pinned, limits);
   // Refused here as at install (see dotenv.ts), before anything is pushed; a .env left out by
   // .composeappignores is not in the bundle and not checked.
   if (built.files.includes(DOTENV_FILE)) await checkProjectDotEnv(dir, `${dir}/${DOTENV_FILE}`);

@@ -7,6 +7,7 @@ import { Store } from "../store/store.ts";
 import { Engine } from "../docker/engine.ts";
 import { type Compose, findCompose } from "../docker/compose_cli.ts";
 import { publishApp } from "../app/publish.ts";
+import { bundleLimitsFor } from "../app/bundle_format.ts";
 import {
   type Device,
   installApp,
@@ -48,6 +49,8 @@ async function withDevice<T>(
       engine,
       composeRoot: context.composeRoot,
       composeEnvironment: context.config.composeEnvironment,
+      bundleLimits: bundleLimitsFor(context.config.limits.bundle),
+      storage: context.config.storage,
       compose: () => {
         compose ??= findCompose(context.dockerHost, context.composeCommand).then((found) => {
           context.note(`compose: ${found.argv.join(" ")} (${found.version})`);
@@ -118,7 +121,7 @@ export async function publishCommand(context: Context): Promise<number> {
   }
   const pusher = new RegistryPusher(context.registry);
   try {
-    const result = await publishApp(pusher, dir, ref);
+    const result = await publishApp(pusher, dir, ref, bundleLimitsFor(context.config.limits.bundle));
     if (context.json) context.emit(result);
     for (const image of result.images) context.say(`  ${image.service}: ${image.image} → ${image.pinned}`);
     context.say(`Published ${result.ref} ${result.digest}`);
