@@ -1,7 +1,8 @@
 /**
  * Bundle limits follow the config's limits.bundle (1 GiB by default, as composectl): a project with a
  * 17 MiB file publishes, pulls and installs with the defaults (berth once refused any file over 16 MiB),
- * and with limits.bundle set lower, publish and install refuse, naming the file, the limit and the key.
+ * and with limits.bundle set lower, publish and install refuse, naming the file, the limit and the key. An
+ * install whose compose root cannot keep storage.reserve free after the project is refused before writing.
  */
 import assert from "node:assert/strict";
 import { deviceBerth, runBerth, scratchDir, testEnv, withServices } from "../harness/env.ts";
@@ -82,6 +83,25 @@ Deno.test({
       );
       const installed = await berth("install", sparseRef);
       assert.equal(installed.code, 0, installed.stderr);
+    });
+
+    await t.step("install refuses, writing nothing, when the compose root lacks the room", async () => {
+      const tight = `${dir}/tight.yml`;
+      await Deno.writeTextFile(tight, "storage:\n  reserve: 100TB\n");
+      const before = await Deno.readFile(`${dir}/apps/big/conf/big.bin`);
+      await Deno.remove(`${dir}/apps/big`, { recursive: true });
+      const refused = await deviceBerth(dir, env.dockerHost, ["--config", tight])("install", ref);
+      assert.equal(refused.code, 1, refused.stdout);
+      assert.match(refused.stderr, /not enough space for .*big:v1 bundle in the compose root \(/);
+      assert.match(refused.stderr, /needs 17\.\d MiB/);
+      assert.deepEqual(
+        (await Array.fromAsync(Deno.readDir(`${dir}/apps`))).map((entry) => entry.name),
+        ["sparse"],
+        "nothing written for the refused install",
+      );
+      const installed = await berth("install", ref);
+      assert.equal(installed.code, 0, installed.stderr);
+      assert.deepEqual(await Deno.readFile(`${dir}/apps/big/conf/big.bin`), before);
     });
 
     await t.step("the big bundle's blob is refused at pull under the lower limit, by its size", async () => {
