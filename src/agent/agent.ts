@@ -32,6 +32,7 @@ import { type Compose, findCompose } from "../docker/compose_cli.ts";
 import { type Device, installedServices, removeApp, runApp, stopApp } from "../app/lifecycle.ts";
 import { appImageRefs, appName, readBundleCompose } from "../app/stored.ts";
 import { parseAppManifest } from "../app/app_manifest.ts";
+import { bundleLimitsFor } from "../app/bundle_format.ts";
 import { pruneStore, reclaimableBytes } from "../app/prune.ts";
 import { checkPlanSpace, type SpacePolicy } from "../fetch/preflight.ts";
 import { spaceOf } from "../util/disk_space.ts";
@@ -185,6 +186,8 @@ export class Agent {
       engine,
       composeRoot: this.#settings.composeRoot,
       composeEnvironment: this.#settings.composeEnvironment,
+      bundleLimits: bundleLimitsFor(this.#settings.limits.bundle),
+      storage: this.#settings.storage,
       onProgress: () => this.#model.phaseProgress(),
       compose: () => {
         this.#compose ??= findCompose(this.#settings.dockerHost, this.#settings.composeCommand).catch(

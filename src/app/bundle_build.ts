@@ -7,7 +7,13 @@ import { join } from "../util/fs.ts";
 import { compareUtf8 } from "../util/go_json.ts";
 import { gzip } from "../util/gzip.ts";
 import { sha256Of } from "../oci/digest.ts";
-import { type BundleLimits, COMPOSE_FILE, DEFAULT_BUNDLE_LIMITS, IGNORE_FILE } from "./bundle_format.ts";
+import {
+  BUNDLE_LIMIT_KEY,
+  type BundleLimits,
+  COMPOSE_FILE,
+  DEFAULT_BUNDLE_LIMITS,
+  IGNORE_FILE,
+} from "./bundle_format.ts";
 import { buildBundleIndex } from "./bundle_index.ts";
 import { lstatIfReachable, resolveInside, staysInside } from "./bundle_paths.ts";
 import { hasExclusionInside, type IgnorePattern, isIgnored, loadIgnorePatterns } from "./ignore_file.ts";
@@ -77,13 +83,19 @@ class ProjectWalk {
   async addFile(rel: string, info: Deno.FileInfo): Promise<void> {
     const tooBig = (size: number) => rel !== COMPOSE_FILE && size > this.limit.maxFileBytes;
     const refuseSize = (size: number) =>
-      this.fail(rel, `${size} bytes, over the limit of ${this.limit.maxFileBytes} for a file in a bundle`);
+      this.fail(
+        rel,
+        `${size} bytes, over the limit of ${this.limit.maxFileBytes} for a file in a bundle (${BUNDLE_LIMIT_KEY})`,
+      );
     if (tooBig(info.size)) refuseSize(info.size);
     const data = rel === COMPOSE_FILE ? this.composeFileBytes : await Deno.readFile(join(this.dir, rel));
     if (tooBig(data.length)) refuseSize(data.length); // it may have grown since the lstat
     this.#totalBytes += data.length;
     if (this.#totalBytes > this.limit.maxTotalBytes) {
-      this.fail(rel, `the project's files add up to more than ${this.limit.maxTotalBytes} bytes`);
+      this.fail(
+        rel,
+        `the project's files add up to more than ${this.limit.maxTotalBytes} bytes (${BUNDLE_LIMIT_KEY})`,
+      );
     }
     this.entries.push({ name: rel, type: "file", data, mode: info.mode ?? 0o644 });
     this.fileDigests.set(rel, sha256Of(data));

@@ -6,7 +6,13 @@ import { BerthError } from "../util/errors.ts";
 import { fsyncDir, join } from "../util/fs.ts";
 import { gunzip } from "../util/gzip.ts";
 import { TAR_BLOCK } from "../util/tar_header.ts";
-import { type BundleLimits, COMPOSE_FILE, DEFAULT_BUNDLE_LIMITS, MiB } from "./bundle_format.ts";
+import {
+  BUNDLE_LIMIT_KEY,
+  type BundleLimits,
+  COMPOSE_FILE,
+  DEFAULT_BUNDLE_LIMITS,
+  MiB,
+} from "./bundle_format.ts";
 import { lstatIfReachable, relativeComponents, resolveInside, staysInside } from "./bundle_paths.ts";
 import { readTar, type TarHeader, type TarReadEntry } from "./tar_read.ts";
 
@@ -53,6 +59,38 @@ function boundedTar(stream: ReadableStream<Uint8Array>, limit: BundleLimits, wha
   );
 }
 
+/** A bundle's entries and file bytes counted as it streams, refused once past the limits. */
+class Tally {
+  #entries = 0;
+  /** The declared sizes of the files so far. */
+  fileBytes = 0;
+
+  constructor(readonly limit: BundleLimits) {}
+
+  /** Counts one entry of any kind. */
+  entry(fail: (problem: string) => never): void {
+    if (++this.#entries > this.limit.maxEntries) {
+      fail(`more than ${this.limit.maxEntries} entries in the bundle`);
+    }
+  }
+
+  /** Counts one regular file at `rel` of `size` bytes. */
+  file(rel: string, size: number, fail: (problem: string) => never): void {
+    const compose = rel === COMPOSE_FILE;
+    const max = compose ? this.limit.maxComposeBytes : this.limit.maxFileBytes;
+    if (size > max) fail(`${size} bytes, over the limit of ${max}${compose ? "" : ` (${BUNDLE_LIMIT_KEY})`}`);
+    this.fileBytes += size;
+    if (this.fileBytes > this.limit.maxTotalBytes) {
+      fail(`the bundle's files add up to more than ${this.limit.maxTotalBytes} bytes (${BUNDLE_LIMIT_KEY})`);
+    }
+  }
+}
+
+/** The error for a bundle entry, naming the bundle and the entry. */
+const entryFailure = (what: string, name: string) => (problem: string): never => {
+  throw new BerthError("invalid_input", `${what}: entry ${JSON.stringify(name)}: ${problem}`);
+};
+
 /** One extraction into `destDir`: what it has created so far, and the checks that depend on it. */
 class Extraction {
   /** Every path created, by its relative path. */
@@ -62,20 +100,17 @@ class Extraction {
   readonly dirModes = new Map<string, number>();
   /** The relative paths extracted, in archive order. */
   readonly extracted: string[] = [];
-  #entries = 0;
-  #totalBytes = 0;
+  readonly #tally: Tally;
 
-  constructor(readonly destDir: string, readonly limit: BundleLimits, readonly what: string) {}
+  constructor(readonly destDir: string, readonly limit: BundleLimits, readonly what: string) {
+    this.#tally = new Tally(limit);
+  }
 
   /** Extracts one entry, or refuses it naming it. */
   async add(entry: TarReadEntry): Promise<void> {
     const { header } = entry;
-    const fail = (problem: string): never => {
-      throw new BerthError("invalid_input", `${this.what}: entry ${JSON.stringify(header.name)}: ${problem}`);
-    };
-    if (++this.#entries > this.limit.maxEntries) {
-      fail(`more than ${this.limit.maxEntries} entries in the bundle`);
-    }
+    const fail = entryFailure(this.what, header.name);
+    this.#tally.entry(fail);
     const parts = relativeComponents(header.name, fail);
     if (encoder.encode(header.name).length > MAX_PATH_BYTES) {
       fail(`the path is longer than ${MAX_PATH_BYTES} bytes`);
@@ -104,15 +139,9 @@ class Extraction {
   /** Refuses entry types bundles may not hold, files over the limits and symlinks that climb out. */
   #checkType(header: TarHeader, parts: string[], rel: string, fail: (problem: string) => never): void {
     switch (header.type) {
-      case "file": {
-        const max = rel === COMPOSE_FILE ? this.limit.maxComposeBytes : this.limit.maxFileBytes;
-        if (header.size > max) fail(`${header.size} bytes, over the limit of ${max}`);
-        this.#totalBytes += header.size;
-        if (this.#totalBytes > this.limit.maxTotalBytes) {
-          fail(`the bundle's files add up to more than ${this.limit.maxTotalBytes} bytes`);
-        }
+      case "file":
+        this.#tally.file(rel, header.size, fail);
         break;
-      }
       case "dir":
         break;
       case "symlink": {
@@ -281,4 +310,28 @@ export async function extractBundle(
     await extraction.add(entry);
   }
   return await extraction.finish();
+}
+
+/**
+ * The bytes a bundle's files take once extracted, from the sizes its tar headers declare: read through once
+ * (nothing is written), so that install can check the disk before extracting. Refuses, naming the entry, a
+ * bundle over the limits, as extractBundle would.
+ */
+export async function bundleFileBytes(
+  stream: ReadableStream<Uint8Array>,
+  options: ExtractOptions = {},
+): Promise<number> {
+  const limit = { ...DEFAULT_BUNDLE_LIMITS, ...options };
+  const what = options.what ?? "app bundle";
+  const tally = new Tally(limit);
+  for await (
+    const { header } of readTar(boundedTar(stream, limit, what), { what, maxMetaBytes: MAX_META_BYTES })
+  ) {
+    const fail = entryFailure(what, header.name);
+    tally.entry(fail);
+    if (header.type === "file") {
+      tally.file(relativeComponents(header.name, fail).join("/"), header.size, fail);
+    }
+  }
+  return tally.fileBytes;
 }

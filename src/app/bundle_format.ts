@@ -99,9 +99,9 @@ export const MiB = 1024 * 1024;
 
 /** Limits on a bundle, checked when building and when extracting. */
 export interface BundleLimits {
-  /** docker-compose.yml; 1 MiB, as composeapp. */
+  /** docker-compose.yml; 1 MiB, as composeapp (publish refuses more, and berth parses it in memory). */
   maxComposeBytes: number;
-  /** Any other file. composeapp allows 1 GiB - 1 MiB; berth keeps projects to configuration-sized files. */
+  /** Any other file (composeapp: 1 GiB - 1 MiB). */
   maxFileBytes: number;
   /** All file contents together (composeapp: 1 GiB). */
   maxTotalBytes: number;
@@ -109,13 +109,32 @@ export interface BundleLimits {
   maxEntries: number;
 }
 
-/** The limits berth builds and extracts with unless told otherwise. */
-export const DEFAULT_BUNDLE_LIMITS: Readonly<BundleLimits> = {
-  maxComposeBytes: MiB,
-  maxFileBytes: 16 * MiB,
-  maxTotalBytes: 64 * MiB,
-  maxEntries: 10_000,
-};
+/**
+ * Entries in a bundle. composeapp sets no bound; berth keeps every extracted path in memory to check links
+ * and duplicates, so it sets one that no real project reaches: a bundle index of this many files is already
+ * several MiB (limits.bundleIndex is 16 MiB).
+ */
+export const MAX_BUNDLE_ENTRIES = 100_000;
+
+/**
+ * The limits for a bundle blob cap (the config's limits.bundle): one file, and all files together, may be
+ * as large as the blob may be, so that a project composectl publishes (up to 1 GiB) installs with the
+ * default cap. Extraction streams, so a large cap costs disk, not memory, and install checks the disk first.
+ */
+export function bundleLimitsFor(bundleBytes: number): BundleLimits {
+  return {
+    maxComposeBytes: MiB,
+    maxFileBytes: bundleBytes,
+    maxTotalBytes: bundleBytes,
+    maxEntries: MAX_BUNDLE_ENTRIES,
+  };
+}
+
+/** The limits berth builds and extracts with unless told otherwise: those of limits.bundle's default, 1 GiB. */
+export const DEFAULT_BUNDLE_LIMITS: Readonly<BundleLimits> = bundleLimitsFor(1024 * MiB);
+
+/** Where an error about a bundle limit says it is set. */
+export const BUNDLE_LIMIT_KEY = "limits.bundle in the config file";
 
 /** A blob by its digest and size, as a manifest names it. */
 export interface BlobRef {

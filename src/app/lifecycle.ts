@@ -18,8 +18,10 @@ import type { Engine } from "../docker/engine.ts";
 import { type LoadRequest, loadStoredImages } from "../docker/load.ts";
 import { type Compose, runCompose } from "../docker/compose_cli.ts";
 import { type AppManifest, isAppManifest, parseAppManifest } from "./app_manifest.ts";
-import { extractBundle } from "./bundle_extract.ts";
-import { COMPOSE_FILE } from "./bundle_format.ts";
+import { spaceOf } from "../util/disk_space.ts";
+import { insufficientStorage, judge, type SpacePolicy } from "../fetch/preflight.ts";
+import { bundleFileBytes, extractBundle } from "./bundle_extract.ts";
+import { type BundleLimits, COMPOSE_FILE } from "./bundle_format.ts";
 import { verifyBundleIndex } from "./bundle_index.ts";
 import { type ComposeFile, formatComposeFile, parseComposeFile } from "./compose_file.ts";
 import { pinnedReferences, rewriteForEngine } from "./compose_pin.ts";
@@ -44,6 +46,10 @@ export interface Device {
   compose: () => Promise<Compose>;
   /** Variables of berth's environment compose may interpolate (the config's composeEnvironment). */
   composeEnvironment: readonly string[];
+  /** What a bundle may hold (bundleLimitsFor the config's limits.bundle); the defaults when unset. */
+  bundleLimits?: BundleLimits;
+  /** How full an install may leave the compose root's filesystem (the config's storage keys). */
+  storage: SpacePolicy;
   /** Called as an install makes progress (image bytes streamed to the engine): the agent's liveness. */
   onProgress?: () => void;
 }
@@ -203,7 +209,7 @@ async function loadRequestsFor(
 async function stageProject(device: Device, stored: AppVersion, app: AppManifest, staging: string) {
   const { store, engine } = device;
   const bundle = await store.openBlob(app.bundle.digest);
-  await extractBundle(bundle.readable, staging, { what: `${stored.ref} bundle` });
+  await extractBundle(bundle.readable, staging, { ...device.bundleLimits, what: `${stored.ref} bundle` });
   if (app.bundleIndex) {
     await verifyBundleIndex(staging, await store.readBlob(app.bundleIndex.digest), `${stored.ref} bundle`);
   }
@@ -222,6 +228,19 @@ async function stageProject(device: Device, stored: AppVersion, app: AppManifest
   await writeFileAtomic(`${staging}/${VERSION_FILE}`, stored.manifestDigest);
   await fsyncDir(staging);
   return loaded;
+}
+
+/**
+ * Refuses an install, before anything is written, when the compose root's filesystem has no room for the
+ * bundle's files by the storage policy: their declared sizes are summed in a first pass over the bundle
+ * (which also refuses a bundle over the limits). A filesystem of unknown capacity is not judged.
+ */
+async function checkProjectSpace(device: Device, stored: AppVersion, app: AppManifest): Promise<void> {
+  const what = `${stored.ref} bundle`;
+  const bundle = await device.store.openBlob(app.bundle.digest);
+  const need = await bundleFileBytes(bundle.readable, { ...device.bundleLimits, what });
+  const check = judge(await spaceOf(device.composeRoot), "compose root", need, device.storage);
+  if (!check.fits) throw insufficientStorage(what, { checks: [check], fits: false }, device.storage);
 }
 
 /** Swaps the staged project in: the old one (if any) is moved aside first and removed after. */
@@ -254,6 +273,7 @@ export async function installApp(device: Device, input: string | AppVersion): Pr
 
   await ensureDirDurable(device.composeRoot);
   await Deno.chmod(device.composeRoot, PRIVATE_DIR_MODE);
+  await checkProjectSpace(device, stored, app);
   const staging = `${device.composeRoot}/.${name}.new-${crypto.randomUUID().slice(0, 8)}`;
   await Deno.mkdir(staging, { mode: PRIVATE_DIR_MODE });
   try {

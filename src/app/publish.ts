@@ -12,7 +12,7 @@ import type { RegistryPusher } from "../registry/push.ts";
 import { OCI_EMPTY_DATA, OCI_EMPTY_DIGEST } from "../oci/descriptor.ts";
 import { appManifest } from "./app_manifest.ts";
 import { buildBundle } from "./bundle_build.ts";
-import { COMPOSE_FILE } from "./bundle_format.ts";
+import { type BundleLimits, COMPOSE_FILE } from "./bundle_format.ts";
 import { formatComposeFile, parseComposeFile, serviceImages } from "./compose_file.ts";
 import { pinImages } from "./compose_pin.ts";
 import { labelServices } from "./config_hash.ts";
@@ -34,6 +34,8 @@ export interface PublishOptions {
    * otherwise those problems come back as `compatibility` warnings.
    */
   compat?: "foundries";
+  /** Bounds of the bundle; default DEFAULT_BUNDLE_LIMITS. */
+  limits?: Partial<BundleLimits>;
 }
 
 /**
@@ -53,7 +55,8 @@ export function foundriesProblem(mediaType: string): string | undefined {
 /**
  * Publishes the compose project in `dir` as the app `refInput` (which needs a tag): pins its images to the
  * digests their tags resolve to, labels each service with its config hash, and pushes bundle, index and
- * app manifest.
+ * app manifest. `options.limits` bound the bundle (the config's limits.bundle gives them; see
+ * bundleLimitsFor).
  */
 export async function publishApp(
   pusher: RegistryPusher,
@@ -109,7 +112,7 @@ export async function publishApp(
   }
   const pinMap = new Map([...pins].map(([image, { pinned }]) => [image, pinned]));
   const pinned = formatComposeFile(labelServices(pinImages(compose, pinMap)));
-  const built = await buildBundle(dir, pinned);
+  const built = await buildBundle(dir, pinned, options.limits ?? {});
   // Refused here as at install (see dotenv.ts), before anything is pushed; a .env left out by
   // .composeappignores is not in the bundle and not checked.
   if (built.files.includes(DOTENV_FILE)) await checkProjectDotEnv(dir, `${dir}/${DOTENV_FILE}`);

@@ -7,6 +7,7 @@ import { Store } from "../store/store.ts";
 import { Engine } from "../docker/engine.ts";
 import { type Compose, findCompose } from "../docker/compose_cli.ts";
 import { publishApp } from "../app/publish.ts";
+import { bundleLimitsFor } from "../app/bundle_format.ts";
 import {
   type Device,
   installApp,
@@ -48,6 +49,8 @@ async function withDevice<T>(
       engine,
       composeRoot: context.composeRoot,
       composeEnvironment: context.config.composeEnvironment,
+      bundleLimits: bundleLimitsFor(context.config.limits.bundle),
+      storage: context.config.storage,
       compose: () => {
         compose ??= findCompose(context.dockerHost, context.composeCommand).then((found) => {
           context.note(`compose: ${found.argv.join(" ")} (${found.version})`);
@@ -122,7 +125,10 @@ export async function publishCommand(context: Context): Promise<number> {
     if (compat !== undefined && compat !== "foundries") {
       throw new UsageError(`--compat: unknown value "${compat}"; the only one is "foundries"`);
     }
-    const result = await publishApp(pusher, dir, ref, compat === "foundries" ? { compat } : {});
+    const result = await publishApp(pusher, dir, ref, {
+      limits: bundleLimitsFor(context.config.limits.bundle),
+      ...(compat === "foundries" ? { compat } : {}),
+    });
     for (const problem of result.compatibility) context.note(`berth: warning: ${problem}`);
     if (context.json) context.emit(result);
     for (const image of result.images) context.say(`  ${image.service}: ${image.image} → ${image.pinned}`);

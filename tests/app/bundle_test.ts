@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { appManifest, isAppManifest, parseAppManifest } from "../../src/app/app_manifest.ts";
 import { buildBundle } from "../../src/app/bundle_build.ts";
-import { extractBundle } from "../../src/app/bundle_extract.ts";
+import { bundleFileBytes, extractBundle } from "../../src/app/bundle_extract.ts";
+import { bundleLimitsFor, DEFAULT_BUNDLE_LIMITS } from "../../src/app/bundle_format.ts";
 import { verifyBundleIndex } from "../../src/app/bundle_index.ts";
 import { buildLayersMeta, parseLayersMeta } from "../../src/app/layers_meta.ts";
 import { type TarEntry, writeTar } from "../../src/app/tar_write.ts";
@@ -712,6 +713,7 @@ test("extract: hostile entries are refused, naming the entry, and nothing appear
       name: "a 64 MiB file of zeros (a few KiB compressed)",
       tar: writeTar([COMPOSE, { name: "zeros", type: "file", data: bomb }]),
       pattern: /entry "zeros": 67108864 bytes, over the limit of 16777216/,
+      options: { maxFileBytes: 16 * 1024 * 1024 },
     },
     {
       name: "zeros after the end of the archive",
@@ -796,6 +798,33 @@ test("extract: hostile entries are refused, naming the entry, and nothing appear
     await assert.rejects(Deno.lstat(absolute), Deno.errors.NotFound);
     await assert.rejects(Deno.lstat("/etc/berth-test-passwd"), Deno.errors.NotFound);
   }
+});
+
+Deno.test("bundle limits: 1 GiB per file and in all by default (composectl's), following limits.bundle", () => {
+  assert.equal(DEFAULT_BUNDLE_LIMITS.maxFileBytes, 1024 * 1024 * 1024);
+  assert.equal(DEFAULT_BUNDLE_LIMITS.maxTotalBytes, 1024 * 1024 * 1024);
+  assert.equal(DEFAULT_BUNDLE_LIMITS.maxComposeBytes, 1024 * 1024);
+  assert.deepEqual(bundleLimitsFor(4096), {
+    ...DEFAULT_BUNDLE_LIMITS,
+    maxFileBytes: 4096,
+    maxTotalBytes: 4096,
+  });
+});
+
+test("bundleFileBytes: sums the declared file sizes without writing, refusing what extraction would", async () => {
+  const tar = writeTar([
+    COMPOSE,
+    { name: "d", type: "dir" },
+    { name: "d/a", type: "file", data: new Uint8Array(3000) },
+    { name: "link", type: "symlink", linkname: "d/a" },
+  ]);
+  const bundle = await gzip(tar);
+  assert.equal(await bundleFileBytes(ReadableStream.from([bundle])), COMPOSE.data!.length + 3000);
+  await expectError(
+    bundleFileBytes(ReadableStream.from([bundle]), { ...bundleLimitsFor(2048), what: "shop bundle" }),
+    "invalid_input",
+    /^shop bundle: entry "d\/a": 3000 bytes, over the limit of 2048 \(limits\.bundle in the config file\)$/,
+  );
 });
 
 test("extract: a stream that is not a gzip'd tar is refused", async () => {

@@ -2,7 +2,7 @@
  * Malicious app bundles are refused by `berth install` with one line naming the entry, and nothing is
  * written outside the compose root's project area: path traversal, absolute paths, symlinks leading out
  * (directly, absolutely, or through another symlink) with a file written through them, hard links, devices,
- * fifos and oversized files. The apps are crafted here and pushed in-process with RegistryPusher; their
+ * fifos and oversized files (over limits.bundle, set to 1 MiB in the config here). The apps are crafted here and pushed in-process with RegistryPusher; their
  * compose file is valid and pins a real image, so `berth pull` takes them like any app, and only the
  * install sees the bundle's other entries. A sentinel directory next to the compose root is where an
  * escaping entry would land: it must stay empty. A benign app built the same way installs, which shows
@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { run, startDockerd } from "../harness/services.ts";
 import { runBerth, scratchDir, snapshotTree, testEnv, withServices } from "../harness/env.ts";
 import { RegistryPusher } from "../../src/registry/push.ts";
-import { COMPOSE_FILE, DEFAULT_BUNDLE_LIMITS } from "../../src/app/bundle_format.ts";
+import { COMPOSE_FILE } from "../../src/app/bundle_format.ts";
 import type { TarEntry } from "../../src/app/tar_write.ts";
 import { assertNothingInstalled, file, pushApp } from "./crafted.ts";
 
@@ -58,12 +58,24 @@ Deno.test({
     const sentinel = `${dir}/sentinel`;
     await Deno.mkdir(sentinel);
     const dockerd = await startDockerd(`${await scratchDir("evil-engine-")}/engine`);
+    const maxFile = 1024 * 1024;
+    const config = `${await scratchDir("evil-config-")}/config.yml`;
+    await Deno.writeTextFile(config, `limits:\n  bundle: ${maxFile}\n`);
     const berth = (...args: string[]) =>
-      runBerth(["--store", store, "--compose-root", composeRoot, "--docker-host", dockerd.host, ...args]);
+      runBerth([
+        "--config",
+        config,
+        "--store",
+        store,
+        "--compose-root",
+        composeRoot,
+        "--docker-host",
+        dockerd.host,
+        ...args,
+      ]);
     const docker = (...args: string[]) => run(["docker", "-H", dockerd.host, ...args]);
     const list = async (path: string) =>
       (await Array.fromAsync(Deno.readDir(path))).map((e) => e.name).sort();
-    const maxFile = DEFAULT_BUNDLE_LIMITS.maxFileBytes;
     const cases: Case[] = [
       {
         name: "path traversal",
@@ -149,7 +161,9 @@ Deno.test({
         name: "oversized file",
         entries: [{ name: "huge.bin", type: "file", data: new Uint8Array(maxFile + 1) }],
         entry: "huge.bin",
-        problem: new RegExp(`${maxFile + 1} bytes, over the limit of ${maxFile}`),
+        problem: new RegExp(
+          `${maxFile + 1} bytes, over the limit of ${maxFile} \\(limits\\.bundle in the config file\\)`,
+        ),
       },
     ];
     const pusher = new RegistryPusher();
