@@ -107,7 +107,7 @@ export interface AppManifest {
   bundle: Descriptor;
   /** The bundle index layers[0]'s annotations name; absent in apps published without one. */
   bundleIndex?: BlobRef;
-  /** layers[1] when it is layers meta v1. */
+  /** layers[1] when it is layers meta v1 (its media type application/json when it had none). */
   layersMeta?: Descriptor;
   annotations: Record<string, string>;
 }
@@ -214,7 +214,11 @@ function layersMetaLayer(manifest: ImageManifest, what: string): Descriptor | un
     );
   }
   if (manifest.layers.length < 2) return undefined;
-  const layer = checkDescriptor(manifest.layers[1], `${what} layers[1]`);
+  // Known by its annotation alone, as devices know it: its media type is whatever the publisher's registry
+  // answered (or nothing), and is never read. Digest and size are checked as for any descriptor.
+  const layer = checkDescriptor(manifest.layers[1], `${what} layers[1]`, {
+    mediaTypeFallback: APP_JSON_MEDIA_TYPE,
+  });
   // Devices ignore a layers meta of another version; so does berth.
   return layer.annotations?.[ANNOTATION_LAYERS_META] === LAYERS_META_VERSION ? layer : undefined;
 }

@@ -5,7 +5,15 @@
  */
 import YAML from "yaml";
 import type { Document, Scalar, YAMLMap } from "yaml";
-import { asMap, detachedCopy, lookup, ownPair, resolveNode } from "../util/yaml_nodes.ts";
+import {
+  asMap,
+  detachedCopy,
+  isMergeKey,
+  lookup,
+  mergeSources,
+  ownPair,
+  resolveNode,
+} from "../util/yaml_nodes.ts";
 
 /** The mapping of service `name`, made the service's own when it came through an alias or a merge. */
 export function ownServiceMap(doc: Document, name: string): YAMLMap {
@@ -67,5 +75,36 @@ export function setOwnLabel(doc: Document, map: YAMLMap, key: string, value: str
     const entry = doc.createNode(`${key}=${value}`);
     if (index >= 0) labels.items[index] = entry;
     else labels.items.push(entry);
+  }
+}
+
+/** The keys `map` takes through its `<<` merges and not itself, each with its node (earlier sources win). */
+function mergedPairs(doc: Document, map: YAMLMap): Map<string, unknown> {
+  const found = new Map<string, unknown>();
+  for (const source of mergeSources(doc, map)) {
+    const entries = [
+      ...source.items.filter((pair) => !isMergeKey(pair.key)).map((pair) =>
+        [String(YAML.isScalar(pair.key) ? pair.key.value : pair.key), pair.value] as const
+      ),
+      ...mergedPairs(doc, source),
+    ];
+    for (const [key, value] of entries) if (!found.has(key) && !ownPair(map, key)) found.set(key, value);
+  }
+  return found;
+}
+
+/**
+ * Removes `key` from the service's own mapping. When the key also comes through a `<<` merge, the merged
+ * keys are copied into the mapping and its merges dropped, so that the key is gone from the service alone.
+ */
+export function deleteOwnKey(doc: Document, map: YAMLMap, key: string): void {
+  if (lookup(doc, map, key) === undefined) return;
+  const own = ownPair(map, key);
+  if (own) map.items.splice(map.items.indexOf(own), 1);
+  if (lookup(doc, map, key) === undefined) return;
+  const merged = mergedPairs(doc, map);
+  map.items = map.items.filter((pair) => !isMergeKey(pair.key));
+  for (const [name, value] of merged) {
+    if (name !== key) map.add(doc.createPair(name, detachedCopy(doc, value)));
   }
 }

@@ -10,7 +10,7 @@
  */
 import { parseReference, type Reference } from "../oci/reference.ts";
 import { type ComposeFile, composeFromDocument } from "./compose_file.ts";
-import { ownServiceMap, setOwnScalar } from "./compose_edit.ts";
+import { deleteOwnKey, ownServiceMap, setOwnScalar } from "./compose_edit.ts";
 import { invalidCompose } from "./compose_schema.ts";
 
 /** How a pinned image ends: a sha256 digest. */
@@ -58,6 +58,18 @@ export function pinImages(compose: ComposeFile, pins: Map<string, string>): Comp
   for (const service of compose.services) {
     setOwnScalar(doc, ownServiceMap(doc, service.name), "image", pins.get(service.image)!);
   }
+  return composeFromDocument(doc, compose.file);
+}
+
+/**
+ * Removes each service's `build`, as composeapp's publish does before it pins and hashes: a device never
+ * builds, and the config hash must be the one composeapp computes for the published service.
+ */
+export function dropBuild(compose: ComposeFile): ComposeFile {
+  const building = compose.services.filter((service) => service.config.build !== undefined);
+  if (building.length === 0) return compose;
+  const doc = compose.doc.clone();
+  for (const service of building) deleteOwnKey(doc, ownServiceMap(doc, service.name), "build");
   return composeFromDocument(doc, compose.file);
 }
 

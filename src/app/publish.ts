@@ -1,8 +1,9 @@
 /**
  * `publish`: a compose project directory → a compose-app v1 in a registry. Every service image is pinned
- * to the digest its tag has now (an index stays an index, so each device still picks its platform), each
- * service is labelled with its config hash, and the reproducible bundle, its index, the empty config and
- * the app manifest are pushed. The same directory and the same image digests give the same app digest.
+ * to the digest its tag has now (an index stays an index, so each device still picks its platform), its
+ * `build` is dropped (devices never build), each service is labelled with its config hash, and the
+ * reproducible bundle, its index, the empty config and the app manifest are pushed. The same directory
+ * and the same image digests give the same app digest.
  */
 import { BerthError } from "../util/errors.ts";
 import { sha256Of } from "../oci/digest.ts";
@@ -14,7 +15,7 @@ import { appManifest } from "./app_manifest.ts";
 import { buildBundle } from "./bundle_build.ts";
 import { type BundleLimits, COMPOSE_FILE } from "./bundle_format.ts";
 import { formatComposeFile, parseComposeFile, serviceImages } from "./compose_file.ts";
-import { pinImages } from "./compose_pin.ts";
+import { dropBuild, pinImages } from "./compose_pin.ts";
 import { labelServices } from "./config_hash.ts";
 import { checkProjectDotEnv, DOTENV_FILE } from "./dotenv.ts";
 
@@ -111,7 +112,8 @@ export async function publishApp(
     );
   }
   const pinMap = new Map([...pins].map(([image, { pinned }]) => [image, pinned]));
-  const pinned = formatComposeFile(labelServices(pinImages(compose, pinMap)));
+  // composeapp drops `build` before it hashes: the same service gives the same config hash from either tool.
+  const pinned = formatComposeFile(labelServices(pinImages(dropBuild(compose), pinMap)));
   const built = await buildBundle(dir, pinned, options.limits ?? {});
   // Refused here as at install (see dotenv.ts), before anything is pushed; a .env left out by
   // .composeappignores is not in the bundle and not checked.

@@ -98,6 +98,12 @@ function checkPlatform(value: unknown, where: string): void {
 export interface DescriptorRules {
   /** The legacy compose-app config was written without a size (Go omitted 0): absent reads as 0. */
   sizeOptional?: boolean;
+  /**
+   * For a descriptor whose media type nobody reads (a compose app's layers meta, known by its annotation):
+   * the media type it reads as when its own is missing, null, empty or not printable (Go publishers write
+   * whatever the registry answered, "" included). Any other string is kept; a number or object is refused.
+   */
+  mediaTypeFallback?: string;
 }
 
 /**
@@ -107,10 +113,14 @@ export interface DescriptorRules {
  */
 export function checkDescriptor(value: unknown, where: string, rules: DescriptorRules = {}): Descriptor {
   if (!isObject(value)) throw new BerthError("invalid_input", `${where}: not an object`);
-  if (typeof value.mediaType !== "string" || !MEDIA_TYPE.test(value.mediaType)) {
+  const mediaType = value.mediaType;
+  const unset = mediaType === undefined || mediaType === null || typeof mediaType === "string";
+  if (rules.mediaTypeFallback !== undefined && unset && !MEDIA_TYPE.test(String(mediaType ?? ""))) {
+    value.mediaType = rules.mediaTypeFallback;
+  } else if (typeof mediaType !== "string" || !MEDIA_TYPE.test(mediaType)) {
     throw new BerthError(
       "invalid_input",
-      `${where}.mediaType: ${value.mediaType === undefined ? "missing" : "not a media type"}`,
+      `${where}.mediaType: ${mediaType === undefined ? "missing" : "not a media type"}`,
     );
   }
   parseDigest(value.digest, `${where}.digest`);

@@ -30,14 +30,34 @@ function parseJson(bytes: Uint8Array, what: string): Record<string, unknown> {
  */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 
+/** Exceptions for reading manifests the store already holds, compose apps' among them. */
+export interface ManifestRules {
+  /** The legacy compose-app config was written without a size. */
+  configSizeOptional?: boolean;
+  /**
+   * What a layer without a (printable) media type reads as: a compose app's layers meta is typed by whatever
+   * the publisher's registry answered, or not at all (see app_manifest.ts, which checks it at pull).
+   */
+  layerMediaTypeFallback?: string;
+}
+
+/**
+ * How the store reads a manifest it holds (which passed the pull's own check): compose apps' legacy config
+ * and untyped layers meta included. Only digests and sizes of such layers are read.
+ */
+export const STORED_MANIFEST_RULES: Readonly<ManifestRules> = {
+  configSizeOptional: true,
+  layerMediaTypeFallback: "application/json",
+};
+
 /**
  * Parses an image manifest (OCI or Docker v2) and checks its config and layer descriptors. A compose app's
- * manifest is one too; `rules` let through its legacy config, written without a size.
+ * manifest is one too; `rules` let through its legacy config and its untyped layers meta.
  */
 export function parseImageManifest(
   bytes: Uint8Array,
   what: string,
-  rules: { configSizeOptional?: boolean } = {},
+  rules: ManifestRules = {},
 ): ImageManifest {
   const manifest = parseJson(bytes, what) as unknown as ImageManifest;
   if (manifest.schemaVersion !== 2) {
@@ -50,7 +70,9 @@ export function parseImageManifest(
   if (!Array.isArray(manifest.layers)) {
     throw new BerthError("invalid_input", `${what}: layers is not an array`);
   }
-  manifest.layers.forEach((layer, position) => checkDescriptor(layer, `${what} layers[${position}]`));
+  manifest.layers.forEach((layer, position) =>
+    checkDescriptor(layer, `${what} layers[${position}]`, { mediaTypeFallback: rules.layerMediaTypeFallback })
+  );
   checkAnnotations(manifest.annotations, what);
   return manifest;
 }

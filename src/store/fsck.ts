@@ -5,7 +5,7 @@
  */
 import { errorMessage } from "../util/errors.ts";
 import { digestHex, EMPTY_SHA256, isDigest, Sha256 } from "../oci/digest.ts";
-import { parseImageManifest, parseIndex } from "../oci/manifest.ts";
+import { parseImageManifest, parseIndex, STORED_MANIFEST_RULES } from "../oci/manifest.ts";
 import { isIndexType } from "../oci/mediatypes.ts";
 import { readIngestState } from "./ingest.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
@@ -139,9 +139,11 @@ async function checkEntry(
     }
     const manifestBytes = await store.readBlob(manifestDescriptor.digest);
     // A compose app's manifest is an image manifest too: its config and layers are checked alike.
-    const manifest = parseImageManifest(manifestBytes, `manifest ${manifestDescriptor.digest}`, {
-      configSizeOptional: true,
-    });
+    const manifest = parseImageManifest(
+      manifestBytes,
+      `manifest ${manifestDescriptor.digest}`,
+      STORED_MANIFEST_RULES,
+    );
     // The legacy compose-app config (no bytes, no size) was never fetched: nothing needs it.
     if (manifest.config.digest !== EMPTY_SHA256) need(manifest.config, "the image config");
     for (const [position, layer] of manifest.layers.entries()) need(layer, `layer ${position}`);

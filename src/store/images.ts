@@ -3,7 +3,7 @@
  * layers. Used by `ls` and by everything that hands stored images to the engine.
  */
 import { BerthError, errorMessage } from "../util/errors.ts";
-import { parseImageManifest } from "../oci/manifest.ts";
+import { parseImageManifest, STORED_MANIFEST_RULES } from "../oci/manifest.ts";
 import { formatReference, parseReference } from "../oci/reference.ts";
 import type { Descriptor, ImageManifest } from "../oci/descriptor.ts";
 import { MANIFEST_DIGEST, PLATFORM, PULLED_AT, REF_NAME, SOURCE_DIGEST } from "./annotations.ts";
@@ -58,7 +58,7 @@ export async function readManifest(
   const bytes = await store.readBlob(image.manifestDigest);
   try {
     const what = `manifest ${image.manifestDigest} of ${image.ref}`;
-    return { manifest: parseImageManifest(bytes, what, { configSizeOptional: true }), size: bytes.length };
+    return { manifest: parseImageManifest(bytes, what, STORED_MANIFEST_RULES), size: bytes.length };
   } catch (error) {
     throw new BerthError("store_invalid", `${errorMessage(error)}; run fsck`);
   }

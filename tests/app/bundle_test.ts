@@ -398,7 +398,7 @@ test("parse: what is not a compose-app v1 manifest is refused, naming the field"
     artifactType?: string;
     annotations?: Record<string, string>;
     config: { digest: string };
-    layers: { mediaType: string; digest: string; size?: unknown; annotations: Record<string, string> }[];
+    layers: { mediaType?: unknown; digest: string; size?: unknown; annotations: Record<string, string> }[];
   }
   const variant = (change: (manifest: Editable) => void) => {
     const copy = structuredClone(base);
@@ -453,6 +453,16 @@ test("parse: what is not a compose-app v1 manifest is refused, naming the field"
       /^shop layers\[1\]\.digest: "sha256:\.\.\/\.\.\/\.\.\/\.\.\/tmp\/victim" is not a valid digest/,
     ],
     [
+      variant((m) => m.layers[1].size = -2),
+      "invalid_input",
+      /^shop layers\[1\]\.size: -2 is not a size/,
+    ],
+    [
+      variant((m) => m.layers[1].mediaType = 7),
+      "invalid_input",
+      /^shop layers\[1\]\.mediaType: not a media type/,
+    ],
+    [
       variant((m) => m.layers.push({ ...m.layers[0], digest: "sha256:../../../../tmp/victim" })),
       "invalid_input",
       /^shop: layers\[2\] \("sha256:\.\.\/\.\.\/\.\.\/\.\.\/tmp\/victim"\) is not part of a compose app/,
@@ -490,6 +500,29 @@ test("parse: what is not a compose-app v1 manifest is refused, naming the field"
   ];
   for (const [bytes, reason, pattern] of cases) {
     await expectError(() => parseAppManifest(bytes, "shop"), reason, pattern);
+  }
+  // Layers meta is known by its annotation, as devices know it: its media type is whatever the publisher's
+  // registry answered, or nothing; a missing, null or empty one reads as application/json.
+  const served = (mediaType: unknown) =>
+    parseAppManifest(
+      variant((m) =>
+        mediaType === undefined ? delete m.layers[1].mediaType : m.layers[1].mediaType = mediaType
+      ),
+      "shop",
+    ).layersMeta;
+  for (
+    const [mediaType, readAs] of [
+      [undefined, "application/json"],
+      [null, "application/json"],
+      ["", "application/json"],
+      ["\u0000", "application/json"],
+      ["text/plain; charset=utf-8", "text/plain; charset=utf-8"],
+      ["application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.oci.image.layer.v1.tar+gzip"],
+    ]
+  ) {
+    const meta = served(mediaType);
+    assert.equal(meta?.mediaType, readAs, JSON.stringify(mediaType));
+    assert.equal(meta?.annotations?.["layers-meta"], "v1");
   }
   // A layers meta of another version is ignored, as devices ignore it.
   assert.equal(

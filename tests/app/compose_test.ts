@@ -5,7 +5,7 @@ import {
   parseComposeFile,
   serviceImages,
 } from "../../src/app/compose_file.ts";
-import { pinImages, pinnedReferences, rewriteForEngine } from "../../src/app/compose_pin.ts";
+import { dropBuild, pinImages, pinnedReferences, rewriteForEngine } from "../../src/app/compose_pin.ts";
 import { CONFIG_HASH_LABEL, configHash, labelServices } from "../../src/app/config_hash.ts";
 import { marshalGoYaml } from "../../src/util/yaml_v3_marshal.ts";
 import { BerthError } from "../../src/util/errors.ts";
@@ -387,6 +387,43 @@ Deno.test("compose: configHash is composeapp's (yaml.v3 typing and marshalling, 
     ].join("\n"),
     "yaml.v3 text",
   );
+});
+
+Deno.test("compose: dropBuild removes build as composeapp's publish does; the hash is the service's without it", () => {
+  const withImage = (text: string) =>
+    HASH_VECTOR.replace(`    image: ${WEB_PINNED}\n`, `    image: ${WEB_PINNED}\n${text}`);
+  const variants = [
+    withImage("    build: ./web\n"),
+    withImage("    build:\n      context: ./web\n      dockerfile: Dockerfile.arm\n"),
+    // Through the `<<` merge: the service loses it; the extension it came from is left as it is.
+    HASH_VECTOR.replace("x-base: &base\n", "x-base: &base\n  build: .\n"),
+  ];
+  for (const text of variants) {
+    const compose = parse(text);
+    assert(service(compose, "web").config.build !== undefined, "the fixture builds");
+    assert(
+      configHash(service(compose, "web")) !== HASH_VECTOR_HASH,
+      "build counts in the hash until dropped",
+    );
+    const dropped = dropBuild(compose);
+    assertEquals(service(dropped, "web").config.build, undefined);
+    assertEquals(configHash(service(dropped, "web")), HASH_VECTOR_HASH, text);
+    const written = parse(format(dropped));
+    assertEquals(service(written, "web").config.build, undefined, "written without it");
+    assertEquals(configHash(service(written, "web")), HASH_VECTOR_HASH, "and so read back");
+    const labelled = labelServices(dropped);
+    assertEquals(
+      (service(labelled, "web").config.labels as Record<string, string>)[CONFIG_HASH_LABEL],
+      HASH_VECTOR_HASH,
+    );
+  }
+  const merged = format(dropBuild(parse(variants[2])));
+  assert(merged.startsWith("x-base: &base\n  build: .\n"), merged);
+  // Services without build are left alone, and a file without any is returned as it is.
+  const plain = parse(HASH_VECTOR);
+  assert(dropBuild(plain) === plain, "nothing to drop: the same file");
+  const two = dropBuild(parse(`services:\n  a:\n    image: x/a:1\n    build: .\n  b:\n    image: x/b:1\n`));
+  assertEquals(format(two), "services:\n  a:\n    image: x/a:1\n  b:\n    image: x/b:1\n");
 });
 
 Deno.test("compose: configHash is stable and follows the service's content", () => {
