@@ -233,7 +233,16 @@ class PullRun {
     let download = this.#downloads.get(descriptor.digest);
     if (!download) {
       download = this.#pool.run(async () => {
-        const alreadyStored = await this.store.has(descriptor.digest);
+        const storedSize = await this.store.blobSize(descriptor.digest);
+        const alreadyStored = storedSize !== undefined;
+        // The digest matches, so the content is right, but a manifest that misstates its size is wrong:
+        // refused as it would be had the blob been downloaded.
+        if (alreadyStored && storedSize !== descriptor.size) {
+          throw new BerthError(
+            "verification_failed",
+            `${image.name}: the manifest declares ${descriptor.size} bytes for blob ${descriptor.digest}, which is stored with ${storedSize}`,
+          );
+        }
         const bytesFetched = alreadyStored ? 0 : await downloadBlob(
           this.client,
           this.store,

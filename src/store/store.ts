@@ -145,10 +145,16 @@ export class Store {
 
   /** Whether a committed blob exists (committed blobs were verified when written); a link is not one. */
   async has(digest: string): Promise<boolean> {
+    return (await this.blobSize(digest)) !== undefined;
+  }
+
+  /** A committed blob's size in bytes, or undefined when there is none (a link is not one). */
+  async blobSize(digest: string): Promise<number | undefined> {
     try {
-      return (await Deno.lstat(this.blobPath(digest))).isFile;
+      const info = await Deno.lstat(this.blobPath(digest));
+      return info.isFile ? info.size : undefined;
     } catch (error) {
-      if (error instanceof Deno.errors.NotFound) return false;
+      if (error instanceof Deno.errors.NotFound) return undefined;
       throw error;
     }
   }
