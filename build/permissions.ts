@@ -6,7 +6,8 @@
 
 /**
  * Environment variables berth's code reads by name (the proxy variables are read by Deno's fetch itself,
- * unchecked); besides these, only the names the operator lists in the config's composeEnvironment.
+ * unchecked); besides these, only the names the operator lists in the config's composeEnvironment and
+ * those `${VAR}` names in the images and labels of a compose file being published.
  */
 export const ENV_VARS = [
   "BERTH_CONFIG",
@@ -37,9 +38,10 @@ export const PERMISSION_FLAGS: readonly string[] = [
   // Registries anywhere, the docker engine (unix socket or tcp), and the status endpoint's listener.
   "--allow-net",
   // Every variable, not ENV_VARS: the config's composeEnvironment names variables to pass on to compose,
-  // known only at run time, and a compiled binary's permissions are fixed. Narrowing it would not keep the
-  // environment from anyone: with --allow-run any child could read it. What keeps it from apps is that every
-  // child gets an environment written out by berth (src/util/child_env.ts), never berth's own.
+  // and publish interpolates the variables a compose file names, both known only at run time, and a
+  // compiled binary's permissions are fixed. Narrowing it would not keep the environment from anyone: with
+  // --allow-run any child could read it. What keeps it from apps is that every child gets an environment
+  // written out by berth (src/util/child_env.ts), never berth's own.
   "--allow-env",
   // compose (`docker compose`, `docker-compose`, or whatever command the config's `compose` names), df
   // for the storage pre-flight, sync -f to flush the engine: the compose command is the operator's.

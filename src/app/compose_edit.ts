@@ -48,20 +48,27 @@ export function setOwnScalar(doc: Document, map: YAMLMap, key: string, value: st
   }
 }
 
-/** Sets one label in the service's own labels, in their form (mapping or list of "key=value"). */
-export function setOwnLabel(doc: Document, map: YAMLMap, key: string, value: string): void {
-  let labels: unknown;
+/**
+ * The service's own labels node (a mapping or a list of "key=value"), copied into the service when it came
+ * through an alias or a merge; an empty mapping is added when it has none.
+ */
+export function ownLabels(doc: Document, map: YAMLMap): unknown {
   const pair = ownPair(map, "labels");
   if (pair) {
     if (YAML.isAlias(pair.value) || (!YAML.isMap(pair.value) && !YAML.isSeq(pair.value))) {
       pair.value = YAML.isAlias(pair.value) ? detachedCopy(doc, pair.value) : new YAML.YAMLMap();
     }
-    labels = pair.value;
-  } else {
-    const inherited = lookup(doc, map, "labels");
-    labels = inherited === undefined ? new YAML.YAMLMap() : detachedCopy(doc, inherited);
-    map.add(doc.createPair("labels", labels));
+    return pair.value;
   }
+  const inherited = lookup(doc, map, "labels");
+  const labels = inherited === undefined ? new YAML.YAMLMap() : detachedCopy(doc, inherited);
+  map.add(doc.createPair("labels", labels));
+  return labels;
+}
+
+/** Sets one label in the service's own labels, in their form (mapping or list of "key=value"). */
+export function setOwnLabel(doc: Document, map: YAMLMap, key: string, value: string): void {
+  const labels = ownLabels(doc, map);
   if (YAML.isMap(labels)) {
     const own = ownPair(labels, key);
     if (own) own.value = doc.createNode(value);

@@ -2,8 +2,9 @@
  * `publish`: a compose project directory → a compose-app v1 in a registry. Every service image is pinned
  * to the digest its tag has now (an index stays an index, so each device still picks its platform), its
  * `build` is dropped (devices never build), each service is labelled with its config hash, and the
- * reproducible bundle, its index, the empty config and the app manifest are pushed. The same directory
- * and the same image digests give the same app digest.
+ * reproducible bundle, its index, the empty config and the app manifest are pushed. `${VAR}` in images and
+ * labels takes the publisher's values, as composectl's publish does (see interpolation.ts). The same
+ * directory, variables and image digests give the same app digest.
  */
 import { BerthError } from "../util/errors.ts";
 import { sha256Of } from "../oci/digest.ts";
@@ -14,16 +15,31 @@ import { OCI_EMPTY_DATA, OCI_EMPTY_DIGEST } from "../oci/descriptor.ts";
 import { appManifest } from "./app_manifest.ts";
 import { buildBundle } from "./bundle_build.ts";
 import { type BundleLimits, COMPOSE_FILE } from "./bundle_format.ts";
-import { formatComposeFile, parseComposeFile, serviceImages } from "./compose_file.ts";
+import { type ComposeFile, formatComposeFile, parseComposeFile, serviceImages } from "./compose_file.ts";
 import { dropBuild, pinImages } from "./compose_pin.ts";
 import { labelServices } from "./config_hash.ts";
 import { checkProjectDotEnv, DOTENV_FILE } from "./dotenv.ts";
+import {
+  interpolate,
+  interpolateLabels,
+  InterpolationError,
+  noVariablesUsed,
+  type VariableLookup,
+  type VariableUse,
+} from "./interpolation.ts";
+import { appName } from "./name.ts";
+import { invalidCompose } from "./compose_schema.ts";
 
 /** What a publish pushed: the app's reference and manifest digest, and each service's pinned image. */
 export interface PublishResult {
   ref: string;
   digest: string;
+  /** `image` is the reference as interpolated, the one pinned. */
   images: { service: string; image: string; pinned: string }[];
+  /** The variables images and labels named, sorted; names only, as values may be secrets. */
+  variables: string[];
+  /** Those of `variables` read unset without a default, which became empty strings (compose-go warns). */
+  unsetVariables: string[];
   /** Why Foundries' own tools would not run this app (see `foundriesProblem`); empty when they would. */
   compatibility: string[];
 }
@@ -37,6 +53,8 @@ export interface PublishOptions {
   compat?: "foundries";
   /** Bounds of the bundle; default DEFAULT_BUNDLE_LIMITS. */
   limits?: Partial<BundleLimits>;
+  /** The publisher's variables, for `${VAR}` in images and labels; default none set. */
+  variables?: VariableLookup;
 }
 
 /**
@@ -57,7 +75,7 @@ export function foundriesProblem(mediaType: string): string | undefined {
  * Publishes the compose project in `dir` as the app `refInput` (which needs a tag): pins its images to the
  * digests their tags resolve to, labels each service with its config hash, and pushes bundle, index and
  * app manifest. `options.limits` bound the bundle (the config's limits.bundle gives them; see
- * bundleLimitsFor).
+ * bundleLimitsFor); `options.variables` are what `${VAR}` in images and labels read.
  */
 export async function publishApp(
   pusher: RegistryPusher,
@@ -83,26 +101,15 @@ export async function publishApp(
     );
   }
   const compose = parseComposeFile(bytes, path);
-  const pins = new Map<string, { pinned: string; mediaType: string }>();
-  const images: PublishResult["images"] = [];
-  const compatibility: string[] = [];
-  for (const { service, image } of serviceImages(compose)) {
-    if (!pins.has(image)) {
-      const imageRef = parseReference(image);
-      // Asked also when the reference has a digest: the manifest's type decides where the app runs.
-      const { digest, mediaType } = await pusher.resolveDigest(imageRef);
-      const pinned = formatReference({
-        registry: imageRef.registry,
-        repository: imageRef.repository,
-        digest,
-      });
-      pins.set(image, { pinned, mediaType });
-    }
-    const { pinned, mediaType } = pins.get(image)!;
-    const problem = foundriesProblem(mediaType);
-    if (problem) compatibility.push(`service ${service}: image ${image} is ${problem}`);
-    images.push({ service, image, pinned });
-  }
+  // compose-go's loader sets COMPOSE_PROJECT_NAME to the app's name when the environment has none.
+  const lookup: VariableLookup = (name) =>
+    options.variables?.(name) ?? (name === "COMPOSE_PROJECT_NAME" ? appName(ref) : undefined);
+  const use = noVariablesUsed();
+  const { pinMap, images, compatibility } = await resolvePins(
+    pusher,
+    compose,
+    (written, service) => interpolateImage(written, lookup, use, path, service),
+  );
   if (options.compat === "foundries" && compatibility.length > 0) {
     throw new BerthError(
       "invalid_input",
@@ -111,9 +118,10 @@ export async function publishApp(
       }`,
     );
   }
-  const pinMap = new Map([...pins].map(([image, { pinned }]) => [image, pinned]));
   // composeapp drops `build` before it hashes: the same service gives the same config hash from either tool.
-  const pinned = formatComposeFile(labelServices(pinImages(dropBuild(compose), pinMap)));
+  // composectl hashes the labels as written, then writes them interpolated.
+  const labelled = labelServices(pinImages(dropBuild(compose), pinMap));
+  const pinned = formatComposeFile(interpolateLabels(labelled, lookup, use));
   const built = await buildBundle(dir, pinned, options.limits ?? {});
   // Refused here as at install (see dotenv.ts), before anything is pushed; a .env left out by
   // .composeappignores is not in the bundle and not checked.
@@ -125,5 +133,63 @@ export async function publishApp(
   await pusher.pushBlob(ref, bundle.digest, built.bundle);
   const manifest = appManifest({ bundle, bundleIndex });
   const digest = await pusher.pushManifest(ref, manifest, OCI_MANIFEST);
-  return { ref: formatReference(ref), digest, images, compatibility };
+  return {
+    ref: formatReference(ref),
+    digest,
+    images,
+    variables: [...use.used].sort(),
+    unsetVariables: [...use.unset].sort(),
+    compatibility,
+  };
+}
+
+/**
+ * Each service's image (as `expand` interpolates it) resolved to the digest its tag has now: the pins keyed
+ * by the image as written, the images as PublishResult gives them, and why Foundries' tools would not run
+ * them.
+ */
+async function resolvePins(
+  pusher: RegistryPusher,
+  compose: ComposeFile,
+  expand: (written: string, service: string) => string,
+): Promise<{ pinMap: Map<string, string>; images: PublishResult["images"]; compatibility: string[] }> {
+  const pins = new Map<string, { pinned: string; mediaType: string }>();
+  const images: PublishResult["images"] = [];
+  const compatibility: string[] = [];
+  for (const { service, image: written } of serviceImages(compose)) {
+    const image = expand(written, service);
+    if (!pins.has(written)) {
+      const imageRef = parseReference(image);
+      // Asked also when the reference has a digest: the manifest's type decides where the app runs.
+      const { digest, mediaType } = await pusher.resolveDigest(imageRef);
+      const pinned = formatReference({
+        registry: imageRef.registry,
+        repository: imageRef.repository,
+        digest,
+      });
+      pins.set(written, { pinned, mediaType });
+    }
+    const { pinned, mediaType } = pins.get(written)!;
+    const problem = foundriesProblem(mediaType);
+    if (problem) compatibility.push(`service ${service}: image ${image} is ${problem}`);
+    images.push({ service, image, pinned });
+  }
+  const pinMap = new Map([...pins].map(([image, { pinned }]) => [image, pinned]));
+  return { pinMap, images, compatibility };
+}
+
+/** A service's image as interpolated; throws naming the file and service when it cannot be. */
+function interpolateImage(
+  written: string,
+  lookup: VariableLookup,
+  use: VariableUse,
+  file: string,
+  service: string,
+): string {
+  try {
+    return interpolate(written, lookup, use);
+  } catch (error) {
+    if (!(error instanceof InterpolationError)) throw error;
+    throw invalidCompose(file, `services.${service}.image`, error.message);
+  }
 }

@@ -22,6 +22,7 @@ import { appName } from "../app/stored.ts";
 import { storedImages } from "../store/images.ts";
 import { type Context, formatBytes } from "./context.ts";
 import { fetchedApps } from "./ls.ts";
+import { operatorVariables } from "../util/child_env.ts";
 
 /**
  * Opens what app commands work on: the store (as the one writer), the engine, and compose on demand.
@@ -127,11 +128,17 @@ export async function publishCommand(context: Context): Promise<number> {
     }
     const result = await publishApp(pusher, dir, ref, {
       limits: bundleLimitsFor(context.config.limits.bundle),
+      // `${VAR}` in images and labels: the publisher's environment, as composectl's publish reads it.
+      variables: (name) => operatorVariables([name])[name],
       ...(compat === "foundries" ? { compat } : {}),
     });
     for (const problem of result.compatibility) context.note(`berth: warning: ${problem}`);
+    for (const name of result.unsetVariables) {
+      context.note(`berth: warning: variable ${name} is not set; an empty string was used`);
+    }
     if (context.json) context.emit(result);
     for (const image of result.images) context.say(`  ${image.service}: ${image.image} → ${image.pinned}`);
+    if (result.variables.length > 0) context.say(`  variables: ${result.variables.join(", ")}`);
     context.say(`Published ${result.ref} ${result.digest}`);
     return 0;
   } finally {

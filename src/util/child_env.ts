@@ -27,8 +27,9 @@ export function childCommand(program: string, options: ChildOptions = {}): Deno.
 }
 
 /**
- * The values of variables the operator chose to pass on (the config's composeEnvironment), read by name at
- * run time; unset ones are left out. The only place berth reads a variable whose name is not in its source.
+ * The values of variables the operator chose to pass on (the config's composeEnvironment) or a published
+ * compose file names (`${VAR}` in images and labels), read by name at run time; unset ones are left out.
+ * The only place berth reads a variable whose name is not in its source.
  */
 export function operatorVariables(names: readonly string[]): Record<string, string> {
   const values: Record<string, string> = {};

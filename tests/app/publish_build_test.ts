@@ -5,12 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { runBerth, scratchDir, testEnv, withServices } from "../harness/env.ts";
-import { MANIFEST_ACCEPT } from "../harness/images.ts";
+import { publishedCompose } from "../harness/projects.ts";
 import { COMPOSE_FILE } from "../../src/app/bundle_format.ts";
 import { parseComposeFile } from "../../src/app/compose_file.ts";
 import { CONFIG_HASH_LABEL, configHash } from "../../src/app/config_hash.ts";
-import { readTar } from "../../src/app/tar_read.ts";
-import { gunzip } from "../../src/util/gzip.ts";
 
 /** A project whose one service runs the base image; `build` lines go right after its image. */
 async function project(image: string, build: string): Promise<string> {
@@ -28,19 +26,6 @@ async function project(image: string, build: string): Promise<string> {
     ].filter((line) => line !== "").join("\n"),
   );
   return dir;
-}
-
-/** The compose file in the bundle of the app published as `ref`, read from the registry. */
-async function publishedCompose(registry: string, repository: string, tag: string): Promise<string> {
-  const manifest = await (await fetch(`http://${registry}/v2/${repository}/manifests/${tag}`, {
-    headers: { Accept: MANIFEST_ACCEPT },
-  })).json() as { layers: { digest: string }[] };
-  const blob = await fetch(`http://${registry}/v2/${repository}/blobs/${manifest.layers[0].digest}`);
-  assert.equal(blob.status, 200);
-  for await (const entry of readTar(gunzip(blob.body!), { what: "bundle" })) {
-    if (entry.header.name === COMPOSE_FILE) return new TextDecoder().decode(await entry.bytes());
-  }
-  throw new Error(`no ${COMPOSE_FILE} in the bundle`);
 }
 
 Deno.test({

@@ -1,8 +1,9 @@
 /**
  * The shipped permissions stay in step with the code: every environment variable `src/` reads by name is
- * listed, a variable named at run time is read in one place only (the config's composeEnvironment, which is
- * why the environment permission is not narrowed), and nothing grants everything. (That the flags are
- * enough for every command is shown by the whole suite, which runs berth with exactly these flags.)
+ * listed, a variable named at run time is read in one place only (the config's composeEnvironment and the
+ * variables a published compose file names, which is why the environment permission is not narrowed), and
+ * nothing grants everything. (That the flags are enough for every command is shown by the whole suite,
+ * which runs berth with exactly these flags.)
  */
 import assert from "node:assert/strict";
 import { ENV_VARS, PERMISSION_FLAGS } from "../../build/permissions.ts";
@@ -24,7 +25,8 @@ async function sources(): Promise<Map<string, string>> {
 }
 
 /**
- * Where a variable's name is not in the source: operatorVariables (composeEnvironment), and context.ts's
+ * Where a variable's name is not in the source: operatorVariables (composeEnvironment, publish's `${VAR}`),
+ * and context.ts's
  * lookup, which is itself only called with literal names (scanned below as env("X")).
  */
 const DYNAMIC_READERS = ["util/child_env.ts", "cli/context.ts"];
@@ -49,6 +51,6 @@ Deno.test("permissions: every variable src/ reads by name is listed, run-time na
   for (const flag of ["-A", "--allow-all", "--allow-ffi", "--allow-sys"]) {
     assert.ok(!PERMISSION_FLAGS.includes(flag), `${flag} is broader than berth needs`);
   }
-  // The one broad grant, for composeEnvironment (see build/permissions.ts).
+  // The one broad grant, for composeEnvironment and publish's `${VAR}` (see build/permissions.ts).
   assert.ok(PERMISSION_FLAGS.includes("--allow-env"));
 });

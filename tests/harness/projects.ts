@@ -1,4 +1,9 @@
 /** Compose projects for tests: services that sleep on the busybox test images, with no network. */
+import assert from "node:assert/strict";
+import { MANIFEST_ACCEPT } from "./images.ts";
+import { COMPOSE_FILE } from "../../src/app/bundle_format.ts";
+import { readTar } from "../../src/app/tar_read.ts";
+import { gunzip } from "../../src/util/gzip.ts";
 
 export interface ProjectOptions {
   /** Also mount a `conf/` directory read-only into every service (a bundle with more than the compose file). */
@@ -53,4 +58,17 @@ export async function writeProject(
     ].join("\n")
   );
   await Deno.writeTextFile(`${dir}/docker-compose.yml`, ["services:", ...services, ""].join("\n"));
+}
+
+/** The compose file in the bundle of the app published as `ref`, read from the registry. */
+export async function publishedCompose(registry: string, repository: string, tag: string): Promise<string> {
+  const manifest = await (await fetch(`http://${registry}/v2/${repository}/manifests/${tag}`, {
+    headers: { Accept: MANIFEST_ACCEPT },
+  })).json() as { layers: { digest: string }[] };
+  const blob = await fetch(`http://${registry}/v2/${repository}/blobs/${manifest.layers[0].digest}`);
+  assert.equal(blob.status, 200);
+  for await (const entry of readTar(gunzip(blob.body!), { what: "bundle" })) {
+    if (entry.header.name === COMPOSE_FILE) return new TextDecoder().decode(await entry.bytes());
+  }
+  throw new Error(`no ${COMPOSE_FILE} in the bundle`);
 }
