@@ -220,6 +220,9 @@ Deno.test({
           assert.notEqual(installed.code, 0, "refused");
           assert.match(installed.stderr, each.refused);
           assert.equal(await Deno.stat(project).then(() => true, () => false), false, "nothing left");
+          const listed = JSON.parse((await berth("--json", "ls")).stdout);
+          const record = listed.apps.find((app: { name: string }) => app.name === each.app);
+          assert.equal(record?.installed ?? false, false, "not recorded as installed");
           return;
         }
         assert.equal(installed.code, 0, installed.stderr);
