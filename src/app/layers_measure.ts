@@ -4,10 +4,12 @@
  * (composectl reads these from a file the factory's CI made; berth, which has no such file, measures).
  */
 import { BerthError } from "../util/errors.ts";
+import { Pool } from "../util/async.ts";
 import { gunzip } from "../util/gzip.ts";
 import { compareUtf8 } from "../util/go_json.ts";
 import { parseJsonObject } from "../util/json_object.ts";
 import type { RegistryClient } from "../registry/client.ts";
+import { Sha256 } from "../oci/digest.ts";
 import { isIndexType } from "../oci/mediatypes.ts";
 import { parseImageManifest, parseIndex } from "../oci/manifest.ts";
 import { parseReference, type Reference } from "../oci/reference.ts";
@@ -17,6 +19,9 @@ import { buildLayersMeta, type LayersMeta, parseLayersMeta } from "./layers_meta
 
 /** The block size usage is counted in: ext4's default, the file system of Foundries' devices. */
 export const MEASURE_BLOCK_SIZE = 4096;
+
+/** Layers read at once while measuring. */
+const MEASURE_PARALLEL = 4;
 
 /** ext4 keeps a symlink target shorter than this in its inode; a longer one takes a block. */
 const INLINE_SYMLINK_BYTES = 60;
@@ -140,23 +145,50 @@ async function measureLayer(
         "publish with --no-layers-meta",
     );
   }
-  const stream = ReadableStream.from(await client.openBlob(layer.from, layer.digest, layer.size, 0));
+  const stream = verified(await client.openBlob(layer.from, layer.digest, layer.size, 0), layer, what);
   return await measureTar(compressed ? gunzip(stream) : stream, what);
+}
+
+/** The blob's bytes as they pass, failing at their end unless they are the size and digest `layer` names. */
+function verified(body: AsyncIterable<Uint8Array>, layer: BlobRef, what: string): ReadableStream<Uint8Array> {
+  const hash = new Sha256();
+  let bytes = 0;
+  return ReadableStream.from(body).pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        hash.update(chunk);
+        bytes += chunk.length;
+        controller.enqueue(chunk);
+      },
+      flush() {
+        const digest = hash.digest();
+        if (bytes !== layer.size || digest !== layer.digest) {
+          throw new BerthError("invalid_input", `${what}: the registry served ${bytes} bytes of ${digest}`);
+        }
+      },
+    }),
+  );
 }
 
 /**
  * The layers meta of `layers` in composectl's shape, each layer measured once even when several
- * architectures share it; `fs_block_size` is MEASURE_BLOCK_SIZE.
+ * architectures share it (MEASURE_PARALLEL at a time, each checked against its digest as it streams);
+ * `fs_block_size` is MEASURE_BLOCK_SIZE.
  */
 export async function measureLayersMeta(client: RegistryClient, layers: ArchLayers): Promise<LayersMeta> {
+  const pool = new Pool(MEASURE_PARALLEL);
   const measured = new Map<string, Promise<LayerMeasure>>();
+  for (const layer of Object.values(layers).flat()) {
+    if (!measured.has(layer.digest)) measured.set(layer.digest, pool.run(() => measureLayer(client, layer)));
+  }
+  // Every measurement settles before the first failure is thrown: nothing runs on after publish fails.
+  const results = await Promise.allSettled(measured.values());
+  const failed = results.find((result) => result.status === "rejected");
+  if (failed) throw failed.reason;
   const meta: LayersMeta = {};
   for (const [arch, archLayers] of Object.entries(layers)) {
     meta[arch] = { fs_block_size: MEASURE_BLOCK_SIZE, layers: {} };
-    for (const layer of archLayers) {
-      if (!measured.has(layer.digest)) measured.set(layer.digest, measureLayer(client, layer));
-      meta[arch].layers[layer.digest] = await measured.get(layer.digest)!;
-    }
+    for (const layer of archLayers) meta[arch].layers[layer.digest] = await measured.get(layer.digest)!;
   }
   return meta;
 }
