@@ -9,6 +9,7 @@ import { runBerth, scratchDir, testEnv, withServices } from "../harness/env.ts";
 import { MANIFEST_ACCEPT } from "../harness/images.ts";
 import { writeProject } from "../harness/projects.ts";
 import { run } from "../harness/services.ts";
+import { startFaultProxy } from "../harness/fault_proxy.ts";
 import { parseAppManifest } from "../../src/app/app_manifest.ts";
 import { readAppArtifact } from "../../src/app/artifact.ts";
 import { parseLayersMeta } from "../../src/app/layers_meta.ts";
@@ -202,6 +203,30 @@ Deno.test({
     } finally {
       store.close();
       await client.close?.();
+    }
+  },
+});
+
+Deno.test({
+  name: "a layer the registry serves corrupt fails the publish, naming the layer; no app is pushed",
+  ...withServices,
+  async fn() {
+    const env = testEnv()!;
+    const proxy = await startFaultProxy(env.registry);
+    try {
+      const { big } = env.images;
+      const layer = big.layers.at(-1)!;
+      proxy.addFault({ digest: layer.digest, kind: "flip-bit" });
+      const dir = await scratchDir("lm-corrupt-");
+      await writeProject(dir, { web: big.ref.replace(env.registry, proxy.host) });
+      const result = await runBerth(["publish", dir, `${proxy.host}/lm/corrupt:1`]);
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, new RegExp(`layer ${layer.digest} of berth-test/big`));
+      const manifest = await fetch(`http://${env.registry}/v2/lm/corrupt/manifests/1`);
+      await manifest.body?.cancel();
+      assert.equal(manifest.status, 404);
+    } finally {
+      await proxy.close();
     }
   },
 });
