@@ -163,7 +163,10 @@ function verified(body: AsyncIterable<Uint8Array>, layer: BlobRef, what: string)
       flush() {
         const digest = hash.digest();
         if (bytes !== layer.size || digest !== layer.digest) {
-          throw new BerthError("invalid_input", `${what}: the registry served ${bytes} bytes of ${digest}`);
+          throw new BerthError(
+            "invalid_input",
+            `${what}: the registry served ${bytes} bytes of ${digest}, not the layer the manifest names`,
+          );
         }
       },
     }),
