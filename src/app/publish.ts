@@ -2,9 +2,9 @@
  * `publish`: a compose project directory → a compose-app v1 in a registry. Every service image is pinned
  * to the digest its tag has now (an index stays an index, so each device still picks its platform), its
  * `build` is dropped (devices never build), each service is labelled with its config hash, and the
- * reproducible bundle, its index, the empty config and the app manifest are pushed. `${VAR}` in images and
- * labels takes the publisher's values, as composectl's publish does (see interpolation.ts). The same
- * directory, variables and image digests give the same app digest.
+ * reproducible bundle, its index, the layers meta, the empty config and the app manifest are pushed.
+ * `${VAR}` in images and labels takes the publisher's values, as composectl's publish does (see
+ * interpolation.ts). The same directory, variables and image digests give the same app digest.
  */
 import { BerthError } from "../util/errors.ts";
 import { sha256Of } from "../oci/digest.ts";
@@ -14,7 +14,7 @@ import type { RegistryPusher } from "../registry/push.ts";
 import { OCI_EMPTY_DATA, OCI_EMPTY_DIGEST } from "../oci/descriptor.ts";
 import { appManifest } from "./app_manifest.ts";
 import { buildBundle } from "./bundle_build.ts";
-import { type BundleLimits, COMPOSE_FILE } from "./bundle_format.ts";
+import { type BlobRef, type BundleLimits, COMPOSE_FILE } from "./bundle_format.ts";
 import { type ComposeFile, formatComposeFile, parseComposeFile, serviceImages } from "./compose_file.ts";
 import { dropBuild, pinImages } from "./compose_pin.ts";
 import { labelServices } from "./config_hash.ts";
@@ -29,6 +29,7 @@ import {
 } from "./interpolation.ts";
 import { appName } from "./name.ts";
 import { invalidCompose } from "./compose_schema.ts";
+import { appLayersMeta, type LayersMetaSource } from "./layers_measure.ts";
 
 /** What a publish pushed: the app's reference and manifest digest, and each service's pinned image. */
 export interface PublishResult {
@@ -42,6 +43,8 @@ export interface PublishResult {
   unsetVariables: string[];
   /** Why Foundries' own tools would not run this app (see `foundriesProblem`); empty when they would. */
   compatibility: string[];
+  /** The layers meta pushed as layers[1], when there is one. */
+  layersMeta?: BlobRef;
 }
 
 /** How strictly a publish holds to what Foundries' devices run. */
@@ -55,6 +58,8 @@ export interface PublishOptions {
   limits?: Partial<BundleLimits>;
   /** The publisher's variables, for `${VAR}` in images and labels; default none set. */
   variables?: VariableLookup;
+  /** Where layers[1], the layers meta, comes from; default "measure" (see layers_measure.ts). */
+  layersMeta?: LayersMetaSource;
 }
 
 /**
@@ -128,10 +133,13 @@ export async function publishApp(
   if (built.files.includes(DOTENV_FILE)) await checkProjectDotEnv(dir, `${dir}/${DOTENV_FILE}`);
   const bundle = { digest: sha256Of(built.bundle), size: built.bundle.length };
   const bundleIndex = { digest: sha256Of(built.bundleIndex), size: built.bundleIndex.length };
+  const metaBytes = await appLayersMeta(pusher, [...pinMap.values()], options.layersMeta ?? "measure");
+  const layersMeta = metaBytes && { digest: sha256Of(metaBytes), size: metaBytes.length };
   await pusher.pushBlob(ref, OCI_EMPTY_DIGEST, OCI_EMPTY_DATA);
   await pusher.pushBlob(ref, bundleIndex.digest, built.bundleIndex);
   await pusher.pushBlob(ref, bundle.digest, built.bundle);
-  const manifest = appManifest({ bundle, bundleIndex });
+  if (metaBytes && layersMeta) await pusher.pushBlob(ref, layersMeta.digest, metaBytes);
+  const manifest = appManifest({ bundle, bundleIndex, layersMeta });
   const digest = await pusher.pushManifest(ref, manifest, OCI_MANIFEST);
   return {
     ref: formatReference(ref),
@@ -140,6 +148,7 @@ export async function publishApp(
     variables: [...use.used].sort(),
     unsetVariables: [...use.unset].sort(),
     compatibility,
+    ...(layersMeta ? { layersMeta } : {}),
   };
 }
 

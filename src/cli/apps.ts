@@ -126,10 +126,16 @@ export async function publishCommand(context: Context): Promise<number> {
     if (compat !== undefined && compat !== "foundries") {
       throw new UsageError(`--compat: unknown value "${compat}"; the only one is "foundries"`);
     }
+    const metaFile = context.args.options["layers-meta"];
+    const noMeta = context.args.options["no-layers-meta"] === true;
+    if (noMeta && metaFile !== undefined) {
+      throw new UsageError("--layers-meta and --no-layers-meta exclude each other");
+    }
     const result = await publishApp(pusher, dir, ref, {
       limits: bundleLimitsFor(context.config.limits.bundle),
       // `${VAR}` in images and labels: the publisher's environment, as composectl's publish reads it.
       variables: (name) => operatorVariables([name])[name],
+      layersMeta: noMeta ? "none" : typeof metaFile === "string" ? { file: metaFile } : "measure",
       ...(compat === "foundries" ? { compat } : {}),
     });
     for (const problem of result.compatibility) context.note(`berth: warning: ${problem}`);
@@ -139,6 +145,7 @@ export async function publishCommand(context: Context): Promise<number> {
     if (context.json) context.emit(result);
     for (const image of result.images) context.say(`  ${image.service}: ${image.image} → ${image.pinned}`);
     if (result.variables.length > 0) context.say(`  variables: ${result.variables.join(", ")}`);
+    if (result.layersMeta) context.say(`  layers meta: ${result.layersMeta.digest}`);
     context.say(`Published ${result.ref} ${result.digest}`);
     return 0;
   } finally {

@@ -43,7 +43,12 @@ const COMMANDS: Record<string, Command> = {
       name: "--compat",
       value: "foundries",
       help: "refuse (instead of warn about) images Foundries' devices would not run: OCI manifests",
-    }],
+    }, {
+      name: "--layers-meta",
+      value: "FILE",
+      help:
+        "take the layers meta from a factory's layers-meta file (as composectl) instead of measuring the layers",
+    }, { name: "--no-layers-meta", help: "publish without layers meta (neither measured nor read)" }],
     run: async (context) => (await import("./apps.ts")).publishCommand(context),
   },
   install: {

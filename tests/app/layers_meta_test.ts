@@ -30,14 +30,19 @@ Deno.test({
     const { base } = env.images;
     const project = await scratchDir("meta-project-");
     await writeProject(project, { web: base.ref });
-    const published = await runBerth(["publish", project, `${env.registry}/meta-compat/shop:plain`]);
+    const published = await runBerth([
+      "publish",
+      "--no-layers-meta",
+      project,
+      `${env.registry}/meta-compat/shop:plain`,
+    ]);
     assert.equal(published.code, 0, published.stderr);
     const response = await fetch(`http://${env.registry}/v2/meta-compat/shop/manifests/plain`, {
       headers: { Accept: MANIFEST_ACCEPT },
     });
     assert.equal(response.status, 200);
     const plain = await response.json() as { layers: Layer[] };
-    assert.equal(plain.layers.length, 1, "berth publishes no layers meta without a factory file");
+    assert.equal(plain.layers.length, 1, "--no-layers-meta: no layers[1]; each case adds its own");
 
     // The layers meta of the app's one image, as composectl filters it from the factory's file.
     const meta = new TextEncoder().encode(JSON.stringify({
