@@ -82,7 +82,9 @@ export async function publish(
 ): Promise<Published> {
   const project = await scratchDir("agent-project-");
   await writeProject(project, images, options);
-  const published = await runBerth(["--json", "publish", project, ref]);
+  // Without layers meta: measuring it reads every layer through the test's proxy, which would count (and,
+  // throttled, slow) as the device's own downloads. Layers meta has tests of its own (tests/app/).
+  const published = await runBerth(["--json", "publish", "--no-layers-meta", project, ref]);
   assert.equal(published.code, 0, published.stderr);
   const result = JSON.parse(published.stdout) as {
     digest: string;
