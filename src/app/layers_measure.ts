@@ -9,7 +9,7 @@ import { gunzip } from "../util/gzip.ts";
 import { compareUtf8 } from "../util/go_json.ts";
 import { parseJsonObject } from "../util/json_object.ts";
 import type { RegistryClient } from "../registry/client.ts";
-import { Sha256 } from "../oci/digest.ts";
+import { Sha256, sha256Of } from "../oci/digest.ts";
 import { isIndexType } from "../oci/mediatypes.ts";
 import { parseImageManifest, parseIndex } from "../oci/manifest.ts";
 import { parseReference, type Reference } from "../oci/reference.ts";
@@ -56,6 +56,13 @@ async function manifestsByArch(client: RegistryClient, ref: Reference): Promise<
     chunks.push(chunk);
   }
   const bytes = new Uint8Array(await new Blob(chunks as Uint8Array<ArrayBuffer>[]).arrayBuffer());
+  // Checked like every blob from a registry before its content is used.
+  if (bytes.length !== manifest.config.size || sha256Of(bytes) !== manifest.config.digest) {
+    throw new BerthError(
+      "invalid_input",
+      `${what} config: the registry served ${bytes.length} bytes that are not ${manifest.config.digest}`,
+    );
+  }
   const arch = parseJsonObject(bytes, `${what} config`).architecture;
   if (typeof arch !== "string" || arch === "") {
     throw new BerthError("invalid_input", `${what} config: no architecture`);
