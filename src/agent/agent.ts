@@ -34,6 +34,7 @@ import { appImageRefs, appName, readBundleCompose } from "../app/stored.ts";
 import { parseAppManifest } from "../app/app_manifest.ts";
 import { bundleLimitsFor } from "../app/bundle_format.ts";
 import { pruneStore, reclaimableBytes } from "../app/prune.ts";
+import type { PullHooks } from "../app/install_pull.ts";
 import { checkPlanSpace, type SpacePolicy } from "../fetch/preflight.ts";
 import { spaceOf } from "../util/disk_space.ts";
 import { type ManagedApp, readAgentState, saveManaged, writeAgentState } from "./state.ts";
@@ -425,8 +426,8 @@ export class Agent {
     const update = AppUpdate.begin(this.#updateContext(signal), name, refText, digest, record, supersedes);
     const pinned = parseReference(`${ref.registry}/${ref.repository}@${digest}`);
     const stallMs = this.#settings.timeouts.stall * 1000;
-    const fetched = () => this.#fetch(name, pinned, signal);
-    if (!(await update.apply(device, formatReference(pinned), fetched, { updating, stallMs }))) {
+    const fetched = (hooks: PullHooks) => this.#fetch(name, pinned, signal, hooks);
+    if (!(await update.apply(device, fetched, { updating, stallMs }))) {
       if (record?.installed) await this.#forgetFailed(device, refText, digest);
       return;
     }
@@ -481,7 +482,7 @@ export class Agent {
   }
 
   /** Downloads one app version (only what is not stored), with the storage pre-flight first. */
-  async #fetch(name: string, pinned: Reference, signal: AbortSignal): Promise<void> {
+  async #fetch(name: string, pinned: Reference, signal: AbortSignal, hooks: PullHooks): Promise<void> {
     const started = performance.now();
     this.#model.fetchStarted(name);
     const pending = new Set<string>();
@@ -497,8 +498,12 @@ export class Agent {
         onEvent: (event: PullEvent) => {
           if (event.type === "planned") { for (const blob of event.blobs) pending.add(blob.digest); }
           this.#model.fetchEvent(name, event);
+          hooks.onEvent(event);
         },
-        preflight: (plan: PullPlan) => this.#preflight(plan),
+        preflight: async (plan: PullPlan) => {
+          await this.#preflight(plan);
+          if (!plan.partial) await hooks.planAccepted(plan);
+        },
         limits: this.#settings.limits,
       });
       this.#pendingBlobs.delete(name);

@@ -27,6 +27,8 @@ export interface UpdateRecord {
   outcome?: typeof UPDATE_OUTCOMES[number];
   /** The version of the unfinished update this one replaced (the tag moved on meanwhile). */
   supersedes?: string;
+  /** When the last blob of the version was in the store (its images load while it downloads). */
+  fetchedAt?: string;
 }
 
 /** One configured app as the agent remembers it across restarts; readAgentState checks ref and digests. */
@@ -94,6 +96,9 @@ function checkUpdate(update: UpdateRecord, where: string): void {
     throw new Error(`${where}.outcome is unknown`);
   }
   if (update.supersedes !== undefined) parseDigest(update.supersedes, `${where}.supersedes`);
+  if (update.fetchedAt !== undefined && Number.isNaN(Date.parse(String(update.fetchedAt)))) {
+    throw new Error(`${where}.fetchedAt is not a time`);
+  }
   if (update.previous !== undefined) {
     parseReference(update.previous.ref);
     parseDigest(update.previous.digest, `${where}.previous.digest`);

@@ -111,6 +111,8 @@ export const UpdateSchema = z.object({
   outcome: z.enum(UPDATE_OUTCOMES).optional(),
   /** The version of an unfinished update this one replaced: the tag moved on while it ran. */
   supersedes: digest.optional(),
+  /** When the last blob of the version was stored: its images are loaded as they arrive, before then. */
+  fetchedAt: isoTime.optional(),
 });
 
 /** One configured app: its versions, state, reason, services, and its fetch while one runs. */

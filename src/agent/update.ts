@@ -13,6 +13,7 @@ import { writeApp } from "../store/apps.ts";
 import type { AppRecord } from "../store/apps.ts";
 import type { Store } from "../store/store.ts";
 import { type Device, installApp, installedServices, runApp } from "../app/lifecycle.ts";
+import { installWhilePulling, type PullHooks } from "../app/install_pull.ts";
 import type { Logger } from "../util/log.ts";
 import { reasonOf, type StatusModel } from "./model.ts";
 import { waitUntilUp } from "./services.ts";
@@ -96,12 +97,20 @@ export class AppUpdate {
     return this.#record.digest;
   }
 
-  /** Records `step` (durably) before the caller runs it; `extra` goes into the same write. */
-  async step(step: UpdateStep, extra: Partial<ManagedApp> = {}, outcome?: UpdateRecord["outcome"]) {
+  /**
+   * Records `step` (durably) before the caller runs it; `extra` goes into the same write. `newStep` false
+   * rewrites the step in hand (keeping its `since`) with what else the record gained.
+   */
+  async step(
+    step: UpdateStep,
+    extra: Partial<ManagedApp> = {},
+    outcome?: UpdateRecord["outcome"],
+    newStep = true,
+  ) {
     this.#record = {
       ...this.#record,
       step,
-      since: new Date().toISOString(),
+      ...(newStep ? { since: new Date().toISOString() } : {}),
       ...(outcome ? { outcome } : {}),
     };
     await saveManaged(this.context.store, this.name, {
@@ -121,8 +130,7 @@ export class AppUpdate {
    */
   async apply(
     device: Device,
-    pinned: string,
-    fetch: () => Promise<void>,
+    fetch: (hooks: PullHooks) => Promise<void>,
     options: { updating: boolean; stallMs: number },
   ): Promise<boolean> {
     const { model, log, inPhase, engineTimeoutMs } = this.context;
@@ -131,13 +139,30 @@ export class AppUpdate {
     };
     await this.step("fetching");
     model.transition(this.name, this.ref, options.updating ? "updating" : "fetching");
-    await inPhase("fetch", options.stallMs, fetch);
-    await this.step("fetched");
-    show("fetched");
-    await this.step("installing");
-    show("installing");
     const installStarted = performance.now();
-    const installed = await inPhase("install", engineTimeoutMs, () => installApp(device, pinned));
+    const installing = async () => {
+      await this.step("installing");
+      show("installing");
+    };
+    // Images are loaded as they arrive: `installing` is recorded before the first load, and the moment the
+    // last blob is in (fetchedAt) once the pull is done; apps.json names the new version only after both.
+    const installed = await inPhase(
+      "fetch",
+      Math.max(options.stallMs, engineTimeoutMs),
+      () =>
+        installWhilePulling(device, fetch, {
+          beforeFirstLoad: installing,
+          fetched: async () => {
+            const wasFetching = this.#record.step === "fetching";
+            this.#record = { ...this.#record, fetchedAt: new Date().toISOString() };
+            if (wasFetching) {
+              await this.step("fetched");
+              show("fetched");
+              await installing();
+            } else await this.step(this.#record.step, {}, undefined, false);
+          },
+        }),
+    );
     log.info(`installed app ${this.name}`, {
       app: this.name,
       digest: this.digest,

@@ -184,49 +184,59 @@ async function installedInPlace(
     await checkProjectDotEnv(dir, `${stored.ref}: ${dir}/${DOTENV_FILE}`).then(() => true, () => false);
 }
 
-/** The stored images a compose file's pins name, each with the local tag it is loaded under. */
-async function loadRequestsFor(
-  store: Store,
-  compose: ComposeFile,
-): Promise<{ localRefs: Map<string, string>; requests: LoadRequest[] }> {
+/** The distinct images a compose file's pins name, normalised, each with the local tag it is loaded under. */
+function pinnedImages(compose: ComposeFile): { localRefs: Map<string, string>; images: PinnedImage[] } {
   const localRefs = new Map<string, string>();
-  const requests: LoadRequest[] = [];
+  const images: PinnedImage[] = [];
   for (const { image, reference } of pinnedReferences(compose)) {
     const normalised = formatReference(reference);
     const tag = localImageTag(normalised);
     localRefs.set(image, tag);
-    if (!requests.some((request) => request.tag === tag)) {
-      requests.push({ image: await findStoredImage(store, normalised), tag });
-    }
+    if (!images.some((known) => known.tag === tag)) images.push({ ref: normalised, tag });
   }
-  return { localRefs, requests };
+  return { localRefs, images };
 }
 
 /**
- * Fills `staging` with the app's project, checked against its bundle index, loads its images and rewrites
- * the compose file to their local tags.
+ * Fills `staging` with the app's project, checked against its bundle index and its `.env` — all before any
+ * image is loaded, so a refused bundle leaves the engine as it was — and returns its compose file.
  */
-async function stageProject(device: Device, stored: AppVersion, app: AppManifest, staging: string) {
-  const { store, engine } = device;
+async function stageProject(
+  device: Device,
+  stored: AppVersion,
+  app: AppManifest,
+  staging: string,
+): Promise<ComposeFile> {
+  const { store } = device;
   const bundle = await store.openBlob(app.bundle.digest);
   await extractBundle(bundle.readable, staging, { ...device.bundleLimits, what: `${stored.ref} bundle` });
   if (app.bundleIndex) {
     await verifyBundleIndex(staging, await store.readBlob(app.bundleIndex.digest), `${stored.ref} bundle`);
   }
-  // Before any image is loaded: a refused .env leaves the engine as it was.
   await checkProjectDotEnv(staging, `${stored.ref} bundle: ${DOTENV_FILE}`);
   await Deno.chmod(staging, PRIVATE_DIR_MODE);
   await protectDotEnv(staging);
   const composePath = `${staging}/${COMPOSE_FILE}`;
-  const compose = parseComposeFile(await Deno.readFile(composePath), `${stored.ref}: ${COMPOSE_FILE}`);
-  const { localRefs, requests } = await loadRequestsFor(store, compose);
-  const loaded = await loadStoredImages(store, engine, requests, device.onProgress);
+  return parseComposeFile(await Deno.readFile(composePath), `${stored.ref}: ${COMPOSE_FILE}`);
+}
+
+/** Loads the staged project's images, points its compose file at their local tags and marks its version. */
+async function completeProject(device: Device, staged: StagedInstall) {
+  const { store, engine } = device;
+  const requests: LoadRequest[] = [];
+  for (const { ref, tag } of staged.images) requests.push({ image: await findStoredImage(store, ref), tag });
+  const loaded = await loadStoredImages(store, engine, requests, { onProgress: device.onProgress });
   // The rewritten compose file keeps the bundle's mode (umask aside, which the chmod undoes).
+  const composePath = `${staged.staging}/${COMPOSE_FILE}`;
   const composeMode = (await Deno.lstat(composePath)).mode! & 0o777;
-  await writeFileAtomic(composePath, formatComposeFile(rewriteForEngine(compose, localRefs)), composeMode);
+  await writeFileAtomic(
+    composePath,
+    formatComposeFile(rewriteForEngine(staged.compose, staged.localRefs)),
+    composeMode,
+  );
   await Deno.chmod(composePath, composeMode);
-  await writeFileAtomic(`${staging}/${VERSION_FILE}`, stored.manifestDigest);
-  await fsyncDir(staging);
+  await writeFileAtomic(`${staged.staging}/${VERSION_FILE}`, staged.stored.manifestDigest);
+  await fsyncDir(staged.staging);
   return loaded;
 }
 
@@ -252,12 +262,35 @@ async function swapInProject(device: Device, name: string, staging: string, dir:
   await Deno.remove(aside, { recursive: true }).catch(() => {});
 }
 
+/** One image an app pins: its normalised reference and the local tag it is loaded under. */
+export interface PinnedImage {
+  ref: string;
+  tag: string;
+}
+
+/** An install between its two halves: the project staged and checked, no image loaded by it yet. */
+export interface StagedInstall {
+  name: string;
+  stored: AppVersion;
+  record?: AppRecord;
+  /** The project's place, and the directory it is staged in beside it. */
+  dir: string;
+  staging: string;
+  compose: ComposeFile;
+  localRefs: Map<string, string>;
+  /** The distinct images the project runs, in service order. */
+  images: PinnedImage[];
+}
+
 /**
- * Installs the stored app `input` (a reference, or a version whose reference may no longer be in the
- * index, as an earlier version rolled back to): idempotent — an installed app whose project and images are
- * all in place is left as it is.
+ * The first half of an install: refuses it when the compose root has no room, stages the project and checks
+ * it, all before any image is loaded. Nothing to do (`done`) for a version installed and whole already.
+ * Its images may be loaded before finishInstall (as they are fetched: installWhilePulling).
  */
-export async function installApp(device: Device, input: string | AppVersion): Promise<InstallResult> {
+export async function stageInstall(
+  device: Device,
+  input: string | AppVersion,
+): Promise<{ staged: StagedInstall } | { done: InstallResult }> {
   const { store } = device;
   const stored = typeof input === "string" ? await findStoredImage(store, input) : input;
   const name = appName(parseReference(stored.ref));
@@ -265,21 +298,35 @@ export async function installApp(device: Device, input: string | AppVersion): Pr
   const dir = projectDir(device, name);
   const record = (await readApps(store))[name];
   await removeLeftovers(device, name);
-  const result = { name, ref: stored.ref, digest: stored.manifestDigest };
   if (await installedInPlace(device, record, stored, dir)) {
     await protectProject(device, dir);
-    return { ...result, alreadyInstalled: true, imagesLoaded: 0, layersSent: 0, bytesSent: 0 };
+    const done = { name, ref: stored.ref, digest: stored.manifestDigest, alreadyInstalled: true };
+    return { done: { ...done, imagesLoaded: 0, layersSent: 0, bytesSent: 0 } };
   }
-
   await ensureDirDurable(device.composeRoot);
   await Deno.chmod(device.composeRoot, PRIVATE_DIR_MODE);
   await checkProjectSpace(device, stored, app);
   const staging = `${device.composeRoot}/.${name}.new-${crypto.randomUUID().slice(0, 8)}`;
   await Deno.mkdir(staging, { mode: PRIVATE_DIR_MODE });
   try {
-    const loaded = await stageProject(device, stored, app, staging);
-    await swapInProject(device, name, staging, dir);
-    await writeApp(store, name, {
+    const compose = await stageProject(device, stored, app, staging);
+    return { staged: { name, stored, record, dir, staging, compose, ...pinnedImages(compose) } };
+  } catch (error) {
+    await Deno.remove(staging, { recursive: true }).catch(() => {});
+    throw error;
+  }
+}
+
+/**
+ * The second half: loads what the engine still lacks (the engine is flushed before anything is recorded),
+ * swaps the project in and records the version as installed. On failure the staged project is removed.
+ */
+export async function finishInstall(device: Device, staged: StagedInstall): Promise<InstallResult> {
+  const { name, stored, record } = staged;
+  try {
+    const loaded = await completeProject(device, staged);
+    await swapInProject(device, name, staged.staging, staged.dir);
+    await writeApp(device.store, name, {
       name,
       ref: stored.ref,
       digest: stored.manifestDigest,
@@ -289,16 +336,33 @@ export async function installApp(device: Device, input: string | AppVersion): Pr
       updatedAt: "",
     });
     return {
-      ...result,
+      name,
+      ref: stored.ref,
+      digest: stored.manifestDigest,
       alreadyInstalled: false,
       imagesLoaded: loaded.images.filter((image) => !image.alreadyPresent).length,
       layersSent: loaded.layersSent,
       bytesSent: loaded.bytesSent,
     };
   } catch (error) {
-    await Deno.remove(staging, { recursive: true }).catch(() => {});
+    await abandonInstall(staged);
     throw error;
   }
+}
+
+/** Removes a staged install's project (what it loaded into the engine stays, for a next attempt). */
+export async function abandonInstall(staged: StagedInstall): Promise<void> {
+  await Deno.remove(staged.staging, { recursive: true }).catch(() => {});
+}
+
+/**
+ * Installs the stored app `input` (a reference, or a version whose reference may no longer be in the
+ * index, as an earlier version rolled back to): idempotent — an installed app whose project and images are
+ * all in place is left as it is.
+ */
+export async function installApp(device: Device, input: string | AppVersion): Promise<InstallResult> {
+  const half = await stageInstall(device, input);
+  return "done" in half ? half.done : await finishInstall(device, half.staged);
 }
 
 /** The record of an installed app, or an error saying how to install it. Needs no engine. */

@@ -12,6 +12,7 @@ import {
   type Device,
   installApp,
   installedApp,
+  type InstallResult,
   removeApp,
   restoreApps,
   type RestoreOutcome,
@@ -19,6 +20,8 @@ import {
   stopApp,
 } from "../app/lifecycle.ts";
 import { appName } from "../app/stored.ts";
+import { installWhilePulling } from "../app/install_pull.ts";
+import { beforeFirstPull, pullReporting, takeBack } from "./pull.ts";
 import { storedImages } from "../store/images.ts";
 import { type Context, formatBytes } from "./context.ts";
 import { fetchedApps } from "./ls.ts";
@@ -40,10 +43,16 @@ async function withDevice<T>(
     const reader = await Store.open(context.storePath, { write: false, command });
     await check({ store: reader, composeRoot: context.composeRoot });
   }
-  const store = await Store.open(context.storePath, { write: true, command });
-  let engine: Engine | undefined;
+  // The engine first: a command that cannot reach it leaves no store where there was none.
+  const engine = await Engine.connect(context.dockerHost);
+  let store: Store;
   try {
-    engine = await Engine.connect(context.dockerHost);
+    store = await Store.open(context.storePath, { write: true, command });
+  } catch (error) {
+    engine.close();
+    throw error;
+  }
+  try {
     let compose: Promise<Compose> | undefined;
     const device: Device = {
       store,
@@ -62,7 +71,7 @@ async function withDevice<T>(
     };
     return await work(device);
   } finally {
-    engine?.close();
+    engine.close();
     store.close();
   }
 }
@@ -153,20 +162,50 @@ export async function publishCommand(context: Context): Promise<number> {
   }
 }
 
-/** `berth install APP`: the app's only fetched version, or the one its reference names. */
+/**
+ * `berth install APP`: the app's only fetched version, or the one its reference names. With `--pull REF`,
+ * fetches what the store lacks first and loads each image as soon as it is stored (installWhilePulling).
+ */
 export function installCommand(context: Context): Promise<number> {
+  if (context.args.options.pull === true) return installPullingCommand(context);
   const arg = appArg(context, "install");
   return withDevice(context, "install", async (device) => {
-    const result = await installApp(device, await fetchedVersion(device.store, arg));
-    if (context.json) context.emit(result);
-    context.say(
-      result.alreadyInstalled
-        ? `App ${result.name} ${result.digest} is installed already`
-        : `Installed app ${result.name} ${result.digest}: ${result.imagesLoaded} images loaded, ` +
-          `${result.layersSent} layers (${formatBytes(result.bytesSent)}) sent to the engine`,
-    );
+    sayInstalled(context, await installApp(device, await fetchedVersion(device.store, arg)));
     return 0;
   }, (local) => fetchedVersion(local.store, arg));
+}
+
+function sayInstalled(context: Context, result: InstallResult): void {
+  if (context.json) context.emit(result);
+  context.say(
+    result.alreadyInstalled
+      ? `App ${result.name} ${result.digest} is installed already`
+      : `Installed app ${result.name} ${result.digest}: ${result.imagesLoaded} images loaded, ` +
+        `${result.layersSent} layers (${formatBytes(result.bytesSent)}) sent to the engine`,
+  );
+}
+
+/** `berth install --pull REF`: pull and install at once; a failure leaves no store where there was none. */
+async function installPullingCommand(context: Context): Promise<number> {
+  const [input, extra] = context.args.positional;
+  if (!input || extra) throw new UsageError("install --pull takes one app reference");
+  // Checked before the store, the engine or the network is touched.
+  const ref = parseReference(input);
+  const fresh = await beforeFirstPull(context.storePath);
+  return await withDevice(context, "install", async (device) => {
+    try {
+      sayInstalled(
+        context,
+        await installWhilePulling(device, async (hooks) => {
+          await pullReporting(context, device.store, [ref], hooks);
+        }),
+      );
+      return 0;
+    } catch (error) {
+      if (fresh) await takeBack(device.store, fresh).catch(() => {});
+      throw error;
+    }
+  });
 }
 
 /** A command that acts on one installed app by name and says what it did. */

@@ -52,10 +52,13 @@ const COMMANDS: Record<string, Command> = {
     run: async (context) => (await import("./apps.ts")).publishCommand(context),
   },
   install: {
-    usage: "install APP",
+    usage: "install APP | install --pull REF",
     summary:
       "install a fetched app (its name or reference): project under the compose root, images from the store",
-    options: [],
+    options: [{
+      name: "--pull",
+      help: "fetch the app first (what the store lacks), loading each image as soon as it is stored",
+    }],
     run: async (context) => (await import("./apps.ts")).installCommand(context),
   },
   run: {

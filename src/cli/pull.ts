@@ -1,11 +1,12 @@
 /** `berth pull REF...`: fetch images into the store, verified and resumable. */
 import { readAppArtifact } from "../app/artifact.ts";
 import { BerthError, UsageError } from "../util/errors.ts";
-import { parseReference } from "../oci/reference.ts";
+import { parseReference, type Reference } from "../oci/reference.ts";
 import { RegistryClient } from "../registry/client.ts";
 import { BERTH_FILE, Store } from "../store/store.ts";
 import { dirname, statIfExists } from "../util/fs.ts";
-import { pull, type PullEvent } from "../fetch/pull.ts";
+import { pull, type PullEvent, type PullResult } from "../fetch/pull.ts";
+import type { PullHooks } from "../app/install_pull.ts";
 import { type Context, formatBytes, shortDigest } from "./context.ts";
 import { TerminalProgress } from "./progress.ts";
 import { refuseIfNoRoom } from "./check.ts";
@@ -18,40 +19,8 @@ export async function pullCommand(context: Context): Promise<number> {
   const fresh = await beforeFirstPull(context.storePath);
   const store = await Store.open(context.storePath, { write: true, command: "pull" });
   let pulled = false;
-  let warnedSkipped = false;
-  const client = new RegistryClient(context.registry);
-  const abort = new AbortController();
-  const onSignal = () =>
-    abort.abort(
-      new BerthError("interrupted", "interrupted; partial downloads are kept and resume on the next pull"),
-    );
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
-  // On a terminal a live line replaces the per-blob lines; logs and scripts get plain lines as before.
-  const progress = !context.json && Deno.stderr.isTerminal()
-    ? new TerminalProgress(writeStderr, terminalColumns)
-    : undefined;
   try {
-    const results = await pull(client, store, refs, {
-      readArtifact: readAppArtifact,
-      platform: context.platform,
-      parallel: context.parallel,
-      rateLimit: context.config.rateLimit,
-      signal: abort.signal,
-      onEvent: (event) => report(context, event, progress),
-      preflight: async (plan) => {
-        const { storeSkipped } = await refuseIfNoRoom(context, store, plan);
-        // An app is checked twice (its own blobs, then the whole plan): one warning is enough.
-        if (storeSkipped && !warnedSkipped) {
-          warnedSkipped = true;
-          const line = `berth: warning: ${storeSkipped}`;
-          if (progress) progress.note(line);
-          else context.note(line);
-        }
-      },
-      limits: context.config.limits,
-    });
-    progress?.finish();
+    const results = await pullReporting(context, store, refs);
     if (context.json) context.emit({ pulled: results });
     else {
       for (const result of results) {
@@ -66,18 +35,70 @@ export async function pullCommand(context: Context): Promise<number> {
     pulled = true;
     return 0;
   } finally {
-    progress?.finish();
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
-    await client.close();
     // Still under the lock, so no other writer can have put anything into it meanwhile.
     if (!pulled && fresh) await takeBack(store, fresh).catch(() => {});
     store.close();
   }
 }
 
+/**
+ * Pulls `refs` into the open `store` as `berth pull` does: the pre-flight, progress on stderr (a live line
+ * on a terminal), SIGINT and SIGTERM stopping it with partial downloads kept. `hooks` see every event and
+ * the accepted plan (install --pull runs beside the pull through them).
+ */
+export async function pullReporting(
+  context: Context,
+  store: Store,
+  refs: Reference[],
+  hooks?: PullHooks,
+): Promise<PullResult[]> {
+  let warnedSkipped = false;
+  const client = new RegistryClient(context.registry);
+  const abort = new AbortController();
+  const onSignal = () =>
+    abort.abort(
+      new BerthError("interrupted", "interrupted; partial downloads are kept and resume on the next pull"),
+    );
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  // On a terminal a live line replaces the per-blob lines; logs and scripts get plain lines as before.
+  const progress = !context.json && Deno.stderr.isTerminal()
+    ? new TerminalProgress(writeStderr, terminalColumns)
+    : undefined;
+  try {
+    return await pull(client, store, refs, {
+      readArtifact: readAppArtifact,
+      platform: context.platform,
+      parallel: context.parallel,
+      rateLimit: context.config.rateLimit,
+      signal: abort.signal,
+      onEvent: (event) => {
+        report(context, event, progress);
+        hooks?.onEvent(event);
+      },
+      preflight: async (plan) => {
+        const { storeSkipped } = await refuseIfNoRoom(context, store, plan);
+        // An app is checked twice (its own blobs, then the whole plan): one warning is enough.
+        if (storeSkipped && !warnedSkipped) {
+          warnedSkipped = true;
+          const line = `berth: warning: ${storeSkipped}`;
+          if (progress) progress.note(line);
+          else context.note(line);
+        }
+        if (!plan.partial) await hooks?.planAccepted(plan);
+      },
+      limits: context.config.limits,
+    });
+  } finally {
+    progress?.finish();
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+    await client.close();
+  }
+}
+
 /** What a pull into a path that holds no store yet is about to add there. */
-interface FreshStore {
+export interface FreshStore {
   /** Directories the store's creation makes, outermost first. */
   createdDirs: string[];
   /** The entries of the store directory beforehand, when it existed. */
@@ -85,7 +106,7 @@ interface FreshStore {
 }
 
 /** Undefined for an initialised store, which a pull keeps whatever happens. */
-async function beforeFirstPull(root: string): Promise<FreshStore | undefined> {
+export async function beforeFirstPull(root: string): Promise<FreshStore | undefined> {
   if (await statIfExists(`${root}/${BERTH_FILE}`).catch(() => true)) return undefined;
   const createdDirs: string[] = [];
   for (let dir = root; !(await statIfExists(dir).catch(() => true)); dir = dirname(dir)) {
@@ -103,7 +124,7 @@ async function beforeFirstPull(root: string): Promise<FreshStore | undefined> {
  * A pull that failed before it stored anything leaves no store behind: a mistyped --store or an
  * unreachable registry must not turn a path into an empty store. Partial downloads are kept: they resume.
  */
-async function takeBack(store: Store, fresh: FreshStore): Promise<void> {
+export async function takeBack(store: Store, fresh: FreshStore): Promise<void> {
   const holdsSomething = (await store.readIndex()).manifests.length > 0 ||
     (await store.listIngests()).length > 0 || (await store.strayBlobEntries()).length > 0 ||
     !(await store.listBlobs().next()).done;

@@ -11,6 +11,7 @@
  */
 import { sha256Of } from "../oci/digest.ts";
 import { TAR_TYPEFLAGS, tarEnd, tarPadding, ustarHeader } from "../util/tar_header.ts";
+import { inflateFile } from "../util/gzip.ts";
 
 const READ_CHUNK = 64 * 1024;
 
@@ -29,6 +30,11 @@ export interface ArchiveLayer {
   size: number;
   /** False when the engine already holds this layer's chain: listed in manifest.json, file left out. */
   send: boolean;
+  /**
+   * When set, the layer (gzip) is sent decompressed, as a tar of exactly this many bytes (the size its
+   * gzip trailer states); a layer that decompresses to any other length errors the stream.
+   */
+  uncompressedSize?: number;
 }
 
 /** One image of the archive: its config, the tags it is loaded under, its layers in order. */
@@ -70,6 +76,12 @@ export function dockerArchive(
         if (!layer.send || written.has(layer.digest)) continue;
         written.add(layer.digest);
         yield tarHeader(`${hex(layer.digest)}/`, 0, "dir");
+        if (layer.uncompressedSize !== undefined) {
+          yield tarHeader(`${hex(layer.digest)}/layer.tar`, layer.uncompressedSize, "file");
+          yield* decompressed(layer, layer.uncompressedSize);
+          yield padding(layer.uncompressedSize);
+          continue;
+        }
         yield tarHeader(`${hex(layer.digest)}/layer.tar`, layer.size, "file");
         using blob = await layer.open();
         let remaining = layer.size;
@@ -103,6 +115,49 @@ export function dockerArchive(
       await iterator.return(undefined);
     },
   });
+}
+
+/**
+ * A gzip layer's bytes decompressed on the fly (zlib, beside the engine), exactly `size` of them: the
+ * tar header announced that many, so more or fewer (a multi-member gzip, a layer over 4 GiB whose trailer
+ * wrapped) errors the stream, and the load with it.
+ */
+async function* decompressed(layer: ArchiveLayer, size: number): AsyncGenerator<Uint8Array> {
+  let count = 0;
+  for await (const chunk of inflateFile(await layer.open())) {
+    count += chunk.length;
+    if (count > size) break;
+    yield chunk;
+  }
+  if (count !== size) {
+    const got = count > size ? `more than ${size}` : `${count}`;
+    throw new Error(
+      `layer ${layer.digest} decompresses to ${got} bytes, not the ${size} its gzip trailer states`,
+    );
+  }
+}
+
+/**
+ * The uncompressed size a gzip blob's trailer states (ISIZE, modulo 4 GiB), or undefined for a blob that is
+ * not gzip. Only read here; decompressed() holds the layer to it.
+ */
+export async function gzipStatedSize(
+  open: () => Promise<Deno.FsFile>,
+  size: number,
+): Promise<number | undefined> {
+  if (size < 18) return undefined;
+  using file = await open();
+  const head = new Uint8Array(2);
+  if ((await file.read(head)) !== 2 || head[0] !== 0x1f || head[1] !== 0x8b) return undefined;
+  await file.seek(size - 4, Deno.SeekMode.Start);
+  const tail = new Uint8Array(4);
+  let got = 0;
+  while (got < 4) {
+    const read = await file.read(tail.subarray(got));
+    if (read === null) return undefined;
+    got += read;
+  }
+  return new DataView(tail.buffer).getUint32(0, true);
 }
 
 /** The chain IDs of a list of diff IDs, as the engine's layer store names them. */

@@ -8,8 +8,9 @@ import { statIfExists } from "../util/fs.ts";
 import { childCommand } from "../util/child_env.ts";
 import type { Store } from "../store/store.ts";
 import { readManifest, type StoredImage } from "../store/images.ts";
-import { type ArchiveImage, chainIds, dockerArchive } from "./archive.ts";
+import { type ArchiveImage, type ArchiveLayer, chainIds, dockerArchive, gzipStatedSize } from "./archive.ts";
 import type { Engine } from "./engine.ts";
+import { LoadOrder } from "./load_order.ts";
 
 /** One image of a load: the stored reference and the engine's ID for it (the config digest). */
 export interface LoadedImage {
@@ -61,56 +62,154 @@ export async function syncEngine(engine: Engine): Promise<void> {
   }
 }
 
+/** Load requests sent at once by default (measured on 2 cores: see docs/performance.md). */
+export const DEFAULT_LOAD_PARALLEL = 2;
+
+/** How loads run: requests at once, the liveness hook, and whether the result is flushed. */
+export interface LoadOptions {
+  /** Load requests in flight at once (each one image); default DEFAULT_LOAD_PARALLEL. */
+  parallel?: number;
+  /** Called as bytes are streamed to the engine. */
+  onProgress?: () => void;
+  /**
+   * Whether gzip layers are sent decompressed (default true): berth inflates them on the fly with the
+   * runtime's native inflate, beside the engine, which then only unpacks (dockerd 20.10 inflates in Go, or
+   * with unpigz when it is on its PATH).
+   */
+  decompress?: boolean;
+  /**
+   * Whether `finish` flushes the engine's filesystem (default true). False for a caller that loads more
+   * and flushes once itself (syncEngine) before it records anything.
+   */
+  flush?: boolean;
+}
+
 /**
- * Loads stored images into the engine in one archive. Images the engine has (by ID) are only tagged;
- * layers whose chains it holds are listed but not sent; if the engine refuses such an archive, everything is
- * sent once more before giving up. The engine's filesystem is flushed before this returns, so a caller may
- * record the images as installed.
+ * Loads stored images into the engine, one load request per image, several at once (LoadOrder keeps a
+ * layer chain from being sent by two of them). Images the engine has (by ID) are only tagged; layers
+ * whose chains it holds are listed but not sent; if the engine refuses such an archive, the image is sent
+ * whole once more before giving up. Images may be added while others load (install --pull does, as they
+ * arrive); `finish` waits for all of them.
+ */
+export class ImageLoader {
+  #known?: Promise<Set<string>>;
+  #order?: LoadOrder<Pending>;
+  #loads: Promise<LoadedImage>[] = [];
+  #layersSent = 0;
+  #bytesSent = 0;
+  #sentAny = false;
+
+  constructor(readonly store: Store, readonly engine: Engine, readonly options: LoadOptions = {}) {}
+
+  /** Loads one image (once the images it waits for are in); resolves when the engine has it. */
+  load(request: LoadRequest): Promise<LoadedImage> {
+    const loading = this.#load(request);
+    this.#loads.push(loading);
+    return loading;
+  }
+
+  async #load(request: LoadRequest): Promise<LoadedImage> {
+    const { image, tag } = request;
+    this.#known ??= engineChains(this.engine);
+    const known = await this.#known;
+    this.#order ??= new LoadOrder<Pending>(known, this.options.parallel ?? DEFAULT_LOAD_PARALLEL);
+    const { manifest } = await readManifest(this.store, image);
+    const configDigest = manifest.config.digest;
+    const existing = await this.engine.inspectImage(configDigest);
+    if (existing) {
+      if (!existing.RepoTags?.includes(tag)) await tagImage(this.engine, configDigest, tag);
+      return { ref: image.ref, imageId: configDigest, alreadyPresent: true };
+    }
+    const toSend = await archiveImage(this.store, request, manifest, this.options.decompress ?? true);
+    const order = this.#order;
+    await new Promise<void>((resolve, reject) => {
+      order.add({ item: { toSend, resolve, reject }, chains: toSend.chains });
+      this.#pump();
+    });
+    return { ref: image.ref, imageId: configDigest, alreadyPresent: false };
+  }
+
+  /** Starts every queued load that may start now. */
+  #pump(): void {
+    const order = this.#order!;
+    for (let next = order.next(); next; next = order.next()) {
+      const started = next;
+      this.#send(started.item.toSend, order.known).then(
+        () => {
+          order.done(started, true);
+          started.item.resolve();
+        },
+        (error) => {
+          order.done(started, false);
+          started.item.reject(error);
+        },
+      ).finally(() => this.#pump());
+    }
+  }
+
+  /** Sends one image; a refusal of an archive with layers left out is answered by sending it whole. */
+  async #send(item: ToSend, known: Set<string>): Promise<void> {
+    this.#sentAny = true;
+    let sent: { bytesSent: number; layersSent: number };
+    try {
+      sent = await sendArchive(this.engine, [item], known, this.options.onProgress);
+    } catch (error) {
+      // The engine may have dropped a layer since we looked, or a layer did not decompress to the size its
+      // gzip trailer states: send everything, as stored, once before giving up.
+      if (!(error instanceof BerthError) || error.reason !== "engine_error") throw error;
+      for (const layer of item.archive.layers) layer.uncompressedSize = undefined;
+      try {
+        sent = await sendArchive(this.engine, [item], new Set(), this.options.onProgress);
+      } catch (second) {
+        throw new BerthError("engine_error", errorMessage(second), { cause: second });
+      }
+    }
+    this.#layersSent += sent.layersSent;
+    this.#bytesSent += sent.bytesSent;
+  }
+
+  /**
+   * Waits for every load; throws the first failure once all have ended. Then flushes the engine (unless
+   * told not to) and checks that each image sent is there under its ID.
+   */
+  async finish(): Promise<LoadResult> {
+    const settled = await Promise.allSettled(this.#loads);
+    const failed = settled.find((result): result is PromiseRejectedResult => result.status === "rejected");
+    if (failed) throw failed.reason;
+    const images = settled.map((result) => (result as PromiseFulfilledResult<LoadedImage>).value);
+    if (this.#sentAny && (this.options.flush ?? true)) await syncEngine(this.engine);
+    for (const image of images.filter((one) => !one.alreadyPresent)) {
+      if (!(await this.engine.inspectImage(image.imageId))) {
+        throw new BerthError(
+          "engine_error",
+          `docker engine accepted ${image.ref} but has no image ${image.imageId} afterwards`,
+        );
+      }
+    }
+    return { images, layersSent: this.#layersSent, bytesSent: this.#bytesSent };
+  }
+}
+
+/** A queued load: what to send, and how to say it ended. */
+interface Pending {
+  toSend: ToSend;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * Loads stored images into the engine (ImageLoader) and flushes the engine's filesystem before it returns,
+ * so a caller may record the images as installed — unless `options.flush` is false.
  */
 export async function loadStoredImages(
   store: Store,
   engine: Engine,
   requests: LoadRequest[],
-  onProgress?: () => void,
+  options: LoadOptions = {},
 ): Promise<LoadResult> {
-  const chains = await engineChains(engine);
-  const images: LoadedImage[] = [];
-  const toSend: ToSend[] = [];
-  for (const request of requests) {
-    const { image, tag } = request;
-    const { manifest } = await readManifest(store, image);
-    const configDigest = manifest.config.digest;
-    const existing = await engine.inspectImage(configDigest);
-    images.push({ ref: image.ref, imageId: configDigest, alreadyPresent: Boolean(existing) });
-    if (existing) {
-      if (!existing.RepoTags?.includes(tag)) await tagImage(engine, configDigest, tag);
-      continue;
-    }
-    toSend.push(await archiveImage(store, request, manifest));
-  }
-  if (toSend.length === 0) return { images, layersSent: 0, bytesSent: 0 };
-  let sent: { bytesSent: number; layersSent: number };
-  try {
-    sent = await sendArchive(engine, toSend, chains, onProgress);
-  } catch (error) {
-    // The engine may have dropped a layer since we looked: send everything once before giving up.
-    if (!(error instanceof BerthError) || error.reason !== "engine_error") throw error;
-    try {
-      sent = await sendArchive(engine, toSend, new Set(), onProgress);
-    } catch (second) {
-      throw new BerthError("engine_error", errorMessage(second), { cause: second });
-    }
-  }
-  await syncEngine(engine);
-  for (const item of toSend) {
-    if (!(await engine.inspectImage(item.archive.configDigest))) {
-      throw new BerthError(
-        "engine_error",
-        `docker engine accepted ${item.request.image.ref} but has no image ${item.archive.configDigest} afterwards`,
-      );
-    }
-  }
-  return { images, ...sent };
+  const loader = new ImageLoader(store, engine, options);
+  for (const request of requests) loader.load(request).catch(() => {});
+  return await loader.finish();
 }
 
 /** One image to send: its archive entry and the chain ID of each of its layers. */
@@ -125,6 +224,7 @@ async function archiveImage(
   store: Store,
   request: LoadRequest,
   manifest: { config: { digest: string }; layers: { digest: string; size: number }[] },
+  decompress: boolean,
 ): Promise<ToSend> {
   const configDigest = manifest.config.digest;
   const config = await store.readBlob(configDigest);
@@ -138,12 +238,12 @@ async function archiveImage(
       `${request.image.ref}: config ${configDigest} has no rootfs.diff_ids matching its ${manifest.layers.length} layers`,
     );
   }
-  const layers = manifest.layers.map((layer) => ({
-    open: () => store.openBlob(layer.digest),
-    digest: layer.digest,
-    size: layer.size,
-    send: true,
-  }));
+  const layers: ArchiveLayer[] = [];
+  for (const layer of manifest.layers) {
+    const open = () => store.openBlob(layer.digest);
+    const uncompressedSize = decompress ? await gzipStatedSize(open, layer.size) : undefined;
+    layers.push({ open, digest: layer.digest, size: layer.size, send: true, uncompressedSize });
+  }
   return {
     request,
     archive: { config, configDigest, repoTags: [request.tag], layers },

@@ -24,6 +24,8 @@ export interface PlannedBlob {
 export interface PlannedRef {
   name: string;
   digest: string;
+  /** The manifest the reference resolved to (for an index, the platform's). */
+  manifestDigest: string;
   /** Blobs (bundle, configs, layers …) and manifests; fixed once known. */
   bytesTotal: number;
   /** Stored blobs and manifests count in full, partial downloads by what they hold. */
@@ -78,6 +80,7 @@ export async function buildPlan(store: Store, planned: PlannedImage[]): Promise<
     refs.push({
       name: image.name,
       digest: image.source.digest,
+      manifestDigest: image.manifest.digest,
       bytesTotal: manifests + ownBlobs.reduce((sum, blob) => sum + blob.size, 0),
       bytesDone: manifests + ownBlobs.reduce((sum, blob) => sum + blob.bytesDone, 0),
       blobs: ownBlobs,

@@ -32,6 +32,9 @@ import { buildPlan, manifestBytesOf, type PlannedBlob, type PlannedImage, type P
 
 export type { PlannedBlob, PlannedRef, PullPlan } from "./plan.ts";
 
+/** References resolved at once (manifest requests in flight). */
+const RESOLVE_PARALLEL = 8;
+
 /** What a pull reports as it goes: the plan, then per blob and per reference. */
 export type PullEvent =
   | {
@@ -170,6 +173,8 @@ export async function pull(
 class PullRun {
   #downloads = new Map<string, Promise<number>>();
   #pool: Pool;
+  /** Manifests resolved at once: a round trip each, so a few in flight hide the latency. */
+  #resolvePool = new Pool(RESOLVE_PARALLEL);
   #limiter?: RateLimiter;
   #limits: BlobLimits;
 
@@ -181,16 +186,16 @@ class PullRun {
 
   /** Resolves every reference and what artifacts pin, announces the plan and lets the pre-flight judge it. */
   async plan(refs: Reference[]): Promise<PlannedImage[]> {
-    const images: ResolvedImage[] = [];
-    for (const ref of refs) images.push(await this.#resolve(ref));
+    // Concurrently: each is a round trip or two that would otherwise wait for the one before.
+    const images = settled(await Promise.allSettled(refs.map((ref) => this.#resolve(ref))));
     // An artifact's own blobs must be fetched to learn what it pins: they are judged first, by the sizes
     // the manifest declares, so nothing is written unless it fits.
     const artifacts = images.filter((image) => image.artifact).map((image) => ({ image, nested: [] }));
     if (artifacts.length > 0) {
       await this.options.preflight?.({ ...(await buildPlan(this.store, artifacts)), partial: true });
     }
-    const planned: PlannedImage[] = [];
-    for (const image of images) planned.push({ image, nested: await this.#pinned(image) });
+    const nested = settled(await Promise.allSettled(images.map((image) => this.#pinned(image))));
+    const planned: PlannedImage[] = images.map((image, at) => ({ image, nested: nested[at] }));
     const plan = await buildPlan(this.store, planned);
     for (const ref of plan.refs) {
       this.options.onEvent?.({
@@ -209,6 +214,10 @@ class PullRun {
   }
 
   #resolve(ref: Reference): Promise<ResolvedImage> {
+    return this.#resolvePool.run(() => this.#resolveNow(ref));
+  }
+
+  #resolveNow(ref: Reference): Promise<ResolvedImage> {
     return resolveImage(this.client, ref, {
       platform: this.options.platform,
       limits: this.#limits,
@@ -221,11 +230,11 @@ class PullRun {
   async #pinned(image: ResolvedImage): Promise<ResolvedImage[]> {
     if (!image.artifact) return [];
     settled(await Promise.allSettled(image.blobs.map((blob) => this.#fetchOnce(image, blob))));
-    const nested: ResolvedImage[] = [];
-    for (const pinned of await image.artifact.pins(this.store)) {
-      nested.push(await this.#resolve(parseReference(pinned)));
-    }
-    return nested;
+    // Stored now, not only when the reference is recorded: an install that runs beside the pull reads it
+    // (installWhilePulling). Until the index names it, it is one more unreferenced blob.
+    await this.store.putBlob(image.manifest.digest, image.manifest.bytes);
+    const pins = await image.artifact.pins(this.store);
+    return settled(await Promise.allSettled(pins.map((pinned) => this.#resolve(parseReference(pinned)))));
   }
 
   /** Downloads a blob unless stored, once per pull however many references share it. */

@@ -53,6 +53,8 @@ export class RegistryConnection {
   #transports = new Map<string, Promise<HostTransport>>();
   #credentials = new Map<string, Promise<Credentials | undefined>>();
   #tokens = new TokenCache();
+  /** Token requests under way, by registry and scopes. */
+  #answering = new Map<string, Promise<{ header: string; lifetimeMs: number }>>();
 
   constructor(options: Partial<RegistryOptions> = {}) {
     this.options = { ...DEFAULT_REGISTRY_OPTIONS, ...options };
@@ -226,20 +228,24 @@ export class RegistryConnection {
     if (!challenge) {
       throw new BerthError("auth_failed", `registry ${ref.registry} answered 401 without a usable challenge`);
     }
-    const answer = await answerChallenge(
-      challenge,
-      ref.registry,
-      scopes,
-      await this.#credentialsFor(ref.registry),
-      {
-        fetch: (url, tokenHeaders) => this.#fetchToken(ref, transport, url, tokenHeaders, signal),
-        tls: transport.baseUrl.startsWith("https:"),
-        plainHttpAllowed: allowsPlainHttp(ref.registry, this.options.insecureRegistries),
-        stallMs: this.options.stallTimeoutMs,
-        signal,
-        credentialFiles: this.options.credentialFiles,
-      },
-    ).catch((error) => {
+    // Requests sent at once (a pull resolves its references concurrently) that are all challenged share one
+    // token request: one token per registry and scopes, as before they ran one after another.
+    const key = `${ref.registry} ${scopeKey}`;
+    let answering = this.#answering.get(key);
+    if (!answering) {
+      answering = (async () =>
+        answerChallenge(challenge, ref.registry, scopes, await this.#credentialsFor(ref.registry), {
+          fetch: (url, tokenHeaders) =>
+            this.#fetchToken(ref, transport, url, tokenHeaders, signal),
+          tls: transport.baseUrl.startsWith("https:"),
+          plainHttpAllowed: allowsPlainHttp(ref.registry, this.options.insecureRegistries),
+          stallMs: this.options.stallTimeoutMs,
+          signal,
+          credentialFiles: this.options.credentialFiles,
+        }))().finally(() => this.#answering.delete(key));
+      this.#answering.set(key, answering);
+    }
+    const answer = await answering.catch((error) => {
       throw inContext(error, request.what);
     });
     this.#tokens.set(ref.registry, scopeKey, answer.header, answer.lifetimeMs);

@@ -71,7 +71,8 @@ Deno.test({
       const recorded = steps.writes.map((write) => write.steps?.shop ?? "unreadable")
         .filter((step, i, all) => step !== all[i - 1]);
       console.log(`agent.json steps: ${recorded.join(" ")}`);
-      const update = ["fetching", "fetched", "installing", "installed", "starting", "verifying", "complete"];
+      // Images load while the version downloads: `installing` follows `fetching` (fetchedAt marks the end).
+      const update = ["fetching", "installing", "installed", "starting", "verifying", "complete"];
       assert.deepEqual(recorded, [...update, ...update], "v1's install and v2's update, each step recorded");
       // Not vacuous: v1's and v2's compose up and project swap were each found and checked.
       const ups = steps.work.filter((call) => composeUp(call)).length;
