@@ -41,14 +41,10 @@ export async function storeBytes(store: string): Promise<number> {
   return bytes;
 }
 
-/**
- * The shell command of berth's fetch + install of an app into an empty store and engine. The one place
- * that spells it, so it can become `install --pull APP_REF` once berth has that.
- */
+/** The shell command of berth's fetch + install of an app into an empty store and engine: `install --pull`. */
 export function berthFetchAndInstall(appRef: string, store: string, composeRoot: string, dockerHost: string) {
   const device = ["--store", store, "--compose-root", composeRoot, "--docker-host", dockerHost];
-  return `${berth(...device, "pull", appRef).join(" ")} >/dev/null && ` +
-    `${berth(...device, "install", appRef).join(" ")}`;
+  return berth(...device, "install", "--pull", appRef).join(" ");
 }
 
 /** The shell command of `docker pull` of every ref, one process per image, all at once; fails if any fails. */
@@ -157,7 +153,7 @@ async function appComparison(
   const device = (round: number) => [`${dir}/device-store-${round}`, `${dir}/device-apps-${round}`];
   return await compare(set.name, "fetch + install", megabytes, [
     {
-      name: "berth install",
+      name: "berth install --pull",
       run: (round) =>
         timed([
           "bash",

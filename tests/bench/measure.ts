@@ -62,6 +62,8 @@ export async function compare(
       const index = (turn + round) % contenders.length;
       samples[index].push(await contenders[index].run(round));
       await contenders[index].reset?.(round);
+      // What the run left dirty is written back now, not during the next contender's run.
+      await new Deno.Command("sync").output();
     }
   }
   return {
