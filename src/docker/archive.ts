@@ -49,12 +49,13 @@ const hex = (digest: string) => digest.slice("sha256:".length);
 
 /**
  * Streams one archive holding several images (one load request, one pass of the engine over it); a layer
- * shared by several of them is in it once. A layer file that cannot be read errors the stream, and so the
- * load. `onBytes` sees the size of every piece handed to the engine.
+ * shared by several of them is in it once. A layer file that cannot be read (or inflated) errors the stream,
+ * and so the load; `failure` is told why. `onBytes` sees the size of every piece handed to the engine.
  */
 export function dockerArchive(
   images: ArchiveImage[],
   onBytes?: (bytes: number) => void,
+  failure?: (error: unknown) => void,
 ): ReadableStream<Uint8Array> {
   async function* file(name: string, bytes: Uint8Array): AsyncGenerator<Uint8Array> {
     yield tarHeader(name, bytes.length, "file");
@@ -104,7 +105,15 @@ export function dockerArchive(
   const iterator = pieces();
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
-      const { done, value } = await iterator.next();
+      let next: IteratorResult<Uint8Array>;
+      try {
+        next = await iterator.next();
+      } catch (error) {
+        // The engine only sees a cut stream; the caller learns why from here.
+        failure?.(error);
+        throw error;
+      }
+      const { done, value } = next;
       if (done) controller.close();
       else {
         onBytes?.(value.length);

@@ -154,14 +154,21 @@ export class ImageLoader {
     try {
       sent = await sendArchive(this.engine, [item], known, this.options.onProgress);
     } catch (error) {
-      // The engine may have dropped a layer since we looked, or a layer did not decompress to the size its
-      // gzip trailer states: send everything, as stored, once before giving up.
-      if (!(error instanceof BerthError) || error.reason !== "engine_error") throw error;
+      // The engine may have dropped a layer since we looked, or a layer did not inflate (to the size its
+      // gzip trailer states): send everything, as stored, once before giving up; the engine then judges
+      // the layers itself.
+      const inflating = item.archive.layers.some((layer) => layer.uncompressedSize !== undefined);
+      const retry = error instanceof ArchiveFailure
+        ? inflating
+        : error instanceof BerthError && error.reason === "engine_error";
+      if (!retry) throw error;
       for (const layer of item.archive.layers) layer.uncompressedSize = undefined;
       try {
         sent = await sendArchive(this.engine, [item], new Set(), this.options.onProgress);
       } catch (second) {
-        throw new BerthError("engine_error", errorMessage(second), { cause: second });
+        throw second instanceof BerthError
+          ? second
+          : new BerthError("engine_error", errorMessage(second), { cause: second });
       }
     }
     this.#layersSent += sent.layersSent;
@@ -265,17 +272,38 @@ async function sendArchive(
     item.archive.layers.forEach((layer, position) => (layer.send = !known.has(item.chains[position])));
   }
   let bytesSent = 0;
-  await engine.loadImage(
-    dockerArchive(toSend.map((item) => item.archive), (bytes) => {
-      bytesSent += bytes;
-      onProgress?.();
-    }),
-    toSend.map((item) => item.request.image.ref).join(", "),
-  );
+  let streamFailure: { error: unknown } | undefined;
+  const what = toSend.map((item) => item.request.image.ref).join(", ");
+  try {
+    await engine.loadImage(
+      dockerArchive(
+        toSend.map((item) => item.archive),
+        (bytes) => {
+          bytesSent += bytes;
+          onProgress?.();
+        },
+        (error) => (streamFailure = { error }),
+      ),
+      what,
+    );
+  } catch (error) {
+    // Our side of the stream failed (a layer that cannot be read or inflated), not the engine.
+    if (streamFailure) throw new ArchiveFailure(what, streamFailure.error);
+    throw error;
+  }
   const sent = new Set(
     toSend.flatMap((item) => item.archive.layers.filter((layer) => layer.send).map((layer) => layer.digest)),
   );
   return { bytesSent, layersSent: sent.size };
+}
+
+/** A load cut short because berth could not produce the archive (a layer not readable or not inflatable). */
+class ArchiveFailure extends BerthError {
+  constructor(what: string, cause: unknown) {
+    super("store_invalid", `sending ${what} to the engine failed in the store: ${errorMessage(cause)}`, {
+      cause,
+    });
+  }
 }
 
 async function tagImage(engine: Engine, id: string, tag: string): Promise<void> {

@@ -5,14 +5,15 @@
  * pulls of its images).
  */
 import { type Dockerd, run } from "../harness/services.ts";
+import { PERMISSION_FLAGS } from "../../build/permissions.ts";
 import { compare, type ComparisonResult, timed } from "./measure.ts";
 import type { ImageSet } from "./sets.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
-/** The berth command line: `deno run` of this checkout's main.ts. */
+/** The berth command line: `deno run` of this checkout's main.ts, with the flags the binary is built with. */
 export function berth(...args: string[]): string[] {
-  return [Deno.execPath(), "run", "-A", "--quiet", MAIN, ...args];
+  return [Deno.execPath(), "run", "--cached-only", ...PERMISSION_FLAGS, "--quiet", MAIN, ...args];
 }
 
 /** What the comparisons of one set share. */

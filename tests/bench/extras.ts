@@ -165,9 +165,12 @@ async function firstStatus(engine: Dockerd, dir: string): Promise<number> {
 
 /** Whether GET /status on the unix socket answers 200 now. */
 async function statusAnswers(socket: string): Promise<boolean> {
+  // Only once the socket is there, and each try bounded: a fetch through a unix socket that does not exist
+  // yet can hang for 5 s before it fails (Deno's client), which would be counted as the agent's time.
+  if (!(await Deno.stat(socket).then(() => true, () => false))) return false;
   const client = Deno.createHttpClient({ proxy: { transport: "unix", path: socket } });
   try {
-    const response = await fetch("http://agent/status", { client });
+    const response = await fetch("http://agent/status", { client, signal: AbortSignal.timeout(1000) });
     await response.body?.cancel();
     return response.status === 200;
   } catch {
