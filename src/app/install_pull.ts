@@ -67,6 +67,9 @@ class Pipeline {
   /** References the pull has recorded, whose images may be loaded. */
   #recorded = new Set<string>();
   #scheduled = new Set<string>();
+  /** The app's images in the order they are loaded (smallest first), and the next one to schedule. */
+  #inOrder: PinnedImage[] = [];
+  #next = 0;
   #loader: ImageLoader;
   /** The caller's step before the first load, once asked for. */
   #firstLoad?: Promise<void>;
@@ -81,8 +84,7 @@ class Pipeline {
     onEvent: (event) => {
       if (event.type !== "ref-done") return;
       this.#recorded.add(event.name);
-      const image = this.#staged()?.images.find((candidate) => candidate.ref === event.name);
-      if (image) this.#schedule(image);
+      this.#scheduleReady();
     },
     planAccepted: async (plan) => {
       if (plan.partial || this.#half) return;
@@ -91,11 +93,24 @@ class Pipeline {
       }
       const [app] = plan.refs;
       this.#half = await stageInstall(this.device, { ref: app.name, manifestDigest: app.manifestDigest });
-      for (const image of this.#staged()?.images ?? []) {
-        if (this.#recorded.has(image.ref)) this.#schedule(image);
-      }
+      // Smallest first, as the pull fetches them: of images sharing a base, the one that is little more
+      // than the base is loaded first, alone, and the others after it side by side — not the base and a
+      // large layer in one load while the others wait for the base.
+      const bytes = new Map(
+        app.images.map((image) => [image.name, image.layers.reduce((sum, layer) => sum + layer.size, 0)]),
+      );
+      this.#inOrder = [...(this.#staged()?.images ?? [])]
+        .sort((a, b) => (bytes.get(a.ref) ?? 0) - (bytes.get(b.ref) ?? 0));
+      this.#scheduleReady();
     },
   };
+
+  /** Schedules the recorded images in size order, as far as the next one to load is recorded. */
+  #scheduleReady(): void {
+    while (this.#next < this.#inOrder.length && this.#recorded.has(this.#inOrder[this.#next].ref)) {
+      this.#schedule(this.#inOrder[this.#next++]);
+    }
+  }
 
   #staged(): StagedInstall | undefined {
     return this.#half && "staged" in this.#half ? this.#half.staged : undefined;

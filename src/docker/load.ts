@@ -123,7 +123,8 @@ export class ImageLoader {
     const toSend = await archiveImage(this.store, request, manifest, this.options.decompress ?? true);
     const order = this.#order;
     await new Promise<void>((resolve, reject) => {
-      order.add({ item: { toSend, resolve, reject }, chains: toSend.chains });
+      const sizes = toSend.archive.layers.map((layer) => layer.uncompressedSize ?? layer.size);
+      order.add({ item: { toSend, resolve, reject }, chains: toSend.chains, sizes });
       this.#pump();
     });
     return { ref: image.ref, imageId: configDigest, alreadyPresent: false };

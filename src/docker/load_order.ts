@@ -3,13 +3,16 @@
  * several load requests overlap that work; but a layer that two concurrent requests both carry is unpacked
  * twice (the engine only finds the twin when it registers the second). So a layer chain is sent by one
  * request at a time: an image whose missing chains another request is sending waits until that one ends,
- * and then sends only what is still missing — shared bases go first, once.
+ * and then sends only what is still missing — shared bases go first, once. Of the loads that may start,
+ * the one with the most to send goes first.
  */
 
-/** An image waiting to be loaded: the chain ID of each of its layers, base first. */
+/** An image waiting to be loaded: the chain ID of each of its layers, base first, and their sizes. */
 export interface OrderedLoad<T> {
   item: T;
   chains: string[];
+  /** Each layer's size in bytes (as sent); absent: all alike. Of the loads that may start, the largest goes first. */
+  sizes?: number[];
 }
 
 /** Picks the loads that may start, given the chains the engine holds and those being sent. */
@@ -43,15 +46,28 @@ export class LoadOrder<T> {
    */
   next(): OrderedLoad<T> | undefined {
     if (this.#marked.size >= this.parallel) return undefined;
-    const at = this.#waiting.findIndex((load) =>
-      this.missing(load).every((chain) => !this.#sending.has(chain))
-    );
+    // The largest first: the longest load should not be the one that starts last.
+    let at = -1;
+    let largest = -1;
+    this.#waiting.forEach((load, index) => {
+      if (!this.missing(load).every((chain) => !this.#sending.has(chain))) return;
+      const bytes = this.#bytesToSend(load);
+      if (bytes > largest) [at, largest] = [index, bytes];
+    });
     if (at < 0) return undefined;
     const [load] = this.#waiting.splice(at, 1);
     const marked = this.missing(load);
     for (const chain of marked) this.#sending.add(chain);
     this.#marked.set(load, marked);
     return load;
+  }
+
+  /** What `load` would send: the sizes of its layers whose chains the engine does not hold. */
+  #bytesToSend(load: OrderedLoad<T>): number {
+    return load.chains.reduce(
+      (sum, chain, position) => this.known.has(chain) ? sum : sum + (load.sizes?.[position] ?? 1),
+      0,
+    );
   }
 
   /** The chains of `load` the engine does not hold yet. */

@@ -288,9 +288,14 @@ class PullRun {
     let pinned: PullResult[] | undefined;
     const { artifact } = image;
     if (artifact) {
-      const results = await Promise.allSettled(
-        nested.map((member) => this.complete(member, [], artifact.appName)),
-      );
+      // Started smallest first, so their blobs are queued first: an install that loads images as they
+      // arrive (install --pull) gets one early — often the shared base alone — while the larger download.
+      const blobBytes = (member: ResolvedImage) => member.blobs.reduce((sum, blob) => sum + blob.size, 0);
+      const started = new Map<ResolvedImage, Promise<PullResult>>();
+      for (const member of [...nested].sort((a, b) => blobBytes(a) - blobBytes(b))) {
+        started.set(member, this.complete(member, [], artifact.appName));
+      }
+      const results = await Promise.allSettled(nested.map((member) => started.get(member)!));
       pinned = settled(results);
       bytesTotal += pinned.reduce((sum, result) => sum + result.bytesTotal, 0);
       bytesFetched += pinned.reduce((sum, result) => sum + result.bytesFetched, 0);
