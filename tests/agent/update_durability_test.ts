@@ -49,12 +49,14 @@ Deno.test({
         agent,
       );
       const v2 = await publish(ref, { web: via(appB.ref) });
-      await waitForApp(
+      const done = await waitForApp(
         device,
         "v2 complete",
-        (app) => app.currentDigest === v2.digest && app.update?.outcome === "complete",
+        (app) => app.currentDigest === v2.digest && app.update?.outcome === "complete" && app,
         agent,
       );
+      // The end of the download is recorded with the update, which went on installing meanwhile.
+      assert.ok(done.update?.fetchedAt && Date.parse(done.update.fetchedAt) <= Date.parse(done.update.since));
       assert.equal(await agent.stop(), 0, agent.log());
       const log = await Deno.readTextFile(trace);
 

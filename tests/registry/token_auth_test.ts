@@ -85,14 +85,15 @@ Deno.test({
       assert.equal(result.code, 0, result.stderr);
       assertNoSecrets(result, tokens.tokens);
 
-      // Two images of one repository share a token; the second repository needs its own.
+      // Two images of one repository share a token; the second repository needs its own. (References are
+      // resolved concurrently: the two token requests may come in either order.)
       assert.deepEqual(
         tokens.requests.map(({ service, scopes, authorization, status }) => ({
           service,
           scopes,
           authorization,
           status,
-        })),
+        })).sort((a, b) => a.scopes.join().localeCompare(b.scopes.join())),
         [
           {
             service: tokens.service,
