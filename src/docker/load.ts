@@ -62,6 +62,9 @@ export async function syncEngine(engine: Engine): Promise<void> {
   }
 }
 
+/** A gzip layer is inflated by berth when it unpacks to at least this many times its size. */
+const WORTH_INFLATING = 1.2;
+
 /** Load requests sent at once by default (measured on 2 cores: see docs/performance.md). */
 export const DEFAULT_LOAD_PARALLEL = 2;
 
@@ -249,7 +252,12 @@ async function archiveImage(
   const layers: ArchiveLayer[] = [];
   for (const layer of manifest.layers) {
     const open = () => store.openBlob(layer.digest);
-    const uncompressedSize = decompress ? await gzipStatedSize(open, layer.size) : undefined;
+    const stated = decompress ? await gzipStatedSize(open, layer.size) : undefined;
+    // A layer gzip barely shrank (random or already compressed data) is sent as stored: the engine's
+    // inflate of stored blocks is a copy, and inflating it here would only add a pass over its bytes.
+    const uncompressedSize = stated !== undefined && stated >= layer.size * WORTH_INFLATING
+      ? stated
+      : undefined;
     layers.push({ open, digest: layer.digest, size: layer.size, send: true, uncompressedSize });
   }
   return {
