@@ -101,6 +101,8 @@ export class ImageLoader {
   #layersSent = 0;
   #bytesSent = 0;
   #sentAny = false;
+  /** loadAll calls still queueing their images. */
+  #held = 0;
 
   constructor(readonly store: Store, readonly engine: Engine, readonly options: LoadOptions = {}) {}
 
@@ -111,7 +113,48 @@ export class ImageLoader {
     return loading;
   }
 
-  async #load(request: LoadRequest): Promise<LoadedImage> {
+  /**
+   * Loads several images, queued together: which goes first is LoadOrder's choice among all of them (an
+   * image that is the base of others first), not whichever's preparation happened to end first.
+   */
+  loadAll(requests: LoadRequest[]): Promise<LoadedImage>[] {
+    this.#held++;
+    const queued: Promise<void>[] = [];
+    const loadings = requests.map((request) => {
+      let done!: () => void;
+      queued.push(new Promise<void>((resolve) => (done = resolve)));
+      const loading = this.#load(request, done);
+      this.#loads.push(loading);
+      return loading;
+    });
+    Promise.all(queued).then(() => {
+      this.#held--;
+      this.#pump();
+    });
+    return loadings;
+  }
+
+  async #load(request: LoadRequest, queued: () => void = () => {}): Promise<LoadedImage> {
+    let prepared: { image: LoadedImage; toSend?: ToSend } | undefined;
+    try {
+      prepared = await this.#prepare(request);
+    } finally {
+      if (!prepared?.toSend) queued();
+    }
+    const { image, toSend } = prepared;
+    if (!toSend) return image;
+    const order = this.#order!;
+    await new Promise<void>((resolve, reject) => {
+      const sizes = toSend.archive.layers.map((layer) => layer.uncompressedSize ?? layer.size);
+      order.add({ item: { toSend, resolve, reject }, chains: toSend.chains, sizes });
+      queued();
+      this.#pump();
+    });
+    return image;
+  }
+
+  /** What loading one image takes: nothing when the engine has it (it is only tagged), else its archive. */
+  async #prepare(request: LoadRequest): Promise<{ image: LoadedImage; toSend?: ToSend }> {
     const { image, tag } = request;
     this.#known ??= engineChains(this.engine);
     const known = await this.#known;
@@ -121,21 +164,16 @@ export class ImageLoader {
     const existing = await this.engine.inspectImage(configDigest);
     if (existing) {
       if (!existing.RepoTags?.includes(tag)) await tagImage(this.engine, configDigest, tag);
-      return { ref: image.ref, imageId: configDigest, alreadyPresent: true };
+      return { image: { ref: image.ref, imageId: configDigest, alreadyPresent: true } };
     }
     const toSend = await archiveImage(this.store, request, manifest, this.options.decompress ?? true);
-    const order = this.#order;
-    await new Promise<void>((resolve, reject) => {
-      const sizes = toSend.archive.layers.map((layer) => layer.uncompressedSize ?? layer.size);
-      order.add({ item: { toSend, resolve, reject }, chains: toSend.chains, sizes });
-      this.#pump();
-    });
-    return { ref: image.ref, imageId: configDigest, alreadyPresent: false };
+    return { image: { ref: image.ref, imageId: configDigest, alreadyPresent: false }, toSend };
   }
 
-  /** Starts every queued load that may start now. */
+  /** Starts every queued load that may start now (none while loadAll is still queueing). */
   #pump(): void {
-    const order = this.#order!;
+    const order = this.#order;
+    if (this.#held > 0 || !order) return;
     for (let next = order.next(); next; next = order.next()) {
       const started = next;
       this.#send(started.item.toSend, order.known).then(
@@ -219,7 +257,7 @@ export async function loadStoredImages(
   options: LoadOptions = {},
 ): Promise<LoadResult> {
   const loader = new ImageLoader(store, engine, options);
-  for (const request of requests) loader.load(request).catch(() => {});
+  for (const loading of loader.loadAll(requests)) loading.catch(() => {});
   return await loader.finish();
 }
 

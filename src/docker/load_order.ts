@@ -4,7 +4,7 @@
  * twice (the engine only finds the twin when it registers the second). So a layer chain is sent by one
  * request at a time: an image whose missing chains another request is sending waits until that one ends,
  * and then sends only what is still missing — shared bases go first, once. Of the loads that may start,
- * the one with the most to send goes first.
+ * an image that is the base of another goes first, then the one with the most to send.
  */
 
 /** An image waiting to be loaded: the chain ID of each of its layers, base first, and their sizes. */
@@ -46,13 +46,19 @@ export class LoadOrder<T> {
    */
   next(): OrderedLoad<T> | undefined {
     if (this.#marked.size >= this.parallel) return undefined;
-    // The largest first: the longest load should not be the one that starts last.
+    // An image that is the base of another waiting one first (alone, so that the images on it then go side
+    // by side), then the largest: the longest load should not be the one that starts last.
     let at = -1;
-    let largest = -1;
+    let best = -1;
     this.#waiting.forEach((load, index) => {
-      if (!this.missing(load).every((chain) => !this.#sending.has(chain))) return;
-      const bytes = this.#bytesToSend(load);
-      if (bytes > largest) [at, largest] = [index, bytes];
+      const missing = this.missing(load);
+      if (!missing.every((chain) => !this.#sending.has(chain))) return;
+      const isBase = missing.length > 0 &&
+        this.#waiting.some((other) =>
+          other !== load && missing.every((chain) => other.chains.includes(chain))
+        );
+      const score = (isBase ? Number.MAX_SAFE_INTEGER / 2 : 0) + this.#bytesToSend(load);
+      if (score > best) [at, best] = [index, score];
     });
     if (at < 0) return undefined;
     const [load] = this.#waiting.splice(at, 1);

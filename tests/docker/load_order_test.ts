@@ -19,22 +19,22 @@ Deno.test("load order: images on one base wait for the first to bring it, then g
   assert.equal(order.running, 2);
 });
 
-Deno.test("load order: the largest that may start goes first; a failed load frees its chains", () => {
+Deno.test("load order: a base of another first, then the largest; a failed load frees its chains", () => {
   const order = new LoadOrder<string>(new Set(["known"]), 2);
   order.add({ item: "x", chains: ["x1"], sizes: [10] });
   order.add({ item: "y", chains: ["known", "y1"], sizes: [50, 20] });
   order.add({ item: "z", chains: ["x1", "z1"], sizes: [10, 1] });
   order.add({ item: "w", chains: ["w1"], sizes: [1] });
-  // y sends 20 bytes (its base is known), z 11, x 10, w 1.
-  const y = order.next()!;
-  const z = order.next()!;
-  assert.deepEqual([y.item, z.item], ["y", "z"]);
-  assert.equal(order.next(), undefined, "the limit");
-  order.done(z, false);
-  // x1 is no longer being sent and is still missing: x may send it now.
+  // x is z's base: first. Then y sends 20 bytes (its base is known), w 1; z waits for x1.
   const x = order.next()!;
-  assert.equal(x.item, "x");
-  assert.deepEqual(order.missing(x), ["x1"]);
+  const y = order.next()!;
+  assert.deepEqual([x.item, y.item], ["x", "y"]);
+  assert.equal(order.next(), undefined, "the limit");
+  order.done(x, false);
+  // x1 is no longer being sent and is still missing: z sends it itself.
+  const z = order.next()!;
+  assert.equal(z.item, "z");
+  assert.deepEqual(order.missing(z), ["x1", "z1"]);
   order.done(y, true);
   assert.ok(order.known.has("y1"));
   assert.equal(order.next()!.item, "w");
