@@ -12,6 +12,12 @@ import { writeProject } from "../harness/projects.ts";
 import { RegistryPusher } from "../../src/registry/push.ts";
 import { file, pushApp } from "./crafted.ts";
 
+/** `berth install --pull REF` on the device under `dir`, started without waiting (to watch it or kill it). */
+function spawnInstallPull(dir: string, dockerHost: string, ref: string): Deno.ChildProcess {
+  const device = ["--store", `${dir}/store`, "--compose-root", `${dir}/apps`, "--docker-host", dockerHost];
+  return spawnBerth([...device, "install", "--pull", ref]);
+}
+
 Deno.test({
   name: "install --pull: each image loads while the others download; the app ends installed, fsck clean",
   ...withServices,
@@ -41,17 +47,7 @@ Deno.test({
         const dir = await scratchDir("install-pull-device-");
         // The big image's 32 MiB layer takes about 4 s; the small image's blobs are in at once.
         proxy.setThrottle(8 * 1024 * 1024);
-        const child = spawnBerth([
-          "--store",
-          `${dir}/store`,
-          "--compose-root",
-          `${dir}/apps`,
-          "--docker-host",
-          dockerd.host,
-          "install",
-          "--pull",
-          ref,
-        ]);
+        const child = spawnInstallPull(dir, dockerd.host, ref);
         let smallFirst = false;
         const output = child.output();
         let done = false;
@@ -128,17 +124,7 @@ Deno.test({
     assert.equal((await berth("publish", "--no-layers-meta", project, ref)).code, 0);
 
     await t.step("kill -9 in the middle, then again", async () => {
-      const child = spawnBerth([
-        "--store",
-        `${dir}/store`,
-        "--compose-root",
-        `${dir}/apps`,
-        "--docker-host",
-        env.dockerHost,
-        "install",
-        "--pull",
-        ref,
-      ]);
+      const child = spawnInstallPull(dir, env.dockerHost, ref);
       await new Promise((resolve) => setTimeout(resolve, 700));
       try {
         child.kill("SIGKILL");

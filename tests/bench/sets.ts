@@ -2,7 +2,7 @@
  * The bench's image sets, built with the real tools: contexts built by dockerd's legacy builder on the
  * harness's busybox base (or on a Debian root made with debootstrap), pushed to the registry by skopeo.
  */
-import { aptInstall, harnessCacheDir, run } from "../harness/services.ts";
+import { aptInstall, harnessCacheDir, run, unmountUnder } from "../harness/services.ts";
 import type { TestImages } from "../harness/images.ts";
 
 /** Images the comparisons run on. */
@@ -188,13 +188,4 @@ async function buildDebianImages(builder: SetBuilder): Promise<void> {
       env: { DOCKER_BUILDKIT: "0" },
     });
   }
-}
-
-/** Unmounts what debootstrap left mounted under `root` (it mounts /proc and /sys inside), deepest first. */
-async function unmountUnder(root: string): Promise<void> {
-  const points = (await Deno.readTextFile("/proc/self/mounts")).split("\n")
-    .map((line) => line.split(" ")[1])
-    .filter((point) => point?.startsWith(`${root}/`))
-    .reverse();
-  for (const point of points) await run(["umount", "-l", point]);
 }

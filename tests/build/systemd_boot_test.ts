@@ -13,7 +13,7 @@
  */
 import assert from "node:assert/strict";
 import { PERMISSION_FLAGS } from "../../build/permissions.ts";
-import { aptInstall, run } from "../harness/services.ts";
+import { aptInstall, run, unmountUnder } from "../harness/services.ts";
 import { scratchDir, testEnv, withServices } from "../harness/env.ts";
 import { publish, waitFor } from "../agent/agent_harness.ts";
 
@@ -49,15 +49,6 @@ async function loud(cmd: string[]): Promise<void> {
     stderr: "inherit",
   }).output();
   if (code !== 0) throw new Error(`command failed (exit ${code}): ${cmd.join(" ")}`);
-}
-
-/** Unmounts whatever an interrupted build left mounted under `root` (debootstrap mounts /proc, /sys). */
-async function unmountUnder(root: string): Promise<void> {
-  const mounts = (await Deno.readTextFile("/proc/self/mounts")).split("\n")
-    .map((line) => line.split(" ")[1])
-    .filter((point) => point?.startsWith(`${root}/`))
-    .reverse();
-  for (const point of mounts) await run(["umount", "-l", point]);
 }
 
 /** A bookworm root with systemd under `dir`: reused when its marker exists, else (re)built. */

@@ -480,6 +480,15 @@ export interface ComposeV2 {
   version: string;
 }
 
+/** Unmounts what debootstrap left mounted under `root` (it mounts /proc and /sys inside), deepest first. */
+export async function unmountUnder(root: string): Promise<void> {
+  const points = (await Deno.readTextFile("/proc/self/mounts")).split("\n")
+    .map((line) => line.split(" ")[1])
+    .filter((point) => point?.startsWith(`${root}/`))
+    .reverse();
+  for (const point of points) await run(["umount", "-l", point]);
+}
+
 /** Where `ensureComposeV2` keeps its download when the caller has no better place: the system temp dir. */
 export function harnessCacheDir(): string {
   return `${Deno.env.get("TMPDIR") || "/tmp"}/berth-harness-cache`;
