@@ -130,22 +130,24 @@ Deno.test({
       await agent.kill();
 
       // Restarted: the partial layer continues at its byte (a Range request), then kill during install.
+      // Images load as they arrive (the small one first), so `installing` can begin before the big layer
+      // resumes: the kill waits for both; the throttle keeps `installing` long enough to be seen.
       proxy.resetStats();
-      proxy.setThrottle(0);
+      proxy.setThrottle(16 * MiB);
+      const rangeSeen = () =>
+        proxy.stats.requests.some((request) => request.range !== null && !/^bytes=0-/.test(request.range));
       agent = start();
       const resumed = await waitForApp(
         device,
-        "installing",
-        (app) => app.state === "installing" && app,
+        "installing, the partial layer resumed",
+        (app) => app.state === "installing" && rangeSeen() && app,
         agent,
         60_000,
         50,
       );
       await agent.kill();
-      assert.ok(
-        proxy.stats.requests.some((request) => request.range !== null && !/^bytes=0-/.test(request.range)),
-        "the download resumed with a Range request",
-      );
+      proxy.setThrottle(0);
+      assert.ok(rangeSeen(), "the download resumed with a Range request");
       // Images load while the rest downloads: `installing` may come before the fetch is over; once it is
       // (fetchedAt), its progress is gone.
       if (resumed.update?.fetchedAt) {
