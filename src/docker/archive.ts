@@ -12,6 +12,7 @@
 import { sha256Of } from "../oci/digest.ts";
 import { TAR_TYPEFLAGS, tarEnd, tarPadding, ustarHeader } from "../util/tar_header.ts";
 import { inflateFile } from "../util/gzip.ts";
+import { errorMessage } from "../util/errors.ts";
 
 const READ_CHUNK = 64 * 1024;
 
@@ -133,10 +134,15 @@ export function dockerArchive(
  */
 async function* decompressed(layer: ArchiveLayer, size: number): AsyncGenerator<Uint8Array> {
   let count = 0;
-  for await (const chunk of inflateFile(await layer.open())) {
-    count += chunk.length;
-    if (count > size) break;
-    yield chunk;
+  try {
+    for await (const chunk of inflateFile(await layer.open())) {
+      count += chunk.length;
+      if (count > size) break;
+      yield chunk;
+    }
+  } catch (error) {
+    // zlib's message ("invalid code lengths set") does not say which layer.
+    throw new Error(`layer ${layer.digest} does not inflate: ${errorMessage(error)}`, { cause: error });
   }
   if (count !== size) {
     const got = count > size ? `more than ${size}` : `${count}`;

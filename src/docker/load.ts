@@ -65,26 +65,13 @@ export async function syncEngine(engine: Engine): Promise<void> {
 /** A gzip layer is inflated by berth when it unpacks to at least this many times its size. */
 const WORTH_INFLATING = 1.2;
 
-/** Load requests sent at once by default (measured on 2 cores: see docs/performance.md). */
-export const DEFAULT_LOAD_PARALLEL = 2;
+/** Load requests sent at once (measured on 2 cores: see docs/performance.md). */
+const LOAD_PARALLEL = 2;
 
-/** How loads run: requests at once, the liveness hook, and whether the result is flushed. */
+/** How loads run: the liveness hook. */
 export interface LoadOptions {
-  /** Load requests in flight at once (each one image); default DEFAULT_LOAD_PARALLEL. */
-  parallel?: number;
   /** Called as bytes are streamed to the engine. */
   onProgress?: () => void;
-  /**
-   * Whether gzip layers are sent decompressed (default true): berth inflates them on the fly with the
-   * runtime's native inflate, beside the engine, which then only unpacks (dockerd 20.10 inflates in Go, or
-   * with unpigz when it is on its PATH).
-   */
-  decompress?: boolean;
-  /**
-   * Whether `finish` flushes the engine's filesystem (default true). False for a caller that loads more
-   * and flushes once itself (syncEngine) before it records anything.
-   */
-  flush?: boolean;
 }
 
 /**
@@ -158,7 +145,7 @@ export class ImageLoader {
     const { image, tag } = request;
     this.#known ??= engineChains(this.engine);
     const known = await this.#known;
-    this.#order ??= new LoadOrder<Pending>(known, this.options.parallel ?? DEFAULT_LOAD_PARALLEL);
+    this.#order ??= new LoadOrder<Pending>(known, LOAD_PARALLEL);
     const { manifest } = await readManifest(this.store, image);
     const configDigest = manifest.config.digest;
     const existing = await this.engine.inspectImage(configDigest);
@@ -166,7 +153,7 @@ export class ImageLoader {
       if (!existing.RepoTags?.includes(tag)) await tagImage(this.engine, configDigest, tag);
       return { image: { ref: image.ref, imageId: configDigest, alreadyPresent: true } };
     }
-    const toSend = await archiveImage(this.store, request, manifest, this.options.decompress ?? true);
+    const toSend = await archiveImage(this.store, request, manifest);
     return { image: { ref: image.ref, imageId: configDigest, alreadyPresent: false }, toSend };
   }
 
@@ -218,15 +205,15 @@ export class ImageLoader {
   }
 
   /**
-   * Waits for every load; throws the first failure once all have ended. Then flushes the engine (unless
-   * told not to) and checks that each image sent is there under its ID.
+   * Waits for every load; throws the first failure once all have ended. Then flushes the engine (once, if
+   * anything was sent) and checks that each image sent is there under its ID.
    */
   async finish(): Promise<LoadResult> {
     const settled = await Promise.allSettled(this.#loads);
     const failed = settled.find((result): result is PromiseRejectedResult => result.status === "rejected");
     if (failed) throw failed.reason;
     const images = settled.map((result) => (result as PromiseFulfilledResult<LoadedImage>).value);
-    if (this.#sentAny && (this.options.flush ?? true)) await syncEngine(this.engine);
+    if (this.#sentAny) await syncEngine(this.engine);
     for (const image of images.filter((one) => !one.alreadyPresent)) {
       if (!(await this.engine.inspectImage(image.imageId))) {
         throw new BerthError(
@@ -248,7 +235,7 @@ interface Pending {
 
 /**
  * Loads stored images into the engine (ImageLoader) and flushes the engine's filesystem before it returns,
- * so a caller may record the images as installed — unless `options.flush` is false.
+ * so a caller may record the images as installed.
  */
 export async function loadStoredImages(
   store: Store,
@@ -273,7 +260,6 @@ async function archiveImage(
   store: Store,
   request: LoadRequest,
   manifest: { config: { digest: string }; layers: { digest: string; size: number }[] },
-  decompress: boolean,
 ): Promise<ToSend> {
   const configDigest = manifest.config.digest;
   const config = await store.readBlob(configDigest);
@@ -290,7 +276,7 @@ async function archiveImage(
   const layers: ArchiveLayer[] = [];
   for (const layer of manifest.layers) {
     const open = () => store.openBlob(layer.digest);
-    const stated = decompress ? await gzipStatedSize(open, layer.size) : undefined;
+    const stated = await gzipStatedSize(open, layer.size);
     // A layer gzip barely shrank (random or already compressed data) is sent as stored: the engine's
     // inflate of stored blocks is a copy, and inflating it here would only add a pass over its bytes.
     const uncompressedSize = stated !== undefined && stated >= layer.size * WORTH_INFLATING
