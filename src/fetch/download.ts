@@ -25,9 +25,11 @@ export interface DownloadOptions {
 /**
  * Downloads one blob into the store, resuming its ingest: a dropped or stalled transfer continues with a
  * Range request from the byte reached. Consecutive failures without progress are bounded by the client's
- * attempt count, and the time without a byte by its deadline. A verification failure of a resumed download
- * is retried once from byte 0 (the kept prefix may be what was wrong); a second one is final and names the
- * digest.
+ * attempt count, and the time without a byte by its deadline. With mirrors (hosts.toml), a host that fails
+ * mid-blob is put in back-off and the next one continues from the byte reached: the bytes are the same
+ * whichever host serves them. A verification failure is retried from byte 0 (the kept prefix may be what was
+ * wrong), once, or up to three times when mirrors served it, each time with the hosts that served the bad
+ * bytes in back-off; the last one is final and names the digest.
  */
 export async function downloadBlob(
   client: RegistryClient,
@@ -39,8 +41,10 @@ export async function downloadBlob(
   const { limiter } = options;
   const { digest, size } = descriptor;
   let bytesFetched = 0;
-  let verificationRetried = false;
+  let verificationRetries = 0;
   for (;;) {
+    // The hosts whose bytes are in this ingest, to blame if they do not verify.
+    const servedBy = new Set<string>();
     const writer = await store.ingest(digest, size);
     options.onEvent?.({ type: "blob-start", digest, size, offset: writer.offset });
     let failures = 0;
@@ -50,6 +54,7 @@ export async function downloadBlob(
         const before = writer.offset;
         try {
           const body = await client.openBlob(ref, digest, size, writer.offset, options.signal);
+          servedBy.add(body.host);
           for await (const chunk of body) {
             await writer.write(chunk);
             bytesFetched += chunk.length;
@@ -91,8 +96,13 @@ export async function downloadBlob(
       await writer.commit();
       return bytesFetched;
     } catch (error) {
-      if (error instanceof BerthError && error.reason === "verification_failed" && !verificationRetried) {
-        verificationRetried = true;
+      const mirrored = [...servedBy].some((host) => host !== ref.registry);
+      if (
+        error instanceof BerthError && error.reason === "verification_failed" &&
+        verificationRetries < (mirrored ? 3 : 1)
+      ) {
+        verificationRetries++;
+        if (mirrored) client.blame(servedBy, error.message);
         options.onEvent?.({ type: "blob-retry", digest, offset: 0, error: error.message });
         continue;
       }

@@ -2,7 +2,7 @@
  * The registry client: manifests (verified against their digest, size-capped) and blob streams that start
  * at any byte offset, on the request path of connection.ts.
  */
-import { BerthError } from "../util/errors.ts";
+import { BerthError, errorMessage } from "../util/errors.ts";
 import { sha256Of } from "../oci/digest.ts";
 import { outsideText } from "../util/text.ts";
 import { backoffDelay, sleep } from "../util/async.ts";
@@ -11,6 +11,8 @@ import { formatReference, manifestSelector, type Reference } from "../oci/refere
 import { MAX_MANIFEST_BYTES } from "../oci/manifest.ts";
 import { readAtMost, watchBody } from "./body.ts";
 import { RegistryConnection } from "./connection.ts";
+import { type HostCapability, loadRegistryHosts, type RegistryHost } from "./hosts.ts";
+import { HostHealth } from "./host_health.ts";
 
 /** A manifest or index as served: its bytes, their digest, and its media type. */
 export interface Manifest {
@@ -19,35 +21,140 @@ export interface Manifest {
   mediaType: string;
 }
 
-/** Reads manifests and blobs from registries. */
+/** A blob's bytes as one host serves them, and which host that is. */
+export interface BlobBody extends AsyncIterable<Uint8Array> {
+  /** The host the bytes come from: a mirror's, or the registry's own. */
+  host: string;
+}
+
+/** One way to a reference's content: a mirror hosts.toml lists, or the registry's server. */
+interface HostRoute {
+  /** The reference with `registry` set to the host the requests go to. */
+  ref: Reference;
+  /** The API root, "/v2" unless hosts.toml overrides the path. */
+  root: string;
+  /** "?ns=<registry>" for a mirror (containerd sends it, and `berth serve` reads it), else "". */
+  query: string;
+  mirror: boolean;
+  /** The last host to try: it gets every attempt; the others one each, so that failing over is quick. */
+  last: boolean;
+}
+
+/**
+ * Reads manifests and blobs from registries, through the mirrors a hosts.toml lists: a host that fails, or
+ * fails mid-blob, hands over to the next one, which continues the blob from the byte reached.
+ */
 export class RegistryClient extends RegistryConnection {
+  /** Bytes served, errors and back-off of every host asked. */
+  readonly hosts = new HostHealth();
+  #hostLists = new Map<string, Promise<RegistryHost[] | undefined>>();
+
+  /**
+   * The hosts to ask for `ref`'s registry that have `need`, in hosts.toml's order with hosts in back-off
+   * moved last; just the registry when no hosts.toml applies.
+   */
+  async #routes(ref: Reference, need: HostCapability): Promise<HostRoute[]> {
+    let list = this.#hostLists.get(ref.registry);
+    if (!list) {
+      list = loadRegistryHosts(ref.registry, this.options.certsDirs);
+      this.#hostLists.set(ref.registry, list);
+      list.catch(() => this.#hostLists.delete(ref.registry));
+    }
+    const hosts = await list;
+    if (!hosts) return [{ ref, root: "/v2", query: "", mirror: false, last: true }];
+    const able = hosts.filter((host) => host.capabilities.has(need));
+    if (able.length === 0) {
+      throw new BerthError(
+        "invalid_input",
+        `${hosts[0].file}: no host of ${ref.registry} has the "${need}" capability`,
+      );
+    }
+    for (const host of able) this.useHost(host);
+    const ordered = [
+      ...able.filter((host) => !this.hosts.inBackoff(host.host)),
+      ...able.filter((host) => this.hosts.inBackoff(host.host)),
+    ];
+    return ordered.map((host, index) => ({
+      ref: { ...ref, registry: host.host },
+      root: host.path,
+      query: host.mirror ? `?ns=${encodeURIComponent(ref.registry)}` : "",
+      mirror: host.mirror,
+      last: index === ordered.length - 1,
+    }));
+  }
+
+  /** Runs `attempt` on each host in turn until one succeeds; the last host's failure is the one thrown. */
+  async #acrossHosts<T>(
+    ref: Reference,
+    need: HostCapability,
+    signal: AbortSignal | undefined,
+    attempt: (route: HostRoute) => Promise<T>,
+  ): Promise<T> {
+    const routes = await this.#routes(ref, need);
+    for (const route of routes) {
+      try {
+        const result = await attempt(route);
+        this.hosts.succeeded(route.ref.registry, ref.registry, route.mirror);
+        return result;
+      } catch (error) {
+        if (signal?.aborted) throw error;
+        this.hosts.failed(route.ref.registry, ref.registry, route.mirror, errorMessage(error));
+        if (route.last) throw error;
+      }
+    }
+    throw new Error("unreachable: the last route throws");
+  }
+
+  /**
+   * Puts the hosts that served a blob whose bytes did not verify in back-off, so that it is fetched again
+   * from another host.
+   */
+  blame(hosts: Iterable<string>, message: string): void {
+    for (const host of hosts) this.hosts.blame(host, message);
+  }
+
   /**
    * The digest, media type and size a tag (or digest) points to, without downloading it when the registry
    * says: a HEAD with the same Accept list as a pull, so the answer is what a pull would get. A registry
    * that gives no Docker-Content-Digest on HEAD (some do not) is asked with a GET and the body hashed.
    */
-  async resolveDigest(
+  resolveDigest(
     ref: Reference,
     signal?: AbortSignal,
   ): Promise<{ digest: string; mediaType: string; size: number }> {
+    // A tag only on hosts that may resolve one (containerd's rule); a digest anywhere it can be pulled.
+    return this.#acrossHosts(
+      ref,
+      ref.digest ? "pull" : "resolve",
+      signal,
+      (route) => this.#resolveDigestAt(ref, route, signal),
+    );
+  }
+
+  async #resolveDigestAt(
+    ref: Reference,
+    route: HostRoute,
+    signal?: AbortSignal,
+  ): Promise<{ digest: string; mediaType: string; size: number }> {
     const name = formatReference(ref);
-    const { response, abort, release } = await this.request(ref, {
+    const { response, abort, release } = await this.request(route.ref, {
       method: "HEAD",
-      target: `/v2/${ref.repository}/manifests/${manifestSelector(ref)}`,
+      target: `${route.root}/${ref.repository}/manifests/${manifestSelector(ref)}${route.query}`,
       headers: new Headers({ Accept: MANIFEST_TYPES.join(", ") }),
       what: `manifest ${name}`,
+      attempts: route.last ? undefined : 1,
       signal,
     });
     let head: { digest: string; mediaType: string; size: number } | undefined;
     try {
       await response.body?.cancel();
       if (response.status === 404) {
-        throw new BerthError("not_found", `${name}: not found in registry ${ref.registry}`);
+        throw new BerthError("not_found", `${name}: not found in registry ${route.ref.registry}`);
       }
       if (!response.ok) {
         throw new BerthError(
           "registry_error",
-          `${name}: registry ${ref.registry} answered HTTP ${response.status}`,
+          `${name}: registry ${route.ref.registry} answered HTTP ${response.status}`,
         );
       }
       const digest = response.headers.get("docker-content-digest") ?? "";
@@ -64,8 +171,8 @@ export class RegistryClient extends RegistryConnection {
       abort.abort();
     }
     if (!head) {
-      // getManifest hashes the body itself and refuses what berth could not pull.
-      const manifest = await this.getManifest(ref, signal);
+      // The GET hashes the body itself and refuses what berth could not pull.
+      const manifest = await this.#manifestFrom(ref, route, signal);
       return { digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.bytes.length };
     }
     if (ref.digest && ref.digest !== head.digest) {
@@ -82,15 +189,26 @@ export class RegistryClient extends RegistryConnection {
    * reference, and the registry's Docker-Content-Digest when given. Its `mediaType` must agree with the
    * Content-Type, and it must be one of the four supported types and at most 4 MiB.
    */
-  async getManifest(ref: Reference, signal?: AbortSignal): Promise<Manifest> {
+  getManifest(ref: Reference, signal?: AbortSignal): Promise<Manifest> {
+    return this.#acrossHosts(
+      ref,
+      ref.digest ? "pull" : "resolve",
+      signal,
+      (route) => this.#manifestFrom(ref, route, signal),
+    );
+  }
+
+  /** The manifest from one host, asked again (on the last host) when its body stalls or drops. */
+  async #manifestFrom(ref: Reference, route: HostRoute, signal?: AbortSignal): Promise<Manifest> {
     // Headers and body together within the deadline: the request's own bound ends with its headers.
-    const deadline = this.deadline(`manifest ${formatReference(ref)}`, ref.registry, signal);
+    const deadline = this.deadline(`manifest ${formatReference(ref)}`, route.ref.registry, signal);
     try {
       // A body that stalls or drops is asked for again, as a failed request is; the deadline bounds both.
       let failure: BerthError | undefined;
-      for (let attempt = 1; attempt <= this.options.attempts; attempt++) {
+      const attempts = route.last ? this.options.attempts : 1;
+      for (let attempt = 1; attempt <= attempts; attempt++) {
         if (attempt > 1) await sleep(backoffDelay(attempt - 1, this.options), deadline.signal);
-        const result = await this.#getManifest(ref, deadline.signal);
+        const result = await this.#getManifest(ref, route, deadline.signal);
         if (!(result instanceof BerthError)) return result;
         failure = result;
       }
@@ -101,23 +219,25 @@ export class RegistryClient extends RegistryConnection {
   }
 
   /** One GET of a manifest; a transient failure to read its body is returned, to be tried again. */
-  async #getManifest(ref: Reference, signal: AbortSignal): Promise<Manifest | BerthError> {
+  async #getManifest(ref: Reference, route: HostRoute, signal: AbortSignal): Promise<Manifest | BerthError> {
     const selector = manifestSelector(ref);
     const name = formatReference(ref);
-    const { response, abort, release } = await this.request(ref, {
-      target: `/v2/${ref.repository}/manifests/${selector}`,
+    const host = route.ref.registry;
+    const { response, abort, release } = await this.request(route.ref, {
+      target: `${route.root}/${ref.repository}/manifests/${selector}${route.query}`,
       headers: new Headers({ Accept: MANIFEST_TYPES.join(", ") }),
       what: `manifest ${name}`,
+      attempts: route.last ? undefined : 1,
       signal,
     });
     try {
       if (response.status === 404) {
         const detail = await this.errorText(response, abort.signal);
-        throw new BerthError("not_found", `${name}: not found in registry ${ref.registry} (${detail})`);
+        throw new BerthError("not_found", `${name}: not found in registry ${host} (${detail})`);
       }
       if (!response.ok) {
         const detail = await this.errorText(response, abort.signal);
-        throw new BerthError("registry_error", `${name}: registry ${ref.registry} answered ${detail}`);
+        throw new BerthError("registry_error", `${name}: registry ${host} answered ${detail}`);
       }
       const length = Number(response.headers.get("content-length") ?? "0");
       if (length > MAX_MANIFEST_BYTES) {
@@ -143,6 +263,7 @@ export class RegistryClient extends RegistryConnection {
       if (truncated) {
         throw new BerthError("unsupported", `${name}: manifest is over the ${MAX_MANIFEST_BYTES}-byte limit`);
       }
+      this.hosts.served(host, ref.registry, route.mirror, bytes.length);
       return checkManifestBody(ref, bytes, response.headers);
     } finally {
       release();
@@ -161,23 +282,48 @@ export class RegistryClient extends RegistryConnection {
     size: number,
     offset: number,
     signal?: AbortSignal,
-  ): Promise<AsyncIterable<Uint8Array>> {
-    const headers = new Headers();
-    if (offset > 0) headers.set("Range", `bytes=${offset}-${size - 1}`);
-    const what = `blob ${digest} of ${formatReference(ref)}`;
-    const { response, abort, release } = await this.request(ref, {
-      target: `/v2/${ref.repository}/blobs/${digest}`,
-      headers,
-      what,
-      signal,
+  ): Promise<BlobBody> {
+    const opened = await this.#acrossHosts(ref, "pull", signal, async (route) => {
+      const headers = new Headers();
+      if (offset > 0) headers.set("Range", `bytes=${offset}-${size - 1}`);
+      const what = `blob ${digest} of ${formatReference(ref)}`;
+      const { response, abort, release } = await this.request(route.ref, {
+        target: `${route.root}/${ref.repository}/blobs/${digest}${route.query}`,
+        headers,
+        what,
+        attempts: route.last ? undefined : 1,
+        signal,
+      });
+      try {
+        const body = await this.#blobBody(response, abort, release, { offset, size, what, ref: route.ref });
+        return { body, route };
+      } catch (error) {
+        release();
+        abort.abort();
+        throw error;
+      }
     });
-    try {
-      return await this.#blobBody(response, abort, release, { offset, size, what, ref });
-    } catch (error) {
-      release();
-      abort.abort();
-      throw error;
-    }
+    return this.#counted(opened.body, opened.route, ref.registry);
+  }
+
+  /** A host's blob body, counted as it is read; a body that fails puts its host in back-off. */
+  #counted(body: AsyncIterable<Uint8Array>, route: HostRoute, registry: string): BlobBody {
+    const hosts = this.hosts;
+    const host = route.ref.registry;
+    return {
+      host,
+      async *[Symbol.asyncIterator]() {
+        try {
+          for await (const chunk of body) {
+            hosts.served(host, registry, route.mirror, chunk.length);
+            yield chunk;
+          }
+        } catch (error) {
+          hosts.failed(host, registry, route.mirror, errorMessage(error));
+          throw error;
+        }
+      },
+    };
   }
 
   async #blobBody(

@@ -11,9 +11,11 @@ import { apiHost, type Reference } from "../oci/reference.ts";
 import { answerChallenge, parseChallenge, repositoryScope, TokenCache } from "./auth.ts";
 import { readRegistryError } from "./body.ts";
 import { type Credentials, findCredentials } from "./credentials.ts";
+import type { RegistryHost } from "./hosts.ts";
 import {
   allowsPlainHttp,
   checkRegistryUrl,
+  configuredTransport,
   type HostTransport,
   isTlsError,
   resolveTransport,
@@ -55,6 +57,8 @@ export class RegistryConnection {
   #tokens = new TokenCache();
   /** Token requests under way, by registry and scopes. */
   #answering = new Map<string, Promise<{ header: string; lifetimeMs: number }>>();
+  /** Hosts a hosts.toml describes (scheme, certificates, headers), by the host name requests use. */
+  #hosts = new Map<string, RegistryHost>();
 
   constructor(options: Partial<RegistryOptions> = {}) {
     this.options = { ...DEFAULT_REGISTRY_OPTIONS, ...options };
@@ -72,11 +76,28 @@ export class RegistryConnection {
     this.#transports.clear();
   }
 
+  /**
+   * Makes requests to `host.host` follow what hosts.toml says of it: its scheme, certificates, headers and
+   * timeout. The first description of a host is kept (a host named by several files is one host).
+   */
+  protected useHost(host: RegistryHost): void {
+    if (!this.#hosts.has(host.host)) this.#hosts.set(host.host, host);
+  }
+
+  /** Whether plain HTTP may be spoken to `registry`: loopback, --insecure-registry, or http:// in hosts.toml. */
+  #plainHttpAllowed(registry: string): boolean {
+    return this.#hosts.get(registry)?.scheme === "http" ||
+      allowsPlainHttp(registry, this.options.insecureRegistries);
+  }
+
   /** The transport (scheme, TLS client) of a registry, probed once and shared. */
   #transport(registry: string, signal?: AbortSignal): Promise<HostTransport> {
     let transport = this.#transports.get(registry);
     if (!transport) {
-      transport = resolveTransport(apiHost(registry), registry, this.options, signal);
+      const host = this.#hosts.get(registry);
+      transport = host?.scheme
+        ? configuredTransport(registry, host.scheme, this.options, host)
+        : resolveTransport(apiHost(registry), registry, this.options, signal, host);
       this.#transports.set(registry, transport);
       transport.catch(() => this.#transports.delete(registry));
     }
@@ -185,7 +206,10 @@ export class RegistryConnection {
     signal?.addEventListener("abort", onAbort, { once: true });
     const timer = setTimeout(
       () => abort.abort(new BerthError("registry_unreachable", "timed out", { transient: true })),
-      Math.min(request.timeoutMs ?? this.options.requestTimeoutMs, deadlineAt - Date.now()),
+      Math.min(
+        request.timeoutMs ?? this.#hosts.get(ref.registry)?.timeoutMs ?? this.options.requestTimeoutMs,
+        deadlineAt - Date.now(),
+      ),
     );
     try {
       const transport = await this.#transport(ref.registry, signal);
@@ -238,7 +262,7 @@ export class RegistryConnection {
           fetch: (url, tokenHeaders) =>
             this.#fetchToken(ref, transport, url, tokenHeaders, signal),
           tls: transport.baseUrl.startsWith("https:"),
-          plainHttpAllowed: allowsPlainHttp(ref.registry, this.options.insecureRegistries),
+          plainHttpAllowed: this.#plainHttpAllowed(ref.registry),
           stallMs: this.options.stallTimeoutMs,
           signal,
           credentialFiles: this.options.credentialFiles,
@@ -292,13 +316,16 @@ export class RegistryConnection {
   ): Promise<Response> {
     const method = request.method ?? "GET";
     const registryOrigin = new URL(transport.baseUrl).origin;
-    const plainHttpAllowed = allowsPlainHttp(ref.registry, this.options.insecureRegistries);
+    const plainHttpAllowed = this.#plainHttpAllowed(ref.registry);
+    const hostHeaders = this.#hosts.get(ref.registry)?.headers ?? [];
     // An upload's Location may be absolute, and on another host (a storage front end).
     let url = new URL(request.target, transport.baseUrl);
     checkRegistryUrl(url, ref.registry, plainHttpAllowed, `a location for ${request.what}`);
     for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
       const sameHost = url.origin === registryOrigin;
       const requestHeaders = new Headers(request.headers);
+      // hosts.toml's headers (a peer's token) go to that host only, as Authorization does.
+      if (sameHost) { for (const [name, value] of hostHeaders) requestHeaders.append(name, value); }
       const authorization = sameHost
         ? freshAuthorization ?? this.#tokens.get(ref.registry, scopeKey)
         : undefined;
@@ -339,7 +366,7 @@ export class RegistryConnection {
     headers: Headers,
     signal: AbortSignal,
   ): Promise<Response> {
-    const plainHttpAllowed = allowsPlainHttp(ref.registry, this.options.insecureRegistries);
+    const plainHttpAllowed = this.#plainHttpAllowed(ref.registry);
     let url = realm;
     for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
       const sent = new Headers(headers);

@@ -40,11 +40,36 @@ async function readDirNames(dir: string): Promise<string[]> {
   return names.sort();
 }
 
-/** Builds an HttpClient from the certificate files for `host`, or undefined when there are none. */
-async function clientFor(host: string, certsDirs: string[]): Promise<Deno.HttpClient | undefined> {
+/** Certificates a hosts.toml names for a host, besides those of its certs directory entry. */
+export interface HostCertificates {
+  caFiles: string[];
+  client?: { certFile: string; keyFile: string };
+}
+
+async function readCertificate(path: string, host: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (error) {
+    throw new BerthError(
+      "invalid_input",
+      `cannot read ${path} (a certificate for ${host}): ${errorMessage(error)}`,
+    );
+  }
+}
+
+/**
+ * Builds an HttpClient from the certificate files for `host` (its certs directory entries, then what its
+ * hosts.toml names), or undefined when there are none.
+ */
+async function clientFor(
+  host: string,
+  certsDirs: string[],
+  named: HostCertificates = { caFiles: [] },
+): Promise<Deno.HttpClient | undefined> {
   const caCerts: string[] = [];
-  let cert: string | undefined;
-  let key: string | undefined;
+  for (const file of named.caFiles) caCerts.push(await readCertificate(file, host));
+  let cert = named.client && await readCertificate(named.client.certFile, host);
+  let key = named.client && await readCertificate(named.client.keyFile, host);
   // docker names the directory after host:port, with ':' kept.
   for (const dir of certsDirs) {
     const hostDir = `${dir}/${host}`;
@@ -67,6 +92,19 @@ async function clientFor(host: string, certsDirs: string[]): Promise<Deno.HttpCl
   }
   if (caCerts.length === 0 && cert === undefined) return undefined;
   return Deno.createHttpClient({ caCerts, ...(cert ? { cert, key } : {}) });
+}
+
+/**
+ * The transport of a host whose scheme hosts.toml states: no probe, plain HTTP exactly when written http://.
+ * Its certificates come from its own certs directory entry and from hosts.toml, never another host's.
+ */
+export async function configuredTransport(
+  host: string,
+  scheme: "https" | "http",
+  options: TransportOptions,
+  named: HostCertificates,
+): Promise<HostTransport> {
+  return { baseUrl: `${scheme}://${host}`, client: await clientFor(host, options.certsDirs, named) };
 }
 
 /** Whether `registry` may be spoken to over plain HTTP. */
@@ -113,8 +151,9 @@ export async function resolveTransport(
   registry: string,
   options: TransportOptions,
   signal?: AbortSignal,
+  named?: HostCertificates,
 ): Promise<HostTransport> {
-  const client = await clientFor(host, options.certsDirs);
+  const client = await clientFor(host, options.certsDirs, named);
   const https: HostTransport = { baseUrl: `https://${host}`, client };
   if (!allowsPlainHttp(registry, options.insecureRegistries)) return https;
   const probeSignal = () =>
