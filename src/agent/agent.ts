@@ -112,6 +112,7 @@ export class Agent {
     this.#model = model;
     this.#log = log;
     this.#client = new RegistryClient(settings.registry);
+    model.setRegistryHosts(() => this.#client.hosts.figures());
   }
 
   /** Registry requests made so far (the audit makes none). */

@@ -17,6 +17,7 @@ import {
   STATUS_SCHEMA_VERSION,
   type StatusReason,
 } from "./status_schema.ts";
+import type { HostFigures } from "../registry/host_health.ts";
 
 /** Speed is the bytes of this window over its length. */
 const SPEED_WINDOW_MS = 5_000;
@@ -87,11 +88,18 @@ export class StatusModel {
     durations: {},
   };
 
+  #registryHosts: () => HostFigures[] = () => [];
+
   constructor(options: ModelOptions) {
     this.#options = options;
     this.#now = options.now ?? Date.now;
     this.#startedAt = new Date(this.#now()).toISOString();
     this.#store = { path: options.storePath, bytesUsed: 0, blobs: 0, reclaimableBytes: 0 };
+  }
+
+  /** Where the registry hosts' figures are read at each snapshot (the agent's current registry client). */
+  setRegistryHosts(source: () => HostFigures[]): void {
+    this.#registryHosts = source;
   }
 
   setPollInterval(seconds: number): void {
@@ -362,6 +370,11 @@ export class StatusModel {
       },
       engine: this.#engine,
       store: this.#store,
+      registryHosts: this.#registryHosts().map(({ backoffUntil, lastError, ...figures }) => ({
+        ...figures,
+        ...(backoffUntil ? { backoffUntil: new Date(backoffUntil).toISOString() } : {}),
+        ...(lastError ? { lastError: messageLine(lastError) } : {}),
+      })),
       canRestoreOffline: this.#canRestoreOffline,
       apps,
       ...(this.#lastError ? { lastError: this.#lastError } : {}),

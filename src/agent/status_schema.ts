@@ -154,6 +154,19 @@ export const StoreSchema = z.object({
   freeBytes: z.number().int().nonnegative().optional(),
 });
 
+/** One registry host the agent has asked (a mirror from hosts.toml, or a registry itself), as HostHealth keeps it. */
+export const RegistryHostSchema = z.object({
+  host: z.string(),
+  /** The registry whose content it was asked for. */
+  registry: z.string(),
+  mirror: z.boolean(),
+  bytesServed: z.number().int().nonnegative(),
+  errors: z.number().int().nonnegative(),
+  /** Until when it is skipped while another host can serve; absent when it is not in back-off. */
+  backoffUntil: isoTime.optional(),
+  lastError: z.string().optional(),
+});
+
 /** The whole document `GET /status` answers (schemaVersion 1). */
 export const StatusSchema = z.object({
   schemaVersion: z.literal(STATUS_SCHEMA_VERSION),
@@ -172,6 +185,8 @@ export const StatusSchema = z.object({
     error: z.string().optional(),
   }),
   store: StoreSchema,
+  /** The registry hosts asked since the agent started, mirrors included, with their figures. */
+  registryHosts: z.array(RegistryHostSchema).default([]),
   /** Whether every installed app could be brought back after a factory reset with no network. */
   canRestoreOffline: z.boolean(),
   apps: z.array(AppSchema),

@@ -69,6 +69,7 @@ export function renderMetrics(status: Status, counters: Counters): string {
   const out = new Exposition();
   agentFamilies(out, status, counters);
   storeAndEngineFamilies(out, status);
+  registryHostFamilies(out, status);
   appFamilies(out, status);
   return out.text();
 }
@@ -147,6 +148,32 @@ function storeAndEngineFamilies(out: Exposition, status: Status): void {
     "berth_can_restore_offline",
     "Whether every installed app could be brought back after a factory reset with no network (1) or not (0).",
     status.canRestoreOffline ? 1 : 0,
+  );
+}
+
+/** Per registry host (mirrors from hosts.toml, and registries themselves): bytes, errors, back-off. */
+function registryHostFamilies(out: Exposition, status: Status): void {
+  const hosts = status.registryHosts.map((host) => ({
+    host,
+    labels: { host: host.host, registry: host.registry, mirror: host.mirror ? "true" : "false" },
+  }));
+  out.family(
+    "berth_registry_host_served_bytes_total",
+    "counter",
+    "Blob and manifest bytes a registry host (a mirror or the registry itself) delivered.",
+    hosts.map(({ host, labels }) => ["berth_registry_host_served_bytes_total", labels, host.bytesServed]),
+  );
+  out.family(
+    "berth_registry_host_errors_total",
+    "counter",
+    "Requests and transfers that failed on a registry host (berth moved on to the next host or retried).",
+    hosts.map(({ host, labels }) => ["berth_registry_host_errors_total", labels, host.errors]),
+  );
+  out.family(
+    "berth_registry_host_backoff",
+    "gauge",
+    "Whether a registry host is skipped for now after a failure (1) or not (0).",
+    hosts.map(({ host, labels }) => ["berth_registry_host_backoff", labels, host.backoffUntil ? 1 : 0]),
   );
 }
 

@@ -23,6 +23,18 @@ export function sampleStatus(): Status {
       reclaimableBytes: 12_582_912,
       freeBytes: 3_221_225_472,
     },
+    registryHosts: [
+      { host: "10.0.0.5:8471", registry: "registry.example", mirror: true, bytesServed: 1024, errors: 0 },
+      {
+        host: "registry.example",
+        registry: "registry.example",
+        mirror: false,
+        bytesServed: 0,
+        errors: 2,
+        backoffUntil: "2026-01-01T00:00:30.000Z",
+        lastError: "cannot reach registry registry.example",
+      },
+    ],
     canRestoreOffline: true,
     apps: [
       {
