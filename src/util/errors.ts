@@ -14,6 +14,14 @@ export type Reason =
   | "registry_error"
   | "unsupported"
   | "verification_failed"
+  /** Signatures (policy.json): no signature where the policy requires one. */
+  | "signature_missing"
+  /** A signature that does not verify with the policy's key, or whose payload names another digest. */
+  | "signature_invalid"
+  /** A valid signature for another identity (repository or tag) than the policy's signedIdentity allows. */
+  | "signature_identity_mismatch"
+  /** The policy's `reject` requirement for the reference's scope. */
+  | "policy_rejected"
   | "store_invalid"
   | "store_locked"
   | "store_io"

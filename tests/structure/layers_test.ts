@@ -17,6 +17,7 @@ const RANKS: Record<string, number> = {
   oci: 1,
   store: 2,
   registry: 2,
+  trust: 2,
   fetch: 3,
   docker: 3,
   app: 4,
