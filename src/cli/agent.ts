@@ -1,17 +1,19 @@
 /**
  * `berth agent`: runs the reconcile loop as a service, with the status endpoint beside it. Holds the
  * store's writer lock for its whole life (other writing commands fail at once, naming it). SIGHUP reloads
- * the config (a broken one is refused and the old one kept), status.listen, token and hosts included;
- * SIGTERM and SIGINT stop it cleanly, exit 0.
+ * the config (a broken one is refused and the old one kept), status.listen, token and hosts included (the
+ * peer keys take a restart); SIGTERM and SIGINT stop it cleanly, exit 0. With peer.listen set it also serves
+ * its store read-only to neighbouring devices (status/peer.ts).
  */
 import { BerthError, errorMessage, UsageError } from "../util/errors.ts";
-import { createLogger } from "../util/log.ts";
+import { createLogger, type Logger } from "../util/log.ts";
 import { VERSION } from "../version.ts";
 import { Store } from "../store/store.ts";
 import type { Config } from "../config/config.ts";
 import { Agent, type AgentSettings } from "../agent/agent.ts";
 import { StatusModel } from "../agent/model.ts";
 import { serveStatus, type StatusServer } from "../status/server.ts";
+import { type PeerServer, servePeers } from "../status/peer.ts";
 import { SystemdSupervision } from "../agent/systemd.ts";
 import { type Context, makeContext } from "./context.ts";
 
@@ -36,6 +38,17 @@ function settingsOf(context: Context, config: Config): AgentSettings {
   };
 }
 
+/** With peer.listen set, serves the store read-only to neighbouring devices; undefined otherwise. */
+function startPeers(config: Config, store: Store, log: Logger): PeerServer | undefined {
+  if (config.peer.listen === undefined) return undefined;
+  const peers = servePeers(config.peer.listen, store, {
+    token: config.peer.token,
+    warn: (message) => log.warn(message),
+  });
+  log.info(`store served to peers at ${peers.url}`);
+  return peers;
+}
+
 /** `berth agent`: runs until SIGTERM/SIGINT (exit 0); the store stays locked for writing meanwhile. */
 export async function agentCommand(context: Context): Promise<number> {
   if (context.args.positional.length > 0) throw new UsageError("agent takes no arguments");
@@ -51,6 +64,7 @@ export async function agentCommand(context: Context): Promise<number> {
   });
   const agent = new Agent(store, settingsOf(context, config), model, log);
   let server: StatusServer | undefined;
+  let peers: PeerServer | undefined;
   let supervision: SystemdSupervision | undefined;
   const stop = new AbortController();
   const onStop = (signal: string) => () => {
@@ -77,6 +91,9 @@ export async function agentCommand(context: Context): Promise<number> {
           log.error(`config reload: the status endpoint: ${errorMessage(error)}`);
         }
         if (server && server.url !== statusWas) log.info(`status now at ${server.url}`, { was: statusWas });
+        if (fresh.peer.listen !== config.peer.listen || fresh.peer.token !== config.peer.token) {
+          log.warn("config reload: peer.listen and peer.token take a restart");
+        }
         log.info(`config reloaded from ${context.configPath}`, { apps: fresh.apps.length });
       } catch (error) {
         log.error(`config reload refused, keeping the running config: ${errorMessage(error)}`, {
@@ -95,6 +112,7 @@ export async function agentCommand(context: Context): Promise<number> {
       warn: (message) => log.warn(message),
     });
     log.info(`status at ${server.url}`, { version: VERSION, store: store.root, apps: config.apps.length });
+    peers = startPeers(config, store, log);
     supervision = await SystemdSupervision.start(model, log);
     await agent.run(stop.signal, () => supervision?.ready() ?? Promise.resolve());
     return 0;
@@ -103,6 +121,7 @@ export async function agentCommand(context: Context): Promise<number> {
     // supervisor's after a terminal's Ctrl-C) kills it with 143 or 130 while it closes or exits.
     Deno.removeSignalListener("SIGHUP", onHup);
     await supervision?.stop();
+    await peers?.close();
     await server?.close();
     store.close();
     log.info("stopped");

@@ -121,6 +121,20 @@ const COMMANDS: Record<string, Command> = {
     }],
     run: async (context) => (await import("./status.ts")).statusCommand(context),
   },
+  serve: {
+    usage: "serve [--listen ADDR] [--token TOKEN]",
+    summary: "serve the store read-only to neighbouring devices (OCI distribution API), until stopped",
+    options: [{
+      name: "--listen",
+      value: "ADDR",
+      help: "host:port to listen on (default: the config's peer.listen, else 127.0.0.1:8471)",
+    }, {
+      name: "--token",
+      value: "TOKEN",
+      help: "bearer token requests must send (default: peer.token); required beyond loopback",
+    }],
+    run: async (context) => (await import("./serve.ts")).serveCommand(context),
+  },
   prune: {
     usage: "prune [--keep N] [--dry-run]",
     summary: "remove app versions beyond the N kept, images only they used, and unreferenced content",

@@ -217,6 +217,13 @@ const ConfigSchema = mapping("", {
       ),
     ),
   }),
+  peer: mapping("peer", {
+    listen: leaf(
+      "host:port or [v6]:port",
+      (input) => typeof input === "string" && listenAddress(input)?.transport === "tcp" ? input : undefined,
+    ),
+    token: leaf("a non-empty string", nonEmptyString),
+  }),
   parallel: leaf("a whole number from 1 to 64", whole(1, 64)),
   rateLimit: leaf(`bytes per second or a size like 500KB, 2MiB (units: ${SIZE_UNITS.join(", ")})`, rate),
   storage: mapping("storage", {
@@ -331,6 +338,14 @@ function crossChecks(config: Config): Problem | undefined {
         `required when status.listen (${config.status.listen}) is not a loopback address or a unix socket: the status endpoint must not be open to the network`,
     };
   }
+  const peer = config.peer.listen;
+  if (peer !== undefined && !isLoopback(listenAddress(peer)!) && config.peer.token === undefined) {
+    return {
+      keyPath: "peer.token",
+      message:
+        `required when peer.listen (${peer}) is not a loopback address: neighbours must send it to read the store`,
+    };
+  }
   const names = new Map<string, number>();
   for (const [index, text] of config.apps.entries()) {
     const name = appName(parseReference(text));
@@ -416,6 +431,7 @@ function withDefaults(parsed: z.infer<typeof ConfigSchema>): Config {
       token: file.status?.token,
       hosts: file.status?.hosts ?? defaults.status.hosts,
     },
+    peer: { listen: file.peer?.listen, token: file.peer?.token },
     parallel: file.parallel,
     rateLimit: file.rateLimit,
     storage: {

@@ -26,6 +26,11 @@ export const DEFAULT_POLL_INTERVAL = 300;
 export const DEFAULT_POLL_JITTER_FRACTION = 0.1;
 /** Loopback only: the status endpoint needs no token there. */
 export const DEFAULT_STATUS_LISTEN = "127.0.0.1:8470";
+/**
+ * `berth serve`'s address when neither --listen nor peer.listen names one: loopback, beside the status
+ * endpoint; neighbours need it opened (with a token) on purpose.
+ */
+export const DEFAULT_PEER_LISTEN = "127.0.0.1:8471";
 /** Maximum % of a filesystem berth fills (store and engine data root). */
 export const DEFAULT_WATERMARK = 95;
 /** Bytes always left free, so the device's logs and databases keep working after a big download. */
@@ -60,6 +65,7 @@ export function defaultConfig(): Config {
     pollInterval: DEFAULT_POLL_INTERVAL,
     pollJitter: DEFAULT_POLL_INTERVAL * DEFAULT_POLL_JITTER_FRACTION,
     status: { listen: DEFAULT_STATUS_LISTEN, hosts: [] },
+    peer: {},
     storage: { watermark: DEFAULT_WATERMARK, reserve: DEFAULT_RESERVE },
     registries: { insecure: [] },
     keep: DEFAULT_KEEP,

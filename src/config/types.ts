@@ -27,6 +27,11 @@ export interface Config {
    * host names requests may name besides the listen address and localhost (against DNS rebinding).
    */
   status: { listen: string; token?: string; hosts: string[] };
+  /**
+   * The store served read-only to neighbouring devices (OCI distribution API): host:port, unset when the
+   * agent serves none; the Bearer token required beyond loopback.
+   */
+  peer: { listen?: string; token?: string };
   /** Blobs downloaded at once, as --parallel. */
   parallel?: number;
   /** Download bytes per second; undefined is unlimited. */

@@ -14,7 +14,8 @@
  * - A request head must be complete within HEADER_TIMEOUT_MS (from the connection, or from the first byte
  *   of a later request on a kept-alive one) and within MAX_HEAD_BYTES; a kept-alive connection with no new
  *   request for IDLE_TIMEOUT_MS is closed; an answer not handed to the client within RESPONSE_TIMEOUT_MS
- *   closes the connection.
+ *   closes the connection. An answer whose handler declared its length (a blob) is streamed instead of
+ *   held in memory, and then each chunk must be handed over within RESPONSE_TIMEOUT_MS.
  * - Only GET and HEAD, without a body (every route is a read): any other method is answered 405, a body 413,
  *   a malformed head 400, a large one 431, and the connection is closed after those.
  */
@@ -83,6 +84,7 @@ export interface HttpServer {
 
 const REASONS: Record<number, string> = {
   200: "OK",
+  206: "Partial Content",
   204: "No Content",
   304: "Not Modified",
   400: "Bad Request",
@@ -91,6 +93,7 @@ const REASONS: Record<number, string> = {
   404: "Not Found",
   405: "Method Not Allowed",
   413: "Content Too Large",
+  416: "Range Not Satisfiable",
   421: "Misdirected Request",
   431: "Request Header Fields Too Large",
   500: "Internal Server Error",
@@ -208,6 +211,26 @@ async function encodeResponse(response: Response, head: boolean, keepAlive: bool
   all.set(start);
   all.set(body, start.length);
   return all;
+}
+
+/**
+ * Whether an answer is written as it is read instead of whole: one whose handler declared its length and
+ * has a body (a blob of the store, too big to hold in memory).
+ */
+function streamed(response: Response): boolean {
+  const length = response.headers.get("content-length");
+  return response.body !== null && length !== null && /^[0-9]{1,15}$/.test(length) &&
+    response.status >= 200 && response.status !== 204 && response.status !== 304;
+}
+
+/** The status line and headers of a streamed answer, with the length its handler declared. */
+function streamHead(response: Response, keepAlive: boolean): Uint8Array {
+  let text = `HTTP/1.1 ${response.status} ${response.statusText || REASONS[response.status] || "Status"}\r\n`;
+  response.headers.forEach((value, name) => {
+    if (name !== "transfer-encoding" && name !== "connection") text += `${name}: ${value}\r\n`;
+  });
+  text += keepAlive ? "\r\n" : "connection: close\r\n\r\n";
+  return encoder.encode(text);
 }
 
 function errorResponse(status: number, message: string, allow?: string): Response {
@@ -396,9 +419,42 @@ class HttpLoop implements HttpServer {
           keepAlive: false,
         }
         : await this.#answer(read.text);
-      await writeAll(connection.conn, await encodeResponse(response, isHead, keepAlive));
+      if (streamed(response)) {
+        if (!await this.#stream(connection, response, isHead, keepAlive)) return;
+      } else await writeAll(connection.conn, await encodeResponse(response, isHead, keepAlive));
       if (!keepAlive) return;
     }
+  }
+
+  /**
+   * Writes a streamed answer (see `streamed`): each chunk must be handed to the client within
+   * RESPONSE_TIMEOUT_MS, so a big blob may take as long as it takes while the client reads. False when the
+   * body ended at another length than it declared: the connection must close, its framing is lost.
+   */
+  async #stream(connection: Connection, response: Response, isHead: boolean, keepAlive: boolean) {
+    const declared = Number(response.headers.get("content-length"));
+    const start = streamHead(response, keepAlive);
+    if (isHead) {
+      await response.body!.cancel();
+      await writeAll(connection.conn, start);
+      return true;
+    }
+    const reader = response.body!.getReader();
+    let sent = 0;
+    try {
+      await writeAll(connection.conn, start);
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        sent += value.length;
+        if (sent > declared) return false;
+        connection.deadline(this.#limits.responseTimeoutMs);
+        await writeAll(connection.conn, value);
+      }
+    } finally {
+      await reader.cancel().catch(() => {});
+    }
+    return sent === declared;
   }
 
   /** The answer to one request head: a refusal, or the handler's response. */

@@ -69,7 +69,7 @@ const encoder = new TextEncoder();
  * Compares in time that depends only on the lengths, so response timing does not reveal how much of a
  * guessed token was right.
  */
-function tokenMatches(presented: string, expected: string): boolean {
+export function tokenMatches(presented: string, expected: string): boolean {
   const a = encoder.encode(presented);
   const b = encoder.encode(expected);
   let difference = a.length ^ b.length;

@@ -75,7 +75,15 @@ const DEFAULT_WHEN_SET: Record<string, unknown> = {
   "registries.stallTimeout": DEFAULT_REGISTRY_OPTIONS.stallTimeoutMs / 1000,
   "registries.timeout": DEFAULT_REGISTRY_OPTIONS.deadlineMs / 1000,
 };
-const EXAMPLES = ["compose", "platform", "status.token", "rateLimit", "registries.insecure"];
+const EXAMPLES = [
+  "compose",
+  "platform",
+  "status.token",
+  "peer.listen",
+  "peer.token",
+  "rateLimit",
+  "registries.insecure",
+];
 
 function valueAt(config: Config, keyPath: string): unknown {
   return keyPath.split(".").reduce<unknown>(

@@ -16,6 +16,7 @@ const COMMANDS = [
   "ls",
   "fsck",
   "status",
+  "serve",
   "prune",
   "version",
 ];

@@ -28,6 +28,7 @@ Deno.test("an empty file, comments only, or keys with no value give the defaults
     pollInterval: 300,
     pollJitter: 30,
     status: { listen: "127.0.0.1:8470", hosts: [] },
+    peer: {},
     storage: { watermark: 95, reserve: 64 * 1024 * 1024 },
     registries: { insecure: [] },
     keep: 1,
@@ -88,6 +89,9 @@ status:
   listen: 0.0.0.0:9000
   token: s3cret-token
   hosts: [device.example.com, kiosk.lan.]
+peer:
+  listen: 0.0.0.0:8471
+  token: peer-token
 parallel: 8
 rateLimit: 2MiB/s
 storage:
@@ -129,6 +133,7 @@ logLevel: debug
     pollInterval: 5400,
     pollJitter: 120,
     status: { listen: "0.0.0.0:9000", token: "s3cret-token", hosts: ["device.example.com", "kiosk.lan."] },
+    peer: { listen: "0.0.0.0:8471", token: "peer-token" },
     parallel: 8,
     rateLimit: 2 * 1024 * 1024,
     storage: { watermark: 90, reserve: 1024 ** 3 },
@@ -213,6 +218,22 @@ Deno.test("the status token is required when the endpoint listens beyond loopbac
   assert.equal(
     parseConfig("status: { listen: /run/berth/status.sock }", FILE).status.listen,
     "/run/berth/status.sock",
+  );
+});
+
+Deno.test("the peer token is required when the store is served beyond loopback; peer.listen is TCP only", () => {
+  assert.equal(
+    errorFor("peer: { listen: '0.0.0.0:8471' }"),
+    `${FILE}: peer.token: required when peer.listen (0.0.0.0:8471) is not a loopback address: neighbours must send it to read the store`,
+  );
+  assert.deepEqual(parseConfig("peer: { listen: '0.0.0.0:8471', token: abc }", FILE).peer, {
+    listen: "0.0.0.0:8471",
+    token: "abc",
+  });
+  assert.equal(parseConfig("peer: { listen: '127.0.0.1:8471' }", FILE).peer.listen, "127.0.0.1:8471");
+  assert.equal(
+    errorFor("peer: { listen: /run/berth/peer.sock }"),
+    `${FILE}: peer.listen: expected host:port or [v6]:port, got "/run/berth/peer.sock"`,
   );
 });
 
@@ -325,7 +346,7 @@ Deno.test("wrong values name the file, the key path, what was expected and what 
 Deno.test("an unknown key is an error naming it, with the likely key it misspells", () => {
   assert.equal(
     errorFor("pollIntervall: 5m"),
-    `${FILE}: pollIntervall: unknown key (did you mean pollInterval?); expected one of: store, composeRoot, docker, compose, composeEnvironment, platform, apps, pollInterval, pollJitter, status, parallel, rateLimit, storage, registries, keep, timeouts, limits, logLevel`,
+    `${FILE}: pollIntervall: unknown key (did you mean pollInterval?); expected one of: store, composeRoot, docker, compose, composeEnvironment, platform, apps, pollInterval, pollJitter, status, peer, parallel, rateLimit, storage, registries, keep, timeouts, limits, logLevel`,
   );
   assert.equal(
     errorFor("status:\n  listne: 127.0.0.1:1\n"),
@@ -341,7 +362,7 @@ Deno.test("an unknown key is an error naming it, with the likely key it misspell
 Deno.test("with several problems the first in the file is named and the rest counted", () => {
   assert.equal(
     errorFor("statsu: {}\nkeep: x\nlogLevl: info\n"),
-    `${FILE}: statsu: unknown key (did you mean status?); expected one of: store, composeRoot, docker, compose, composeEnvironment, platform, apps, pollInterval, pollJitter, status, parallel, rateLimit, storage, registries, keep, timeouts, limits, logLevel (and 2 more problems)`,
+    `${FILE}: statsu: unknown key (did you mean status?); expected one of: store, composeRoot, docker, compose, composeEnvironment, platform, apps, pollInterval, pollJitter, status, peer, parallel, rateLimit, storage, registries, keep, timeouts, limits, logLevel (and 2 more problems)`,
   );
   assert.equal(
     errorFor("keep: -1\nparallel: 0\nlogLevel: loud"),

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { type ServeOptions, serveStatus, type StatusServer } from "../../src/status/server.ts";
-import { DEFAULT_HTTP_LIMITS, MAX_HEAD_BYTES } from "../../src/status/http.ts";
+import { DEFAULT_HTTP_LIMITS, MAX_HEAD_BYTES, serveHttp } from "../../src/status/http.ts";
 import { FixedSource } from "./fixture.ts";
 import { portOf, RawConnection, request } from "./raw_http.ts";
 
@@ -163,4 +163,35 @@ Deno.test("HEAD answers GET's headers and Content-Length without the body; HTTP/
     assert.equal((await old.response())?.status, 200);
     assert.equal(await old.closedWithin(1000), true);
   });
+});
+
+Deno.test("an answer with a declared length is streamed, kept alive; one shorter than declared closes the connection", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const chunks = (count: number) =>
+    new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (let i = 0; i < count; i++) controller.enqueue(new TextEncoder().encode("0123456789"));
+        controller.close();
+      },
+    });
+  const server = serveHttp(
+    listener,
+    (request) =>
+      new Response(chunks(request.url.endsWith("/short") ? 2 : 3), { headers: { "Content-Length": "30" } }),
+  );
+  try {
+    const connection = await RawConnection.open(port);
+    await connection.send("GET /whole HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    const whole = await connection.response();
+    assert.equal(whole?.headers["content-length"], "30");
+    assert.equal(whole?.body, "0123456789".repeat(3));
+    await connection.send("HEAD /whole HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    assert.equal((await connection.response(true))?.headers["content-length"], "30", "kept alive, HEAD too");
+    await connection.send("GET /short HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    await assert.rejects(connection.response(), /ended inside a response body/);
+    connection.close();
+  } finally {
+    await server.close();
+  }
 });
