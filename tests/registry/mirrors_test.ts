@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { type FaultProxy, startFaultProxy } from "../harness/fault_proxy.ts";
 import { runBerth, scratchDir, testEnv, withServices } from "../harness/env.ts";
 import { freePort, startRegistry } from "../harness/services.ts";
+import { startServe } from "../harness/serve.ts";
 
 interface Hosts {
   origin: FaultProxy;
@@ -209,6 +210,44 @@ Deno.test({
       );
     } finally {
       await cache.stop();
+      await origin.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "two stores: one pulled from the origin and served with berth serve, the other pulls through it",
+  ...withServices,
+  fn: async () => {
+    const origin = await startFaultProxy(testEnv()!.registry);
+    try {
+      const ref = refVia("big", origin.host);
+      const first = await pullAndCheck(ref, await scratchDir("peer-empty-certs-"), "peer-first-");
+      const token = "a-peer-token-for-this-test";
+      const peer = await startServe(first, ["--token", token]);
+      try {
+        origin.resetStats();
+        const certsDir = await scratchDir("peer-certs-");
+        await Deno.mkdir(`${certsDir}/${origin.host}`);
+        await Deno.writeTextFile(
+          `${certsDir}/${origin.host}/hosts.toml`,
+          `[host."http://${peer.host}"]\ncapabilities = ["pull", "resolve"]\n` +
+            `[host."http://${peer.host}".header]\nAuthorization = "Bearer ${token}"\n`,
+        );
+        const second = await pullAndCheck(ref, certsDir, "peer-second-");
+        assert.equal(origin.stats.requests.length, 0, JSON.stringify(origin.stats.requests));
+        const entries = async (store: string) =>
+          (JSON.parse(await Deno.readTextFile(`${store}/index.json`)).manifests as { digest: string }[])
+            .map((entry) => entry.digest);
+        assert.deepEqual(await entries(second), await entries(first));
+        for (const digest of testEnv()!.images.big.layers.map((layer) => layer.digest)) {
+          const path = (store: string) => `${store}/blobs/sha256/${digest.slice(7)}`;
+          assert.equal((await Deno.stat(path(second))).size, (await Deno.stat(path(first))).size);
+        }
+      } finally {
+        await peer.stop();
+      }
+    } finally {
       await origin.close();
     }
   },
