@@ -15,7 +15,7 @@ import {
   parseIndex,
   STORED_MANIFEST_RULES,
 } from "../oci/manifest.ts";
-import { isIndexType, isManifestType, OCI_INDEX } from "../oci/mediatypes.ts";
+import { isIndexType, isManifestType, MANIFEST_TYPES, OCI_INDEX } from "../oci/mediatypes.ts";
 import { parsePlatform } from "../oci/platform.ts";
 import { formatReference, parseReference } from "../oci/reference.ts";
 import type { Store } from "../store/store.ts";
@@ -79,7 +79,7 @@ function checkEntry(value: unknown, where: string): Descriptor {
   if (formatReference(parseReference(ref)) !== ref) {
     throw new BerthError("invalid_input", `${where}: ${quoted(ref)} is not a full reference`);
   }
-  if (!isManifestType(entry.mediaType)) {
+  if (!(MANIFEST_TYPES as readonly string[]).includes(entry.mediaType)) {
     throw new BerthError("invalid_input", `${where} (${ref}): ${quoted(entry.mediaType)} is no manifest`);
   }
   if (entry.size > MAX_MANIFEST_BYTES) {
@@ -197,7 +197,7 @@ export async function walkEntry(entry: Descriptor, access: BlobAccess): Promise<
     const index = parseIndex(bytes, `${ref}: index ${entry.digest}`);
     const wanted = entry.annotations?.[MANIFEST_DIGEST];
     const child = index.manifests.find((item) => !wanted || item.digest === wanted);
-    if (!child || !isManifestType(child.mediaType) || isIndexType(child.mediaType)) {
+    if (!child || !isManifestType(child.mediaType)) {
       throw new BerthError("invalid_input", `${ref}: index ${entry.digest} names no image manifest to use`);
     }
     if (child.size > MAX_MANIFEST_BYTES) {
