@@ -8,7 +8,7 @@
 import { BerthError } from "../util/errors.ts";
 import { quoted } from "../util/text.ts";
 import { EMPTY_SHA256, parseDigest } from "../oci/digest.ts";
-import { checkDescriptor, type Descriptor, type OciIndex } from "../oci/descriptor.ts";
+import { checkDescriptor, type Descriptor } from "../oci/descriptor.ts";
 import {
   MAX_MANIFEST_BYTES,
   parseImageManifest,
@@ -91,6 +91,12 @@ function checkEntry(value: unknown, where: string): Descriptor {
   for (const key of [SOURCE_DIGEST, MANIFEST_DIGEST]) {
     if (annotations[key] !== undefined) parseDigest(annotations[key], `${where} ${key}`);
   }
+  // The chosen manifest is the entry itself, or (for the wrapper index around it) named: readers of the
+  // store load what this annotation names.
+  const chosen = annotations[MANIFEST_DIGEST];
+  if (isIndexType(entry.mediaType) ? chosen === undefined : chosen !== undefined && chosen !== entry.digest) {
+    throw new BerthError("invalid_input", `${where} (${ref}): ${MANIFEST_DIGEST} does not name its manifest`);
+  }
   if (annotations[PLATFORM] !== undefined) parsePlatform(annotations[PLATFORM]);
   const app = annotations[APP_NAME];
   if (app !== undefined && app !== appName(parseReference(ref))) {
@@ -129,13 +135,7 @@ export function parseExportIndex(bytes: Uint8Array, path: string): Descriptor[] 
       `${path}: ${bytes.length} bytes, over the ${MAX_INDEX_BYTES} limit`,
     );
   }
-  let index: OciIndex;
-  try {
-    index = parseIndex(bytes, path);
-  } catch (error) {
-    if (error instanceof BerthError) throw error;
-    throw new BerthError("invalid_input", `${path}: not an OCI index`);
-  }
+  const index = parseIndex(bytes, path);
   if (index.mediaType !== undefined && index.mediaType !== OCI_INDEX) {
     throw new BerthError(
       "invalid_input",

@@ -11,6 +11,8 @@ import { writeProject } from "../harness/projects.ts";
 import { run } from "../harness/services.ts";
 import { startFaultProxy } from "../harness/fault_proxy.ts";
 import { deviceBerth, runBerth, scratchDir, spawnBerth, testEnv, withServices } from "../harness/env.ts";
+import { parseExportIndex } from "../../src/app/exchange_layout.ts";
+import { REF_NAME } from "../../src/store/annotations.ts";
 
 const BLOBS = "blobs/sha256";
 
@@ -260,3 +262,33 @@ async function killMidCopy(store: string, dir: string): Promise<boolean> {
   assert.deepEqual(index.manifests, [], "nothing recorded");
   return true;
 }
+
+Deno.test("an export's index.json: each entry one named, full reference, checked before anything is read", () => {
+  const digest = `sha256:${"a".repeat(64)}`;
+  const entry = (annotations: Record<string, string>, extra: Record<string, unknown> = {}) => ({
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+    digest,
+    size: 100,
+    annotations,
+    ...extra,
+  });
+  const index = (...manifests: unknown[]) =>
+    new TextEncoder().encode(JSON.stringify({ schemaVersion: 2, manifests }));
+  const name = "registry.example.com/factory/shop:v1";
+  const [kept] = parseExportIndex(index(entry({ [REF_NAME]: name, "com.example.other": "x" })), "index.json");
+  assert.deepEqual(kept.annotations, { [REF_NAME]: name }, "unknown annotations are dropped");
+  const refusals: [Uint8Array, RegExp][] = [
+    [index(entry({})), /no org.opencontainers.image.ref.name annotation/],
+    [index(entry({ [REF_NAME]: "shop:v1" })), /not a full reference/],
+    [index(entry({ [REF_NAME]: name }), entry({ [REF_NAME]: name })), /named twice/],
+    [index(entry({ [REF_NAME]: name }, { digest: "sha256:../../etc/passwd" })), /digest/],
+    [index(entry({ [REF_NAME]: name }, { mediaType: "application/octet-stream" })), /is no manifest/],
+    [index(entry({ [REF_NAME]: name, "io.berth.manifest.digest": `sha256:${"b".repeat(64)}` })), /manifest/],
+    [index(entry({ [REF_NAME]: name, "io.berth.app": "cart" })), /app name/],
+    [new Uint8Array(5 * 1024 * 1024), /over the/],
+    [new TextEncoder().encode("[]"), /not a JSON object/],
+  ];
+  for (const [bytes, pattern] of refusals) {
+    assert.throws(() => parseExportIndex(bytes, "index.json"), pattern);
+  }
+});
