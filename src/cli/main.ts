@@ -98,6 +98,18 @@ const COMMANDS: Record<string, Command> = {
     options: [],
     run: loadCommand,
   },
+  export: {
+    usage: "export --to DIR REF...",
+    summary: "write stored references (apps with the images they pin) as an OCI layout, for removable media",
+    options: [{ name: "--to", value: "DIR", help: "the directory: new, empty, or an earlier export" }],
+    run: async (context) => (await import("./exchange.ts")).exportCommand(context),
+  },
+  import: {
+    usage: "import DIR",
+    summary: "verify and store every reference an export directory holds (no network)",
+    options: [],
+    run: async (context) => (await import("./exchange.ts")).importCommand(context),
+  },
   ls: {
     usage: "ls",
     summary: "list the images and apps in the store, and whether each app is installed and running",

@@ -5,8 +5,12 @@
  * first, then opened again through Deno for its FsFile (locks, streams), and the two must be the same
  * inode — a link swapped in between is refused too. O_NOFOLLOW covers only the last component, so the
  * store's directories are checked with lstat when the store is opened (`checkLayoutEntries`).
+ *
+ * Deno honours O_NOFOLLOW only with every permission granted: under the binary's own permissions
+ * (--allow-read, --allow-write) it opens the path its permission check resolved, through links. So the
+ * path is also lstat'ed before and after the open, and the file opened must be the inode lstat saw.
  */
-import { closeSync, constants, fstatSync, openSync } from "node:fs";
+import { closeSync, constants, fstatSync, lstatSync, openSync, type Stats } from "node:fs";
 import { BerthError } from "../util/errors.ts";
 
 /** How openNoFollow opens a file; the default is read-only, never creating it. */
@@ -28,6 +32,8 @@ function refused(path: string): BerthError {
 export async function openNoFollow(path: string, options: NoFollowOptions = {}): Promise<Deno.FsFile> {
   const flags = (options.write ? constants.O_RDWR : constants.O_RDONLY) | constants.O_NOFOLLOW |
     (options.create ? constants.O_CREAT : 0);
+  const before = lstatOrUndefined(path);
+  if (before && !before.isFile()) throw refused(path);
   let fd: number;
   try {
     fd = openSync(path, flags, options.mode ?? 0o644);
@@ -41,6 +47,11 @@ export async function openNoFollow(path: string, options: NoFollowOptions = {}):
   try {
     const first = fstatSync(fd);
     if (!first.isFile()) throw refused(path);
+    // The name must still be that very file, not a link to it: created or not, nothing was followed.
+    const after = lstatOrUndefined(path);
+    const same = (info: { ino: number; dev: number } | undefined) =>
+      info !== undefined && info.ino === first.ino && info.dev === first.dev;
+    if (!after?.isFile() || !same(after) || (before && !same(before))) throw refused(path);
     const file = await Deno.open(path, { read: true, write: options.write ?? false });
     const second = await file.stat();
     if (second.ino !== first.ino || second.dev !== first.dev) {
@@ -50,6 +61,16 @@ export async function openNoFollow(path: string, options: NoFollowOptions = {}):
     return file;
   } finally {
     closeSync(fd);
+  }
+}
+
+/** lstat through node:fs (sync, beside the open it guards); undefined when nothing is there. */
+function lstatOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch (error) {
+    if ((error as { code?: string }).code === "ENOENT") return undefined;
+    throw error;
   }
 }
 

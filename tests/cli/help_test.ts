@@ -13,6 +13,8 @@ const COMMANDS = [
   "restore",
   "agent",
   "load",
+  "export",
+  "import",
   "ls",
   "fsck",
   "status",
