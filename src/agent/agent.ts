@@ -23,7 +23,7 @@ import { formatReference, parseReference, type Reference } from "../oci/referenc
 import type { Platform } from "../oci/platform.ts";
 import type { Store } from "../store/store.ts";
 import { type AppRecord, readApps } from "../store/apps.ts";
-import { findStoredImage, readManifest } from "../store/images.ts";
+import { findStoredImage, readManifest, storedTagDigest } from "../store/images.ts";
 import { REF_NAME } from "../store/annotations.ts";
 import { pull, type PullEvent, type PullPlan } from "../fetch/pull.ts";
 import type { BlobLimits } from "../fetch/limits.ts";
@@ -372,29 +372,17 @@ export class Agent {
         return;
       }
     }
-    this.#model.setApp(name, refText, {
-      currentDigest: record?.installed ? record.digest : undefined,
-      previousDigests: record?.previous ?? [],
-    });
+    const currentDigest = record?.installed ? record.digest : undefined;
+    this.#model.setApp(name, refText, { currentDigest, previousDigests: record?.previous ?? [] });
 
-    this.#registryRequests++;
-    const digest = ref.digest ??
-      (await this.#inPhase(
-        "registry request",
-        this.#client.options.deadlineMs,
-        () => this.#client.resolveDigest(ref, signal),
-      )).digest;
+    const digest = ref.digest ?? await this.#resolve(ref, refText, signal);
     this.#model.setApp(name, refText, { desiredDigest: digest });
     const device = await this.#device();
 
     if (record?.installed && record.digest === digest) {
       if (managed.update && !managed.update.outcome) {
-        this.#log.info(
-          `update of app ${name} to ${managed.update.digest} cancelled: the tag is back at ${digest}`,
-          {
-            app: name,
-          },
-        );
+        const cancelled = `update of app ${name} to ${managed.update.digest} cancelled`;
+        this.#log.info(`${cancelled}: the tag is back at ${digest}`, { app: name });
         await AppUpdate.end(this.#updateContext(signal), name, managed, "cancelled");
         managed.update = (await readAgentState(this.#store)).apps[name]?.update;
       }
@@ -433,12 +421,29 @@ export class Agent {
       return;
     }
     record = (await readApps(this.#store))[name];
-    this.#model.setApp(name, refText, {
-      currentDigest: digest,
-      previousDigests: record?.previous ?? [],
-    });
+    this.#model.setApp(name, refText, { currentDigest: digest, previousDigests: record?.previous ?? [] });
     this.#model.transition(name, refText, "running");
     await this.#prune(device);
+  }
+
+  /**
+   * The digest the tag names now. With the registry out of reach, the version the store holds for the tag
+   * (fetched earlier, or imported from removable media) stands in: it is what the agent would install.
+   */
+  async #resolve(ref: Reference, refText: string, signal: AbortSignal): Promise<string> {
+    this.#registryRequests++;
+    const resolve = () => this.#client.resolveDigest(ref, signal);
+    try {
+      return (await this.#inPhase("registry request", this.#client.options.deadlineMs, resolve)).digest;
+    } catch (error) {
+      const offline = error instanceof BerthError && error.transient && !signal.aborted;
+      const stored = offline ? await storedTagDigest(this.#store, refText) : undefined;
+      if (!stored) throw error;
+      this.#log.info(`${refText}: registry out of reach; the store's ${stored} stands in`, {
+        digest: stored,
+      });
+      return stored;
+    }
   }
 
   /** What the start-up audit needs of the agent. */

@@ -223,6 +223,7 @@ class PullRun {
       limits: this.#limits,
       readArtifact: this.options.readArtifact,
       signal: this.options.signal,
+      store: this.store,
     });
   }
 

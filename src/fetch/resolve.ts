@@ -3,13 +3,14 @@
  * fetched and checked before any blob. Nothing on disk is touched.
  */
 import { BerthError } from "../util/errors.ts";
+import { sha256Of } from "../oci/digest.ts";
 import type { Manifest, RegistryClient } from "../registry/client.ts";
-import { IMAGE_CONFIG_TYPES, isIndexType } from "../oci/mediatypes.ts";
+import { IMAGE_CONFIG_TYPES, isIndexType, isManifestType } from "../oci/mediatypes.ts";
 import { quoted } from "../util/text.ts";
 import { choosePlatform, normalizePlatform, type Platform } from "../oci/platform.ts";
 import { formatReference, type Reference } from "../oci/reference.ts";
 import type { Descriptor, ImageManifest } from "../oci/descriptor.ts";
-import { checkChildType, parseImageManifest, parseIndex } from "../oci/manifest.ts";
+import { checkChildType, MAX_MANIFEST_BYTES, parseImageManifest, parseIndex } from "../oci/manifest.ts";
 import type { Store } from "../store/store.ts";
 import { type BlobLimits, checkBlobSize } from "./limits.ts";
 
@@ -67,6 +68,35 @@ export interface ResolveOptions {
   limits: BlobLimits;
   readArtifact?: ArtifactReader;
   signal?: AbortSignal;
+  /** Where a manifest asked for by digest is read first: a stored (or imported) version needs no network. */
+  store?: Store;
+}
+
+/**
+ * A manifest by digest from the store when it holds it — hashed again, and with its media type declared in
+ * its body, or else not used — otherwise from the registry.
+ */
+async function manifestOf(
+  client: RegistryClient,
+  ref: Reference,
+  options: ResolveOptions,
+): Promise<Manifest> {
+  if (ref.digest && options.store && await options.store.has(ref.digest)) {
+    const bytes = await options.store.readBlob(ref.digest);
+    let mediaType: unknown;
+    try {
+      mediaType = JSON.parse(new TextDecoder().decode(bytes))?.mediaType;
+    } catch {
+      mediaType = undefined;
+    }
+    if (
+      typeof mediaType === "string" && (isIndexType(mediaType) || isManifestType(mediaType)) &&
+      bytes.length <= MAX_MANIFEST_BYTES && sha256Of(bytes) === ref.digest
+    ) {
+      return { bytes, digest: ref.digest, mediaType };
+    }
+  }
+  return client.getManifest(ref, options.signal);
 }
 
 /** Fetches and checks the manifest chain of one reference; touches nothing on disk. */
@@ -76,7 +106,7 @@ export async function resolveImage(
   options: ResolveOptions,
 ): Promise<ResolvedImage> {
   const name = formatReference(ref);
-  const source = await client.getManifest(ref, options.signal);
+  const source = await manifestOf(client, ref, options);
   const { manifest, platform } = isIndexType(source.mediaType)
     ? await chooseFromIndex(client, ref, source, options)
     : { manifest: source, platform: undefined };
@@ -121,7 +151,7 @@ async function chooseFromIndex(
       variant: entry.platform.variant,
     })
     : undefined;
-  const manifest = await client.getManifest({ ...ref, tag: undefined, digest: entry.digest }, options.signal);
+  const manifest = await manifestOf(client, { ...ref, tag: undefined, digest: entry.digest }, options);
   if (manifest.bytes.length !== entry.size) {
     throw new BerthError(
       "verification_failed",

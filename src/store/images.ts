@@ -37,6 +37,14 @@ export async function storedImages(store: Store): Promise<StoredImage[]> {
   });
 }
 
+/**
+ * What the store's entry for `ref` (a full reference, as recorded) names: the digest the tag resolved to when
+ * it was last fetched or imported; undefined when the store has no entry of that name.
+ */
+export async function storedTagDigest(store: Store, ref: string): Promise<string | undefined> {
+  return (await storedImages(store)).find((image) => image.ref === ref)?.digest;
+}
+
 /** Finds a stored reference (given in any form docker accepts) or throws `not_found` saying how to get it. */
 export async function findStoredImage(store: Store, input: string): Promise<StoredImage> {
   const name = formatReference(parseReference(input));
