@@ -16,7 +16,7 @@ import { quoted } from "../util/text.ts";
 import { digestHex, parseDigest, sha256Of } from "../oci/digest.ts";
 import { parseImageManifest } from "../oci/manifest.ts";
 import { formatReference, parseReference, type Reference } from "../oci/reference.ts";
-import { hasTagOrDigest, type Policy, requirementsFor, type SigstoreSigned } from "./policy.ts";
+import { decodeBase64, hasTagOrDigest, type Policy, requirementsFor, type SigstoreSigned } from "./policy.ts";
 
 /** The media type of a cosign signature layer (the simple-signing payload). */
 export const SIGNATURE_LAYER_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -162,9 +162,7 @@ function checkSignature(
 ): Failure | undefined {
   const subject = formatReference(ref);
   const note = keyNote(requirement);
-  const raw = /^[A-Za-z0-9+/]*={0,2}$/.test(signature)
-    ? Uint8Array.from(atob(signature), (c) => c.charCodeAt(0))
-    : undefined;
+  const raw = decodeBase64(signature);
   let verified = false;
   try {
     const algorithm = requirement.key.asymmetricKeyType === "ed25519" ? null : "sha256";

@@ -234,10 +234,9 @@ function parseSigstoreSigned(file: string, where: string, value: Record<string, 
     pem = readKeyFile(file, where, keyPath);
     keySource = keyPath;
   } else {
-    if (typeof keyData !== "string" || !/^[A-Za-z0-9+/]+={0,2}$/.test(keyData)) {
-      throw refuse(file, `${where}: keyData is not base64 (of a PEM public key)`);
-    }
-    pem = Uint8Array.from(atob(keyData), (char) => char.charCodeAt(0));
+    const decoded = typeof keyData === "string" ? decodeBase64(keyData) : undefined;
+    if (!decoded?.length) throw refuse(file, `${where}: keyData is not base64 (of a PEM public key)`);
+    pem = decoded;
     keySource = `keyData in ${file}`;
   }
   const key = parsePublicKey(file, `${where} key ${keySource}`, pem);
@@ -315,6 +314,12 @@ function parseRepository(file: string, where: string, value: unknown): string {
   } catch (error) {
     throw refuse(file, `${where}: ${error instanceof Error ? error.message : error}`);
   }
+}
+
+/** Standard base64 with its padding, as Go's StdEncoding reads it; undefined for anything else. */
+export function decodeBase64(text: string): Uint8Array | undefined {
+  if (!/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(text)) return undefined;
+  return Uint8Array.from(atob(text), (char) => char.charCodeAt(0));
 }
 
 /** Whether a reference as written carries a tag or a digest (parseReference adds "latest" when it does not). */

@@ -143,7 +143,9 @@ Deno.test("signatures: a payload signed here verifies; another digest and anothe
     reason([{ payload: good, signature: signature(otherRepo) }]),
     /^signature_invalid: .*no signature verifies/,
   );
-  assert.match(reason([{ payload: good, signature: "not base64!" }]), /^signature_invalid/);
+  for (const bad of ["not base64!", "a", "abc", ""]) {
+    assert.match(reason([{ payload: good, signature: bad }]), /^signature_invalid/);
+  }
   assert.match(
     reason([{ payload: otherDigest, signature: signature(otherDigest) }]),
     new RegExp(`^signature_invalid: .*another digest, ${OTHER_DIGEST}`),
@@ -232,7 +234,9 @@ Deno.test("refused at load, by name: unsupported types, fields and identities, a
     { default: [{ type: "sigstoreSigned", keyPath: "/nonexistent/cosign.pub" }] },
     /keyPath \/nonexistent\/cosign.pub: /,
   );
-  refused({ default: [{ type: "sigstoreSigned", keyData: "%%%" }] }, /keyData is not base64/);
+  for (const keyData of ["%%%", "a", "", 7]) {
+    refused({ default: [{ type: "sigstoreSigned", keyData }] }, /keyData is not base64/);
+  }
   refused({ default: [{ type: "sigstoreSigned", keyData: btoa("hello") }] }, /not a PEM public key/);
   refused(
     sigstore({ signedIdentity: { type: "exactReference", dockerReference: "h.example/a:1" } }),
