@@ -98,6 +98,11 @@ export function parsePolicy(text: string, file: string): Policy {
     throw refuse(file, `not JSON: ${error instanceof Error ? error.message : error}`);
   }
   if (!isObject(json)) throw refuse(file, "not a JSON object");
+  const repeated = repeatedKey(text);
+  if (repeated !== undefined) {
+    // JSON.parse keeps the last: a scope written twice would silently lose its first requirements.
+    throw refuse(file, `field ${quoted(repeated)} appears twice in one object`);
+  }
   onlyFields(file, "top level", json, ["default", "transports"]);
   if (json.default === undefined) throw refuse(file, `no "default" requirements (the field is required)`);
   const policy: Policy = {
@@ -115,6 +120,30 @@ export function parsePolicy(text: string, file: string): Policy {
     policy.docker.set(scope, parseRequirements(file, `transports.docker[${quoted(scope)}]`, requirements));
   }
   return policy;
+}
+
+/** The first key that appears twice in one object of `text`, which JSON.parse has accepted. */
+function repeatedKey(text: string): string | undefined {
+  const objects: { keys: Set<string> | undefined; expectKey: boolean }[] = [];
+  for (let at = 0; at < text.length; at++) {
+    const char = text[at];
+    const top = objects.at(-1);
+    if (char === '"') {
+      let end = at + 1;
+      while (text[end] !== '"') end += text[end] === "\\" ? 2 : 1;
+      if (top?.keys && top.expectKey) {
+        const key: string = JSON.parse(text.slice(at, end + 1));
+        if (top.keys.has(key)) return key;
+        top.keys.add(key);
+        top.expectKey = false;
+      }
+      at = end;
+    } else if (char === "{") objects.push({ keys: new Set(), expectKey: true });
+    else if (char === "[") objects.push({ keys: undefined, expectKey: false });
+    else if (char === "}" || char === "]") objects.pop();
+    else if (char === "," && top?.keys) top.expectKey = true;
+  }
+  return undefined;
 }
 
 /** Reads and parses a policy file of at most MAX_POLICY_BYTES; see parsePolicy. */

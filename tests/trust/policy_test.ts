@@ -272,6 +272,15 @@ Deno.test("refused at load, by name: unsupported types, fields and identities, a
     () => parsePolicy("{", FILE),
     (error: BerthError) => error.reason === "invalid_input" && error.message.startsWith(`${FILE}: not JSON`),
   );
+  const twice =
+    `{"default": [{"type": "reject"}], "transports": {"docker": {"h.example/a": [{"type": "reject"}],
+    "h.example/a": [{"type": "insecureAcceptAnything"}]}}}`;
+  assert.throws(() => parsePolicy(twice, FILE), /field "h.example\/a" appears twice in one object/);
+  const escaped =
+    `{"default": [{"type": "insecureAcceptAnything"}], "transports": {"docker": {"h.example/\\"a": [{"type": "reject"}], "h.example/\\u0022a": []}}}`;
+  assert.throws(() => parsePolicy(escaped, FILE), /appears twice/);
+  // Equal keys in different objects are not repeats.
+  assert.equal(parsePolicy(`{"default": [{"type": "reject"}, {"type": "reject"}]}`, FILE).default.length, 2);
   // Other transports are berth's to skip, whatever they hold.
   assert.equal(
     policy({ default: accept, transports: { "docker-daemon": { "": [{ type: "signedBy" }] } } }).docker.size,
