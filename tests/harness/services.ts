@@ -540,42 +540,7 @@ async function provisionComposeV2(cacheDir: string): Promise<ComposeV2> {
   // neither see a half-made plugin dir nor break each other.
   const work = await Deno.makeTempDir({ dir: cacheDir, prefix: "download-" });
   try {
-    const source = await debianSource();
-    const lists = `${work}/lists`;
-    const cache = `${work}/cache`;
-    for (const dir of [`${lists}/partial`, `${cache}/archives/partial`]) {
-      await Deno.mkdir(dir, { recursive: true });
-    }
-    const sourcesList = `${work}/sources.list`;
-    const signedBy = source.signedBy ? `[signed-by=${source.signedBy}] ` : "";
-    await Deno.writeTextFile(sourcesList, `deb ${signedBy}${source.uri} ${COMPOSE_V2_SUITE} main\n`);
-    const apt = (args: string[]) =>
-      run([
-        "apt-get",
-        "-q",
-        "-o",
-        `Dir::Etc::SourceList=${sourcesList}`,
-        "-o",
-        "Dir::Etc::SourceParts=/nonexistent",
-        "-o",
-        `Dir::State::Lists=${lists}`,
-        "-o",
-        `Dir::Cache=${cache}`,
-        "-o",
-        "Acquire::Languages=none",
-        // The download dirs are root's 0700 temp dirs, which apt's unprivileged _apt user cannot write.
-        "-o",
-        "APT::Sandbox::User=root",
-        ...args,
-      ], { cwd: work, env: { DEBIAN_FRONTEND: "noninteractive" } });
-    await apt(["update"]);
-    await apt(["download", "docker-compose"]);
-    const debs: string[] = [];
-    for await (const entry of Deno.readDir(work)) {
-      if (/^docker-compose_.*\.deb$/.test(entry.name)) debs.push(`${work}/${entry.name}`);
-    }
-    if (debs.length !== 1) throw new Error(`apt-get download docker-compose left ${debs.length} .deb files`);
-    const deb = debs[0];
+    const { deb, source } = await downloadDebianPackage(work, COMPOSE_V2_SUITE, "docker-compose");
     const packageVersion = (await run(["dpkg-deb", "-f", deb, "Version"])).trim();
     const contents = await run(["dpkg-deb", "-c", deb]);
     if (!packageVersion.startsWith("2.") || !contents.includes(`./${COMPOSE_V2_PLUGIN}`)) {
@@ -613,6 +578,55 @@ async function provisionComposeV2(cacheDir: string): Promise<ComposeV2> {
   } finally {
     await Deno.remove(work, { recursive: true }).catch(() => {});
   }
+}
+
+/**
+ * Downloads the `.deb` of `name` from Debian `suite` into `work` with `apt-get download`, through a sources
+ * list, package lists and cache of its own under `work` (the mirror and keyring of this machine's own
+ * release, see `debianSource`), so the machine's apt configuration and package state are not touched.
+ * Returns the file's path and the source it came from.
+ */
+export async function downloadDebianPackage(
+  work: string,
+  suite: string,
+  name: string,
+): Promise<{ deb: string; source: { uri: string; signedBy?: string } }> {
+  const source = await debianSource();
+  const lists = `${work}/lists`;
+  const cache = `${work}/cache`;
+  for (const dir of [`${lists}/partial`, `${cache}/archives/partial`]) {
+    await Deno.mkdir(dir, { recursive: true });
+  }
+  const sourcesList = `${work}/sources.list`;
+  const signedBy = source.signedBy ? `[signed-by=${source.signedBy}] ` : "";
+  await Deno.writeTextFile(sourcesList, `deb ${signedBy}${source.uri} ${suite} main\n`);
+  const apt = (args: string[]) =>
+    run([
+      "apt-get",
+      "-q",
+      "-o",
+      `Dir::Etc::SourceList=${sourcesList}`,
+      "-o",
+      "Dir::Etc::SourceParts=/nonexistent",
+      "-o",
+      `Dir::State::Lists=${lists}`,
+      "-o",
+      `Dir::Cache=${cache}`,
+      "-o",
+      "Acquire::Languages=none",
+      // The download dirs are root's 0700 temp dirs, which apt's unprivileged _apt user cannot write.
+      "-o",
+      "APT::Sandbox::User=root",
+      ...args,
+    ], { cwd: work, env: { DEBIAN_FRONTEND: "noninteractive" } });
+  await apt(["update"]);
+  await apt(["download", name]);
+  const debs: string[] = [];
+  for await (const entry of Deno.readDir(work)) {
+    if (entry.name.startsWith(`${name}_`) && entry.name.endsWith(".deb")) debs.push(`${work}/${entry.name}`);
+  }
+  if (debs.length !== 1) throw new Error(`apt-get download ${name} left ${debs.length} .deb files`);
+  return { deb: debs[0], source };
 }
 
 /**
