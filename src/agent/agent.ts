@@ -21,6 +21,8 @@ import type { RegistryOptions } from "../registry/options.ts";
 import { backoffDelay, sleep } from "../util/async.ts";
 import { formatReference, parseReference, type Reference } from "../oci/reference.ts";
 import type { Platform } from "../oci/platform.ts";
+import type { Descriptor } from "../oci/descriptor.ts";
+import type { Policy } from "../trust/policy.ts";
 import type { Store } from "../store/store.ts";
 import { type AppRecord, readApps } from "../store/apps.ts";
 import { findStoredImage, readManifest, storedTagDigest } from "../store/images.ts";
@@ -35,7 +37,8 @@ import { parseAppManifest } from "../app/app_manifest.ts";
 import { bundleLimitsFor } from "../app/bundle_format.ts";
 import { pruneStore, reclaimableBytes } from "../app/prune.ts";
 import type { PullHooks } from "../app/install_pull.ts";
-import { checkPlanSpace, type SpacePolicy } from "../fetch/preflight.ts";
+import type { SpacePolicy } from "../fetch/preflight.ts";
+import { checkSpace } from "./space.ts";
 import { spaceOf } from "../util/disk_space.ts";
 import { type ManagedApp, readAgentState, saveManaged, writeAgentState } from "./state.ts";
 import type { Logger } from "../util/log.ts";
@@ -67,6 +70,8 @@ export interface AgentSettings {
   /** Download bytes per second, shared by every blob in flight; undefined is unlimited. */
   rateLimit?: number;
   limits: BlobLimits;
+  /** The signature policy (containers-policy.json); reloaded with the config. */
+  policy?: Policy;
 }
 
 /** How often the services' states are refreshed for the status document (a few cheap engine calls). */
@@ -190,6 +195,7 @@ export class Agent {
       composeEnvironment: this.#settings.composeEnvironment,
       bundleLimits: bundleLimitsFor(this.#settings.limits.bundle),
       storage: this.#settings.storage,
+      policy: this.#settings.policy,
       onProgress: () => this.#model.phaseProgress(),
       compose: () => {
         this.#compose ??= findCompose(this.#settings.dockerHost, this.#settings.composeCommand).catch(
@@ -415,7 +421,7 @@ export class Agent {
     const update = AppUpdate.begin(this.#updateContext(signal), name, refText, digest, record, supersedes);
     const pinned = parseReference(`${ref.registry}/${ref.repository}@${digest}`);
     const stallMs = this.#settings.timeouts.stall * 1000;
-    const fetched = (hooks: PullHooks) => this.#fetch(name, pinned, signal, hooks);
+    const fetched = (hooks: PullHooks) => this.#fetch(name, [pinned, ref], signal, hooks);
     if (!(await update.apply(device, fetched, { updating, stallMs }))) {
       if (record?.installed) await this.#forgetFailed(device, refText, digest);
       return;
@@ -487,8 +493,11 @@ export class Agent {
     return this.#settings.timeouts.engine * 1000;
   }
 
-  /** Downloads one app version (only what is not stored), with the storage pre-flight first. */
-  async #fetch(name: string, pinned: Reference, signal: AbortSignal, hooks: PullHooks): Promise<void> {
+  /**
+   * Downloads one app version (only what is not stored), with the storage pre-flight first; the policy
+   * judges it as the tag (`identity`) it was asked for.
+   */
+  async #fetch(name: string, [pinned, identity]: Reference[], signal: AbortSignal, hooks: PullHooks) {
     const started = performance.now();
     this.#model.fetchStarted(name);
     const pending = new Set<string>();
@@ -497,6 +506,8 @@ export class Agent {
     try {
       await pull(this.#client, this.#store, [pinned], {
         readArtifact: readAppArtifact,
+        policy: this.#settings.policy,
+        identity,
         platform: this.#settings.platform,
         parallel: this.#settings.parallel,
         rateLimit: this.#settings.rateLimit,
@@ -520,19 +531,12 @@ export class Agent {
   }
 
   async #preflight(plan: PullPlan): Promise<void> {
-    // An app's own blobs (a partial plan) are never loaded into the engine: only the store is asked.
-    const engine = plan.partial ? undefined : this.#engine;
-    const dataRoot = engine ? (await engine.info().catch(() => undefined))?.DockerRootDir : undefined;
-    const report = await checkPlanSpace(this.#store, plan, {
-      policy: this.#settings.storage,
-      engine,
-      engineDataRoot: dataRoot,
-      arch: this.#settings.platform.architecture,
-    });
+    const { storage, platform } = this.#settings;
+    const skipped = await checkSpace(this.#store, this.#engine, plan, storage, platform.architecture);
     // Said once per agent run: an app's update asks twice, and the agent polls.
-    if (report.storeSkipped && !this.#storeSkippedSaid) {
+    if (skipped && !this.#storeSkippedSaid) {
       this.#storeSkippedSaid = true;
-      this.#log.warn(report.storeSkipped, { path: this.#store.root });
+      this.#log.warn(skipped, { path: this.#store.root });
     }
   }
 
@@ -542,14 +546,11 @@ export class Agent {
    * asks again; once its reference is gone there is nothing to do.
    */
   async #forgetFailed(device: Device, refText: string, failedDigest: string): Promise<void> {
-    const failedRef = `${parseReference(refText).registry}/${
-      parseReference(refText).repository
-    }@${failedDigest}`;
-    const kept = (await this.#store.readIndex()).manifests;
-    if (!kept.some((entry) => entry.annotations?.[REF_NAME] === failedRef)) return;
-    await this.#store.updateIndex((manifests) =>
-      manifests.filter((entry) => entry.annotations?.[REF_NAME] !== failedRef)
-    );
+    const { registry, repository } = parseReference(refText);
+    const failedRef = `${registry}/${repository}@${failedDigest}`;
+    const named = (entry: Descriptor) => entry.annotations?.[REF_NAME] === failedRef;
+    if (!(await this.#store.readIndex()).manifests.some(named)) return;
+    await this.#store.updateIndex((manifests) => manifests.filter((entry) => !named(entry)));
     await this.#prune(device);
   }
 

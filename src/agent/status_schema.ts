@@ -99,9 +99,10 @@ export const UPDATE_STEPS = [
 export type UpdateStep = typeof UPDATE_STEPS[number];
 /**
  * How an update ended: `superseded` when the tag moved on to another new version before it was done,
- * `cancelled` when it moved back to the version installed (nothing left to do).
+ * `cancelled` when it moved back to the version installed (nothing left to do), `refused` when the version
+ * did not pass the signature policy (nothing of it fetched beyond its manifest and signature).
  */
-export const UPDATE_OUTCOMES = ["complete", "rolled-back", "superseded", "cancelled"] as const;
+export const UPDATE_OUTCOMES = ["complete", "rolled-back", "superseded", "cancelled", "refused"] as const;
 
 /** An app's update in progress, or its last one: the version, the step and since when, how it ended. */
 export const UpdateSchema = z.object({

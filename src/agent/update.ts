@@ -9,6 +9,7 @@
  * - in `rolling-back`: the roll-back is finished at start-up. The failed version is recorded (failedDigest)
  *   before a roll-back begins, so it is not tried again whatever happens next.
  */
+import { BerthError, POLICY_REASONS } from "../util/errors.ts";
 import { writeApp } from "../store/apps.ts";
 import type { AppRecord } from "../store/apps.ts";
 import type { Store } from "../store/store.ts";
@@ -150,7 +151,7 @@ export class AppUpdate {
       "fetch",
       Math.max(options.stallMs, engineTimeoutMs),
       () =>
-        installWhilePulling(device, fetch, {
+        installWhilePulling(device, this.#refusing(fetch), {
           beforeFirstLoad: installing,
           fetched: async () => {
             const wasFetching = this.#record.step === "fetching";
@@ -208,6 +209,31 @@ export class AppUpdate {
     }
     await this.step("complete", {}, "complete");
     return true;
+  }
+
+  /**
+   * The fetch, with a refusal by the signature policy recorded as this version's failure: it is not asked
+   * for again until the tag moves or the policy is reloaded. The policy judges before any blob is fetched,
+   * so nothing was loaded and the version before runs on untouched.
+   */
+  #refusing(fetch: (hooks: PullHooks) => Promise<void>): (hooks: PullHooks) => Promise<void> {
+    return async (hooks) => {
+      try {
+        await fetch(hooks);
+      } catch (error) {
+        const code = error instanceof BerthError ? error.reason : undefined;
+        if (code && POLICY_REASONS.includes(code) && this.#record.step === "fetching") {
+          const reason = reasonOf(error);
+          this.context.log.warn(`app ${this.name} version ${this.digest} refused: ${reason.message}`, {
+            app: this.name,
+            digest: this.digest,
+            reason: reason.code,
+          });
+          await this.step("fetching", { failedDigest: this.digest, failedReason: reason }, "refused", false);
+        }
+        throw error;
+      }
+    };
   }
 
   /** Back to the version the update started from (when there was one); the app is left `failed`. */

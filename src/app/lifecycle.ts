@@ -26,6 +26,8 @@ import { verifyBundleIndex } from "./bundle_index.ts";
 import { type ComposeFile, formatComposeFile, parseComposeFile } from "./compose_file.ts";
 import { pinnedReferences, rewriteForEngine } from "./compose_pin.ts";
 import { appName } from "./stored.ts";
+import { verifyStored } from "../fetch/signatures.ts";
+import type { Policy } from "../trust/policy.ts";
 import { checkProjectDotEnv, DOTENV_FILE, protectDotEnv } from "./dotenv.ts";
 
 /** In each installed project: the app manifest digest it was installed from. */
@@ -50,6 +52,8 @@ export interface Device {
   bundleLimits?: BundleLimits;
   /** How full an install may leave the compose root's filesystem (the config's storage keys). */
   storage: SpacePolicy;
+  /** The signature policy: every install (restore too) judges the version's stored signature first. */
+  policy?: Policy;
   /** Called as an install makes progress (image bytes streamed to the engine): the agent's liveness. */
   onProgress?: () => void;
 }
@@ -294,6 +298,7 @@ export async function stageInstall(
   const { store } = device;
   const stored = typeof input === "string" ? await findStoredImage(store, input) : input;
   const name = appName(parseReference(stored.ref));
+  await verifyStored(store, device.policy, parseReference(stored.ref), stored.manifestDigest);
   const app = await readStoredAppManifest(store, stored);
   const dir = projectDir(device, name);
   const record = (await readApps(store))[name];

@@ -35,7 +35,14 @@ import { parseReference } from "../oci/reference.ts";
 import type { Store } from "../store/store.ts";
 import { type AppRecord, readApps, writeApp } from "../store/apps.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
-import { APP_NAME, MANIFEST_DIGEST, PULLED_FOR_APP, REF_NAME } from "../store/annotations.ts";
+import {
+  APP_NAME,
+  MANIFEST_DIGEST,
+  PULLED_FOR_APP,
+  REF_NAME,
+  SIGNATURE_OF,
+  SOURCE_DIGEST,
+} from "../store/annotations.ts";
 import {
   type BlobRoot,
   blobSizes,
@@ -170,13 +177,23 @@ export function planPrune(input: PruneInput): PrunePlan {
   const userRefs = new Set<string>();
   const droppedImageRefs: string[] = [];
   for (const entry of entries) {
-    if (entry.annotations?.[APP_NAME]) continue;
+    if (entry.annotations?.[APP_NAME] || entry.annotations?.[SIGNATURE_OF]) continue;
     const ref = refOf(entry);
     if (!entry.annotations?.[PULLED_FOR_APP]) userRefs.add(ref);
     else if (pruneImages && !keptPins.has(ref)) {
       dropped.add(entry);
       droppedImageRefs.push(ref);
     }
+  }
+
+  // A signature stays as long as what it signs: a kept app version, or the digest of a kept entry.
+  const signedKept = new Set(keptVersions);
+  for (const entry of entries) {
+    if (!dropped.has(entry)) signedKept.add(entry.annotations?.[SOURCE_DIGEST] ?? entry.digest);
+  }
+  for (const entry of entries) {
+    const signs = entry.annotations?.[SIGNATURE_OF];
+    if (signs && !signedKept.has(signs)) dropped.add(entry);
   }
 
   const engineTags = new Map<string, string>();

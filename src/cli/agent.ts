@@ -15,11 +15,13 @@ import { StatusModel } from "../agent/model.ts";
 import { serveStatus, type StatusServer } from "../status/server.ts";
 import { type PeerServer, servePeers } from "../status/peer.ts";
 import { SystemdSupervision } from "../agent/systemd.ts";
-import { type Context, makeContext } from "./context.ts";
+import { type Context, contextPolicy, makeContext } from "./context.ts";
+import type { Policy } from "../trust/policy.ts";
 
 /** The agent's settings: command-line options (already resolved over the config) and the config's own keys. */
-function settingsOf(context: Context, config: Config): AgentSettings {
+function settingsOf(context: Context, config: Config, policy: Policy | undefined): AgentSettings {
   return {
+    policy,
     composeRoot: context.composeRoot,
     dockerHost: context.dockerHost,
     composeCommand: context.composeCommand,
@@ -54,6 +56,7 @@ export async function agentCommand(context: Context): Promise<number> {
   if (context.args.positional.length > 0) throw new UsageError("agent takes no arguments");
   const config = context.config;
   const log = createLogger(config.logLevel);
+  const policy = await contextPolicy(context);
   const store = await Store.open(context.storePath, { write: true, command: "agent" });
   const model = new StatusModel({
     version: VERSION,
@@ -62,7 +65,7 @@ export async function agentCommand(context: Context): Promise<number> {
     stallSeconds: config.timeouts.stall,
     log,
   });
-  const agent = new Agent(store, settingsOf(context, config), model, log);
+  const agent = new Agent(store, settingsOf(context, config, policy), model, log);
   let server: StatusServer | undefined;
   let peers: PeerServer | undefined;
   let supervision: SystemdSupervision | undefined;
@@ -83,7 +86,8 @@ export async function agentCommand(context: Context): Promise<number> {
         if (reloaded.storePath !== context.storePath) {
           log.warn(`config reload: store changed to ${reloaded.storePath}; that takes a restart`);
         }
-        agent.reconfigure(settingsOf(reloaded, fresh));
+        // A policy that does not load refuses the reload, as a broken config does.
+        agent.reconfigure(settingsOf(reloaded, fresh, await contextPolicy(reloaded)));
         const statusWas = server?.url;
         try {
           await server?.reconfigure(fresh.status.listen, fresh.status);

@@ -23,7 +23,7 @@ import { appName } from "../app/stored.ts";
 import { installWhilePulling } from "../app/install_pull.ts";
 import { beforeFirstPull, pullReporting, takeBack } from "./pull.ts";
 import { storedImages } from "../store/images.ts";
-import { type Context, formatBytes } from "./context.ts";
+import { type Context, contextPolicy, formatBytes } from "./context.ts";
 import { fetchedApps } from "./ls.ts";
 import { operatorVariables } from "../util/child_env.ts";
 
@@ -43,7 +43,9 @@ async function withDevice<T>(
     const reader = await Store.open(context.storePath, { write: false, command });
     await check({ store: reader, composeRoot: context.composeRoot });
   }
-  // The engine first: a command that cannot reach it leaves no store where there was none.
+  // The policy first (a broken one changes nothing), then the engine: a command that cannot reach it leaves
+  // no store where there was none.
+  const policy = await contextPolicy(context);
   const engine = await Engine.connect(context.dockerHost);
   let store: Store;
   try {
@@ -61,6 +63,7 @@ async function withDevice<T>(
       composeEnvironment: context.config.composeEnvironment,
       bundleLimits: bundleLimitsFor(context.config.limits.bundle),
       storage: context.config.storage,
+      policy,
       compose: () => {
         compose ??= findCompose(context.dockerHost, context.composeCommand).then((found) => {
           context.note(`compose: ${found.argv.join(" ")} (${found.version})`);

@@ -7,12 +7,14 @@ import { hostPlatform, parsePlatform, type Platform } from "../oci/platform.ts";
 import { dockerConfigPath } from "../registry/credentials.ts";
 import { DOCKER_CERTS_DIR } from "../registry/transport.ts";
 import type { RegistryOptions } from "../registry/options.ts";
+import type { Policy } from "../trust/policy.ts";
 import {
   DEFAULT_CERTS_DIR,
   DEFAULT_COMPOSE_ROOT,
   DEFAULT_CONFIG_FILE,
   DEFAULT_CREDENTIALS_FILE,
   DEFAULT_DOCKER_HOST,
+  DEFAULT_POLICY_FILE,
   DEFAULT_STORE,
   defaultConfig,
 } from "../config/defaults.ts";
@@ -50,6 +52,11 @@ export const GLOBAL_OPTIONS: OptionSpec[] = [
       `extra CAs and client certificates per registry host (default ${DEFAULT_CERTS_DIR}, then ${DOCKER_CERTS_DIR})`,
   },
   {
+    name: "--policy",
+    value: "FILE",
+    help: `signature policy, containers-policy.json(5) (default ${DEFAULT_POLICY_FILE} when it exists)`,
+  },
+  {
     name: "--docker-host",
     value: "URL",
     help: `docker engine to load into (env DOCKER_HOST; default ${DEFAULT_DOCKER_HOST})`,
@@ -82,6 +89,8 @@ export interface Context {
   platform: Platform;
   parallel: number;
   registry: Partial<RegistryOptions>;
+  /** The signature policy file: named (--policy, registries.policy), else the default one when it exists. */
+  policyFile?: string;
   args: ParsedArgs;
   /** Human-readable output (stdout); suppressed with --json. */
   say(line: string): void;
@@ -176,6 +185,8 @@ export async function makeContext(
       ...(config.registries.stallTimeout ? { stallTimeoutMs: config.registries.stallTimeout * 1000 } : {}),
       ...(config.registries.timeout ? { deadlineMs: config.registries.timeout * 1000 } : {}),
     },
+    policyFile: option(args, "policy") ?? config.registries.policy ??
+      (await statIfExists(DEFAULT_POLICY_FILE).catch(() => true) ? DEFAULT_POLICY_FILE : undefined),
     args,
     say: (line) => {
       if (!json) Deno.stdout.writeSync(encoder.encode(line + "\n"));
@@ -197,6 +208,24 @@ export async function makeContext(
 export function noteMissingStore(context: Context): void {
   context.note(`store ${context.storePath} does not exist yet (nothing was pulled into it)`);
 }
+
+/**
+ * The signature policy the context names, read and checked (its keys too); undefined when there is none.
+ * Loaded on demand: commands that never judge a signature do not load the trust modules.
+ */
+export function contextPolicy(context: Context): Promise<Policy | undefined> {
+  let loaded = policies.get(context);
+  if (!loaded) {
+    const file = context.policyFile;
+    loaded = file
+      ? import("../trust/policy.ts").then(({ loadPolicy }) => loadPolicy(file))
+      : Promise.resolve(undefined);
+    policies.set(context, loaded);
+  }
+  return loaded;
+}
+
+const policies = new WeakMap<Context, Promise<Policy | undefined>>();
 
 /** "12.3 MiB". */
 export function formatBytes(bytes: number): string {

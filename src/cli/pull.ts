@@ -7,7 +7,7 @@ import { BERTH_FILE, Store } from "../store/store.ts";
 import { dirname, statIfExists } from "../util/fs.ts";
 import { pull, type PullEvent, type PullResult } from "../fetch/pull.ts";
 import type { PullHooks } from "../app/install_pull.ts";
-import { type Context, formatBytes, shortDigest } from "./context.ts";
+import { type Context, contextPolicy, formatBytes, shortDigest } from "./context.ts";
 import { TerminalProgress } from "./progress.ts";
 import { refuseIfNoRoom } from "./check.ts";
 
@@ -53,6 +53,7 @@ export async function pullReporting(
   hooks?: PullHooks,
 ): Promise<PullResult[]> {
   let warnedSkipped = false;
+  const policy = await contextPolicy(context);
   const client = new RegistryClient(context.registry);
   const abort = new AbortController();
   const onSignal = () =>
@@ -68,6 +69,7 @@ export async function pullReporting(
   try {
     return await pull(client, store, refs, {
       readArtifact: readAppArtifact,
+      policy,
       platform: context.platform,
       parallel: context.parallel,
       rateLimit: context.config.rateLimit,

@@ -233,6 +233,7 @@ const ConfigSchema = mapping("", {
   registries: mapping("registries", {
     credentials: leaf("an absolute file path", absolutePath),
     certsDir: leaf("an absolute directory path", absolutePath),
+    policy: leaf("an absolute file path", absolutePath),
     insecure: list(
       item(
         "a registry host like registry.local:5000",
@@ -441,6 +442,7 @@ function withDefaults(parsed: z.infer<typeof ConfigSchema>): Config {
     registries: {
       credentials: file.registries?.credentials,
       certsDir: file.registries?.certsDir,
+      policy: file.registries?.policy,
       insecure: file.registries?.insecure ?? defaults.registries.insecure,
       stallTimeout: file.registries?.stallTimeout,
       timeout: file.registries?.timeout,

@@ -19,6 +19,8 @@ export const DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock";
 export const DEFAULT_CREDENTIALS_FILE = "/etc/berth/credentials.json";
 /** Extra CAs and client certificates per registry host; docker's own directory is read after it. */
 export const DEFAULT_CERTS_DIR = "/etc/berth/certs.d";
+/** The signature policy read when none is named and this file exists (containers-policy.json(5)). */
+export const DEFAULT_POLICY_FILE = "/etc/berth/policy.json";
 
 /** Seconds between checks of an app's tag for a new digest. */
 export const DEFAULT_POLL_INTERVAL = 300;

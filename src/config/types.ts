@@ -45,6 +45,8 @@ export interface Config {
   registries: {
     credentials?: string;
     certsDir?: string;
+    /** The signature policy (containers-policy.json), as --policy. */
+    policy?: string;
     insecure: string[];
     stallTimeout?: number;
     timeout?: number;

@@ -21,6 +21,7 @@ import {
   PULLED_AT,
   PULLED_FOR_APP,
   REF_NAME,
+  SIGNATURE_OF,
   SOURCE_DIGEST,
   SOURCE_MEDIA_TYPE,
 } from "../store/annotations.ts";
@@ -28,6 +29,8 @@ import { RateLimiter } from "./rate.ts";
 import type { BlobLimits } from "./limits.ts";
 import { type ArtifactReader, type ResolvedImage, resolveImage } from "./resolve.ts";
 import { downloadBlob, type DownloadEvent } from "./download.ts";
+import { fetchSignature, type VerifiedSignature } from "./signatures.ts";
+import type { Policy } from "../trust/policy.ts";
 import { buildPlan, manifestBytesOf, type PlannedBlob, type PlannedImage, type PullPlan } from "./plan.ts";
 
 export type { PlannedBlob, PlannedRef, PullPlan } from "./plan.ts";
@@ -70,6 +73,13 @@ export interface PullOptions {
   preflight?: (plan: PullPlan) => Promise<void>;
   /** Caps on blobs read whole, by declared size. */
   limits: BlobLimits;
+  /** The signature policy (containers-policy.json): each reference is judged before its blobs are fetched. */
+  policy?: Policy;
+  /**
+   * The reference the policy judges the (one) reference as: the agent pulls a tag's version by digest and
+   * asks for the tag's scope and identity.
+   */
+  identity?: Reference;
   /**
    * Recognises manifests that pin other references (compose apps: the app layer passes its reader).
    * Without one, only container images are fetched.
@@ -188,6 +198,19 @@ class PullRun {
   async plan(refs: Reference[]): Promise<PlannedImage[]> {
     // Concurrently: each is a round trip or two that would otherwise wait for the one before.
     const images = settled(await Promise.allSettled(refs.map((ref) => this.#resolve(ref))));
+    // Signatures are judged before any blob of what they sign is fetched.
+    const { policy, identity, signal } = this.options;
+    if (policy) {
+      const judged = images.map((image) =>
+        fetchSignature(this.client, this.store, policy, identity ?? image.ref, image.source.digest, signal)
+      );
+      const signatures = settled(await Promise.allSettled(judged));
+      // Recorded at once (an install may begin before the pull ends, and judges the stored signature);
+      // prune drops a signature whose version never got recorded.
+      const entries: Descriptor[] = [];
+      for (const signature of signatures) if (signature) entries.push(await this.#storeSignature(signature));
+      if (entries.length > 0) await this.#recordEntries(entries);
+    }
     // An artifact's own blobs must be fetched to learn what it pins: they are judged first, by the sizes
     // the manifest declares, so nothing is written unless it fits.
     const artifacts = images.filter((image) => image.artifact).map((image) => ({ image, nested: [] }));
@@ -343,11 +366,37 @@ class PullRun {
         [PULLED_AT]: new Date().toISOString(),
       },
     };
+    await this.#recordEntries([entry]);
+  }
+
+  /** Adds index.json entries, each replacing one of the same name. */
+  async #recordEntries(entries: Descriptor[]): Promise<void> {
     const byName = (descriptor: Descriptor) => descriptor.annotations?.[REF_NAME] ?? "";
+    const names = new Set(entries.map(byName));
     await this.store.updateIndex((manifests) =>
-      [...manifests.filter((existing) => byName(existing) !== image.name), entry]
+      [...manifests.filter((existing) => !names.has(byName(existing))), ...entries]
         .sort((a, b) => byName(a).localeCompare(byName(b)))
     );
+  }
+
+  /** Stores a verified signature's blobs and manifest; returns its index.json entry, recorded with what it signs. */
+  async #storeSignature(signature: VerifiedSignature): Promise<Descriptor> {
+    for (const blob of signature.blobs) await this.store.putBlob(blob.digest, blob.bytes);
+    const { manifest } = signature;
+    await this.store.putBlob(manifest.digest, manifest.bytes);
+    return {
+      mediaType: manifest.mediaType,
+      digest: manifest.digest,
+      size: manifest.bytes.length,
+      annotations: {
+        [REF_NAME]: signature.name,
+        [SOURCE_DIGEST]: manifest.digest,
+        [SOURCE_MEDIA_TYPE]: manifest.mediaType,
+        [MANIFEST_DIGEST]: manifest.digest,
+        [SIGNATURE_OF]: signature.signs,
+        [PULLED_AT]: new Date().toISOString(),
+      },
+    };
   }
 
   /** Waits for every download this pull started, whatever their outcome. */

@@ -92,9 +92,10 @@ export class RegistryClient extends RegistryConnection {
   ): Promise<T> {
     const routes = await this.#routes(ref, need);
     for (const route of routes) {
+      const startedAt = Date.now();
       try {
         const result = await attempt(route);
-        this.hosts.succeeded(route.ref.registry, ref.registry, route.mirror);
+        this.hosts.succeeded(route.ref.registry, ref.registry, route.mirror, startedAt);
         return result;
       } catch (error) {
         if (signal?.aborted) throw error;

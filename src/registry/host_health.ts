@@ -28,6 +28,8 @@ export interface HostFigures {
 
 interface HostState extends HostFigures {
   failuresInRow: number;
+  /** When it last failed (ms since the epoch). */
+  failedAt?: number;
 }
 
 /** The figures of every host asked so far, and which hosts are in back-off. */
@@ -48,9 +50,13 @@ export class HostHealth {
     this.#state(host, registry, mirror).bytesServed += bytes;
   }
 
-  /** A request or transfer on `host` succeeded: its back-off ends. */
-  succeeded(host: string, registry: string, mirror: boolean): void {
+  /**
+   * A request on `host`, begun at `startedAt`, succeeded: its back-off ends — unless the host failed since
+   * that request began (another transfer, cut meanwhile, is the newer news).
+   */
+  succeeded(host: string, registry: string, mirror: boolean, startedAt: number): void {
     const state = this.#state(host, registry, mirror);
+    if (state.failedAt !== undefined && state.failedAt >= startedAt) return;
     state.failuresInRow = 0;
     state.backoffUntil = undefined;
   }
@@ -60,6 +66,7 @@ export class HostHealth {
     const state = this.#state(host, registry, mirror);
     state.errors++;
     state.failuresInRow++;
+    state.failedAt = now;
     state.lastError = message.slice(0, 300);
     state.backoffUntil = now +
       Math.min(HOST_BACKOFF_MS * 2 ** (state.failuresInRow - 1), HOST_MAX_BACKOFF_MS);
@@ -79,7 +86,7 @@ export class HostHealth {
 
   /** Every host's figures, in the order they were first asked; back-off shown only while it lasts. */
   figures(now = Date.now()): HostFigures[] {
-    return [...this.#hosts.values()].map(({ failuresInRow: _, ...figures }) => ({
+    return [...this.#hosts.values()].map(({ failuresInRow: _, failedAt: __, ...figures }) => ({
       ...figures,
       backoffUntil: figures.backoffUntil !== undefined && figures.backoffUntil > now
         ? figures.backoffUntil

@@ -19,3 +19,8 @@ export const APP_NAME = "io.berth.app";
  * an entry once no kept app version pins it. Entries a user pulled with `berth pull` never carry it.
  */
 export const PULLED_FOR_APP = "io.berth.pulledForApp";
+/**
+ * Set on the entry of a cosign signature (named by its `sha256-<hex>.sig` tag): the digest it signs. Prune
+ * keeps the entry as long as that digest is kept.
+ */
+export const SIGNATURE_OF = "io.berth.signatureOf";

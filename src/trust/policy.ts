@@ -10,8 +10,6 @@ import { BerthError } from "../util/errors.ts";
 import { quoted } from "../util/text.ts";
 import { parseReference, type Reference } from "../oci/reference.ts";
 
-/** Where berth looks for a policy when neither `--policy` nor `registries.policy` names one. */
-export const DEFAULT_POLICY_FILE = "/etc/berth/policy.json";
 /** A policy file is a few scopes and keys; anything larger is not one. */
 export const MAX_POLICY_BYTES = 1024 * 1024;
 /** A PEM public key is well under 1 KiB (RSA-4096: 800 bytes). */

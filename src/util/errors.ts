@@ -32,6 +32,14 @@ export type Reason =
   | "compose_failed"
   | "agent_unavailable";
 
+/** The reasons a signature policy refuses a version with: nothing of it is fetched beyond its manifest. */
+export const POLICY_REASONS: readonly Reason[] = [
+  "signature_missing",
+  "signature_invalid",
+  "signature_identity_mismatch",
+  "policy_rejected",
+];
+
 /** A failure berth expects and explains; anything else is a bug and prints its stack. */
 export class BerthError extends Error {
   readonly reason: Reason;
