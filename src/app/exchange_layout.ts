@@ -26,6 +26,7 @@ import {
   PULLED_AT,
   PULLED_FOR_APP,
   REF_NAME,
+  SIGNATURE_OF,
   SOURCE_DIGEST,
   SOURCE_MEDIA_TYPE,
 } from "../store/annotations.ts";
@@ -53,6 +54,7 @@ const KNOWN_ANNOTATIONS = [
   PULLED_AT,
   APP_NAME,
   PULLED_FOR_APP,
+  SIGNATURE_OF,
 ];
 const APP_NAME_SHAPE = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 
@@ -104,6 +106,14 @@ function checkEntry(value: unknown, where: string): Descriptor {
       "invalid_input",
       `${where} (${ref}): app name ${quoted(app)} is not its reference's`,
     );
+  }
+  const signs = annotations[SIGNATURE_OF];
+  if (signs !== undefined) {
+    // A signature is named by the cosign tag of what it signs, in that repository.
+    parseDigest(signs, `${where} ${SIGNATURE_OF}`);
+    if (parseReference(ref).tag !== `sha256-${signs.slice("sha256:".length)}.sig`) {
+      throw new BerthError("invalid_input", `${where} (${ref}): not the cosign tag of ${signs}`);
+    }
   }
   const forApp = annotations[PULLED_FOR_APP];
   if (forApp !== undefined && !APP_NAME_SHAPE.test(forApp)) {

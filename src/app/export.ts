@@ -14,7 +14,8 @@ import { MAX_MANIFEST_BYTES } from "../oci/manifest.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
 import { ensureDirDurable, fsyncDir, lstatIfExists, TEMP_SUFFIX, writeFileAtomic } from "../util/fs.ts";
 import { readNoFollow } from "../store/nofollow.ts";
-import { findStoredImage } from "../store/images.ts";
+import { findStoredImage, storedImages } from "../store/images.ts";
+import { SIGNATURE_OF } from "../store/annotations.ts";
 import type { Store } from "../store/store.ts";
 import {
   BLOBS_DIR,
@@ -87,12 +88,18 @@ export async function exportRefs(
   };
 }
 
-/** The entries to export: each reference asked for, and for an app every image it pins. */
+/**
+ * The entries to export: each reference asked for with its stored signature (so that the device judges it
+ * as a pull would), and for an app every image it pins.
+ */
 async function selectEntries(store: Store, inputs: string[]): Promise<Descriptor[]> {
   const selected = new Map<string, Descriptor>();
+  const all = await storedImages(store);
   for (const input of inputs) {
     const image = await findStoredImage(store, input);
     selected.set(image.ref, image.entry);
+    const signature = all.find((entry) => entry.entry.annotations?.[SIGNATURE_OF] === image.digest);
+    if (signature) selected.set(signature.ref, signature.entry);
     for (const pinned of await storedAppPins(store, image.entry)) {
       const found = await findStoredImage(store, pinned).catch(() => undefined);
       if (!found) {

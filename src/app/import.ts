@@ -17,7 +17,10 @@ import type { Descriptor } from "../oci/descriptor.ts";
 import { lstatIfExists } from "../util/fs.ts";
 import { openNoFollow, readNoFollow } from "../store/nofollow.ts";
 import type { Store } from "../store/store.ts";
-import { REF_NAME } from "../store/annotations.ts";
+import { PULLED_FOR_APP, REF_NAME, SIGNATURE_OF, SOURCE_DIGEST } from "../store/annotations.ts";
+import { parseReference } from "../oci/reference.ts";
+import { verifyStored } from "../fetch/signatures.ts";
+import type { Policy } from "../trust/policy.ts";
 import {
   BLOBS_DIR,
   entryRef,
@@ -56,6 +59,7 @@ export async function importLayout(
   store: Store,
   dir: string,
   onEvent?: (event: ImportEvent) => void,
+  policy?: Policy,
 ): Promise<ImportResult> {
   const entries = await readLayout(dir);
   const copier = new BlobCopier(store, dir, onEvent);
@@ -71,6 +75,14 @@ export async function importLayout(
           `nothing was imported — export the app again`,
       );
     }
+  }
+  // Under a policy, what the export names is judged as a pull would judge it, with the signatures it carries
+  // (or the store holds), before anything is recorded. The images an app pins are covered by the app's.
+  for (const entry of entries) {
+    const annotations = entry.annotations ?? {};
+    if (annotations[SIGNATURE_OF] || annotations[PULLED_FOR_APP]) continue;
+    const digest = annotations[SOURCE_DIGEST] ?? entry.digest;
+    await verifyStored(store, policy, parseReference(entryRef(entry)), digest, entries);
   }
   await store.updateIndex((manifests) =>
     [...manifests.filter((existing) => !names.has(entryRef(existing))), ...entries]

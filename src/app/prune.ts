@@ -134,6 +134,18 @@ export function appVersions(entries: Descriptor[], apps: Record<string, AppRecor
   return versions;
 }
 
+/** A signature stays as long as what it signs: a kept app version, or the digest of a kept entry. */
+function dropSignatures(entries: Descriptor[], keptVersions: Set<string>, dropped: Set<Descriptor>): void {
+  const signedKept = new Set(keptVersions);
+  for (const entry of entries) {
+    if (!dropped.has(entry)) signedKept.add(entry.annotations?.[SOURCE_DIGEST] ?? entry.digest);
+  }
+  for (const entry of entries) {
+    const signs = entry.annotations?.[SIGNATURE_OF];
+    if (signs && !signedKept.has(signs)) dropped.add(entry);
+  }
+}
+
 /** Decides what stays and what goes; pure. See the module comment for the rules. */
 export function planPrune(input: PruneInput): PrunePlan {
   const { entries, apps, keep } = input;
@@ -186,15 +198,7 @@ export function planPrune(input: PruneInput): PrunePlan {
     }
   }
 
-  // A signature stays as long as what it signs: a kept app version, or the digest of a kept entry.
-  const signedKept = new Set(keptVersions);
-  for (const entry of entries) {
-    if (!dropped.has(entry)) signedKept.add(entry.annotations?.[SOURCE_DIGEST] ?? entry.digest);
-  }
-  for (const entry of entries) {
-    const signs = entry.annotations?.[SIGNATURE_OF];
-    if (signs && !signedKept.has(signs)) dropped.add(entry);
-  }
+  dropSignatures(entries, keptVersions, dropped);
 
   const engineTags = new Map<string, string>();
   if (pruneImages) {

@@ -7,7 +7,7 @@ import { parseReference } from "../oci/reference.ts";
 import { Store } from "../store/store.ts";
 import { exportRefs } from "../app/export.ts";
 import { importLayout } from "../app/import.ts";
-import { type Context, formatBytes } from "./context.ts";
+import { type Context, contextPolicy, formatBytes } from "./context.ts";
 
 /** `berth export --to DIR REF...`: exit 0 once DIR's index.json names every reference (and what apps pin). */
 export async function exportCommand(context: Context): Promise<number> {
@@ -34,9 +34,10 @@ export async function exportCommand(context: Context): Promise<number> {
 export async function importCommand(context: Context): Promise<number> {
   if (context.args.positional.length !== 1) throw new UsageError("import takes one directory");
   const dir = context.args.positional[0].replace(/(.)\/+$/, "$1");
+  const policy = await contextPolicy(context);
   const store = await Store.open(context.storePath, { write: true, command: "import" });
   try {
-    const result = await importLayout(store, dir);
+    const result = await importLayout(store, dir, undefined, policy);
     if (context.json) context.emit(result);
     else {
       for (const ref of result.refs) context.say(`Imported ${ref}`);

@@ -12,6 +12,8 @@ import { formatReference, type Reference } from "../oci/reference.ts";
 import type { Manifest, RegistryClient } from "../registry/client.ts";
 import type { Store } from "../store/store.ts";
 import { storedImages } from "../store/images.ts";
+import { REF_NAME } from "../store/annotations.ts";
+import type { Descriptor } from "../oci/descriptor.ts";
 import {
   type CosignSignature,
   evaluatePolicy,
@@ -176,32 +178,42 @@ async function storedSignature(
   policy: Policy,
   ref: Reference,
   digest: string,
+  pending: Descriptor[] = [],
 ): Promise<VerifiedSignature | undefined> {
   const name = formatReference(signatureRef(ref, digest));
-  const entry = (await storedImages(store)).find((image) => image.ref === name);
+  const entry = pending.find((candidate) => candidate.annotations?.[REF_NAME] === name) ??
+    (await storedImages(store)).find((image) => image.ref === name)?.entry;
   if (!entry) return undefined;
-  const bytes = await store.readBlob(entry.manifestDigest);
-  if (sha256Of(bytes) !== entry.manifestDigest) {
+  const bytes = await store.readBlob(entry.digest);
+  if (sha256Of(bytes) !== entry.digest) {
     throw new BerthError("signature_invalid", `${name}: the stored signature manifest was altered`);
   }
-  const manifest = { bytes, digest: entry.manifestDigest, mediaType: entry.entry.mediaType };
+  const manifest = { bytes, digest: entry.digest, mediaType: entry.mediaType };
   return await judge(policy, ref, digest, manifest, (blob) => store.readBlob(blob));
 }
 
 /**
  * The policy's verdict on a stored version, from the store alone (install, restore, the agent's audit): the
  * version's manifest must hash to `digest` and its stored signature pass the policy. No policy: no check.
+ * `pending`: index entries about to be recorded (an import), searched before the store's.
  */
 export async function verifyStored(
   store: Store,
   policy: Policy | undefined,
   ref: Reference,
   digest: string,
+  pending: Descriptor[] = [],
 ): Promise<void> {
-  if (policy) await namingReason(() => verifyStoredNow(store, policy, ref, digest));
+  if (policy) await namingReason(() => verifyStoredNow(store, policy, ref, digest, pending));
 }
 
-async function verifyStoredNow(store: Store, policy: Policy, ref: Reference, digest: string): Promise<void> {
+async function verifyStoredNow(
+  store: Store,
+  policy: Policy,
+  ref: Reference,
+  digest: string,
+  pending: Descriptor[],
+): Promise<void> {
   if (sha256Of(await store.readBlob(digest)) !== digest) {
     throw new BerthError(
       "store_invalid",
@@ -212,6 +224,6 @@ async function verifyStoredNow(store: Store, policy: Policy, ref: Reference, dig
     evaluatePolicy(policy, ref, digest, undefined);
     return;
   }
-  const stored = await storedSignature(store, policy, ref, digest);
+  const stored = await storedSignature(store, policy, ref, digest, pending);
   if (!stored) evaluatePolicy(policy, ref, digest, undefined);
 }

@@ -4,7 +4,13 @@ import { planPrune, type PruneInput } from "../../src/app/prune.ts";
 import { localImageTag } from "../../src/app/lifecycle.ts";
 import type { AppRecord } from "../../src/store/apps.ts";
 import type { Descriptor } from "../../src/oci/descriptor.ts";
-import { APP_NAME, MANIFEST_DIGEST, PULLED_FOR_APP, REF_NAME } from "../../src/store/annotations.ts";
+import {
+  APP_NAME,
+  MANIFEST_DIGEST,
+  PULLED_FOR_APP,
+  REF_NAME,
+  SIGNATURE_OF,
+} from "../../src/store/annotations.ts";
 
 const d = (name: string) => `sha256:${name.padEnd(64, "0")}`;
 const image = (name: string) => `reg.example/img/${name}@${d(name)}`;
@@ -104,4 +110,25 @@ Deno.test("planPrune: removeApps drops an unrecorded app's versions and the imag
   assert.ok(refs(plan.droppedEntries).includes("reg.example/factory/tool:1"));
   assert.ok(refs(plan.droppedEntries).includes(image("f")));
   assert.ok(plan.engineTags.has(localImageTag(image("f"))));
+});
+
+Deno.test("prune: a signature stays exactly as long as the version or image it signs", () => {
+  const signature = (signs: string, name: string) =>
+    entry(`reg.example/factory/shop:sha256-${signs.slice(7)}.sig`, d(name), { [SIGNATURE_OF]: signs });
+  const base = input(0);
+  const plan = planPrune({
+    ...base,
+    entries: [
+      ...base.entries,
+      signature(d("v3"), "s3"), // the installed version
+      signature(d("v1"), "s1"), // beyond keep 0, with its entry dropped
+      signature(d("x"), "sx"), // a user's image, kept
+      signature(d("zz"), "sz"), // a version the store never recorded (a refused or unfinished pull)
+    ],
+  });
+  const dropped = plan.droppedEntries.map((dropped) => dropped.digest);
+  assert.ok(!dropped.includes(d("s3")));
+  assert.ok(dropped.includes(d("s1")));
+  assert.ok(!dropped.includes(d("sx")));
+  assert.ok(dropped.includes(d("sz")));
 });

@@ -283,6 +283,37 @@ Deno.test({
         );
         assert.ok(signature, "the signature is kept in the store beside the app");
 
+        // Export carries the signature; import judges it before recording anything.
+        const media = `${await scratchDir("signed-media-")}/export`;
+        const exported = await runBerth([
+          "--store",
+          `${dir}/store`,
+          "export",
+          "--to",
+          media,
+          `${repo}/shop:1`,
+        ]);
+        assert.equal(exported.code, 0, exported.stderr);
+        const accepted = await scratchDir("signed-import-");
+        const imported = await runBerth(["--store", accepted, "--policy", file, "import", media]);
+        assert.equal(imported.code, 0, imported.stderr);
+        const otherKey = await policy(scene, "two");
+        const refusedStore = await scratchDir("signed-import-refused-");
+        const refusedImport = await runBerth([
+          "--store",
+          refusedStore,
+          "--policy",
+          otherKey,
+          "import",
+          media,
+        ]);
+        assert.equal(refusedImport.code, 1);
+        assert.ok(lastLine(refusedImport.stderr).endsWith("[signature_invalid]"), refusedImport.stderr);
+        const refusedIndex = await Deno.readTextFile(`${refusedStore}/index.json`).catch(() =>
+          '{"manifests":[]}'
+        );
+        assert.deepEqual(JSON.parse(refusedIndex).manifests, [], "a refused import records nothing");
+
         // Factory reset, and the registry gone: restore judges the stored signature and runs the app.
         await origin.close();
         await dockerd.stop();

@@ -10,6 +10,7 @@ import {
   DEFAULT_COMPOSE_ROOT,
   DEFAULT_CREDENTIALS_FILE,
   DEFAULT_DOCKER_HOST,
+  DEFAULT_POLICY_FILE,
   DEFAULT_STORE,
   defaultConfig,
 } from "../../src/config/defaults.ts";
@@ -72,6 +73,7 @@ const DEFAULT_WHEN_SET: Record<string, unknown> = {
   "parallel": 3,
   "registries.credentials": DEFAULT_CREDENTIALS_FILE,
   "registries.certsDir": DEFAULT_CERTS_DIR,
+  "registries.policy": DEFAULT_POLICY_FILE,
   "registries.stallTimeout": DEFAULT_REGISTRY_OPTIONS.stallTimeoutMs / 1000,
   "registries.timeout": DEFAULT_REGISTRY_OPTIONS.deadlineMs / 1000,
 };

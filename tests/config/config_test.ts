@@ -100,6 +100,7 @@ storage:
 registries:
   credentials: /etc/berth/creds.json
   certsDir: /etc/berth/certs
+  policy: /etc/berth/fleet-policy.json
   insecure: [registry.local:5000, "[fd00::1]:5000"]
   stallTimeout: 15s
   timeout: 2m
@@ -140,6 +141,7 @@ logLevel: debug
     registries: {
       credentials: "/etc/berth/creds.json",
       certsDir: "/etc/berth/certs",
+      policy: "/etc/berth/fleet-policy.json",
       insecure: ["registry.local:5000", "[fd00::1]:5000"],
       stallTimeout: 15,
       timeout: 120,
