@@ -245,6 +245,9 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
 }
 
+/** The first byte of a TLS ClientHello (a handshake record); no HTTP method starts with it. */
+const TLS_HANDSHAKE = 0x16;
+
 /** Where "\r\n\r\n" ends in `buffer`, looking from `from`; -1 when the head is not complete yet. */
 function headEnd(buffer: Uint8Array, from: number): number {
   for (let i = Math.max(3, from); i < buffer.length; i++) {
@@ -411,10 +414,12 @@ class HttpLoop implements HttpServer {
       connection.waiting = false;
       connection.deadline(limits.responseTimeoutMs);
       first = false;
-      if (read !== "too_large") pending = read.rest;
-      const { response, isHead, keepAlive } = read === "too_large"
+      if (read !== "too_large" && read !== "tls") pending = read.rest;
+      const { response, isHead, keepAlive } = read === "too_large" || read === "tls"
         ? {
-          response: errorResponse(431, `the request head is over ${limits.maxHeadBytes} bytes`),
+          response: read === "tls"
+            ? errorResponse(400, "this endpoint speaks plain HTTP, not HTTPS")
+            : errorResponse(431, `the request head is over ${limits.maxHeadBytes} bytes`),
           isHead: false,
           keepAlive: false,
         }
@@ -490,7 +495,7 @@ class HttpLoop implements HttpServer {
     connection: Connection,
     pending: Uint8Array,
     first: boolean,
-  ): Promise<{ text: string; rest: Uint8Array } | "too_large" | undefined> {
+  ): Promise<{ text: string; rest: Uint8Array } | "too_large" | "tls" | undefined> {
     const { maxHeadBytes, headerTimeoutMs } = this.#limits;
     let buffer = pending;
     let scanned = 0;
@@ -512,6 +517,9 @@ class HttpLoop implements HttpServer {
       // On a kept-alive connection the head timeout starts with the next request's first byte.
       if (!first && buffer.length === 0) connection.deadline(headerTimeoutMs);
       buffer = concat(buffer, chunk.subarray(0, count));
+      // A TLS handshake record: a client trying HTTPS first (dockerd, skopeo) is told at once, not after
+      // the head timeout, so that it falls back to plain HTTP without waiting.
+      if (buffer[0] === TLS_HANDSHAKE) return "tls";
     }
   }
 }

@@ -95,6 +95,21 @@ Deno.test("at the connection cap the oldest connection without a complete head i
   );
 });
 
+Deno.test("a TLS handshake is answered 400 at once (a client trying HTTPS first falls back without waiting)", async () => {
+  await withServer({}, async (_server, port) => {
+    const client = await RawConnection.open(port);
+    const started = Date.now();
+    // The first bytes of a TLS ClientHello: a handshake record, TLS 1.0 record version.
+    await client.conn.write(
+      new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]),
+    );
+    const answer = await client.response();
+    assert.equal(answer?.status, 400);
+    assert.ok(Date.now() - started < 1000, `answered after ${Date.now() - started} ms`);
+    assert.ok(await client.closedWithin(1000));
+  });
+});
+
 Deno.test("a kept-alive connection answers several requests, pipelined too, and is closed when idle", async () => {
   await withServer({ limits: { idleTimeoutMs: 400 } }, async (_server, port) => {
     const connection = await RawConnection.open(port);
