@@ -174,6 +174,15 @@ export function formatStatus(status: Status, now = Date.now()): string[] {
     }`,
     `offline restore: ${status.canRestoreOffline ? "yes" : "no"}`,
   ];
+  for (const host of status.registryHosts) {
+    const role = host.mirror ? `mirror of ${host.registry}` : "registry";
+    const backoff = host.backoffUntil ? `, skipped until ${host.backoffUntil.slice(11, 19)}Z` : "";
+    lines.push(
+      `host    ${host.host} (${role}): ${
+        formatBytes(host.bytesServed)
+      } served, ${host.errors} errors${backoff}`,
+    );
+  }
   if (status.apps.length === 0) lines.push("apps: none configured");
   else {
     lines.push("apps:");

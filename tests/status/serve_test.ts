@@ -167,6 +167,11 @@ Deno.test("formatStatus: a blocked app shows its reason and facts; an unreachabl
     lines[0],
     "agent   berth 0.1.0, reconciling, up 2h, last reconcile 5m ago, polls every 5m",
   );
+  assert.ok(lines.includes("host    10.0.0.5:8471 (mirror of registry.example): 1.0 KiB served, 0 errors"));
+  assert.ok(
+    lines.includes("host    registry.example (registry): 0 B served, 2 errors, skipped until 00:00:30Z"),
+    lines.join("\n"),
+  );
 });
 
 Deno.test("reconfigure: a new token and hosts apply at once; a new address is bound before the old is closed", async () => {
