@@ -28,6 +28,7 @@ import { type AppRecord, readApps } from "../store/apps.ts";
 import { findStoredImage, readManifest, storedTagDigest } from "../store/images.ts";
 import { REF_NAME } from "../store/annotations.ts";
 import { pull, type PullEvent, type PullPlan } from "../fetch/pull.ts";
+import { ensureSignature } from "../fetch/signatures.ts";
 import type { BlobLimits } from "../fetch/limits.ts";
 import { Engine } from "../docker/engine.ts";
 import { type Compose, findCompose } from "../docker/compose_cli.ts";
@@ -392,13 +393,12 @@ export class Agent {
         await AppUpdate.end(this.#updateContext(signal), name, managed, "cancelled");
         managed.update = (await readAgentState(this.#store)).apps[name]?.update;
       }
-      if (managed.desiredDigest || managed.failedDigest || !state.apps[name]) {
-        await saveManaged(this.#store, name, {
-          ref: refText,
-          ...(managed.update ? { update: managed.update } : {}),
-        });
-      }
+      const update = managed.update ? { update: managed.update } : {};
+      const stale = managed.desiredDigest || managed.failedDigest || !state.apps[name];
+      if (stale) await saveManaged(this.#store, name, { ref: refText, ...update });
       await this.#ensureRunning(device, record, refText);
+      // A version installed before the policy existed gets its signature kept now, for restore.
+      await ensureSignature(this.#client, this.#store, this.#settings.policy, ref, digest, signal);
       return;
     }
     if (managed.failedDigest === digest) {

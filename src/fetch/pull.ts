@@ -21,7 +21,6 @@ import {
   PULLED_AT,
   PULLED_FOR_APP,
   REF_NAME,
-  SIGNATURE_OF,
   SOURCE_DIGEST,
   SOURCE_MEDIA_TYPE,
 } from "../store/annotations.ts";
@@ -29,7 +28,7 @@ import { RateLimiter } from "./rate.ts";
 import type { BlobLimits } from "./limits.ts";
 import { type ArtifactReader, type ResolvedImage, resolveImage } from "./resolve.ts";
 import { downloadBlob, type DownloadEvent } from "./download.ts";
-import { fetchSignature, type VerifiedSignature } from "./signatures.ts";
+import { fetchSignature, recordSignatures } from "./signatures.ts";
 import type { Policy } from "../trust/policy.ts";
 import { buildPlan, manifestBytesOf, type PlannedBlob, type PlannedImage, type PullPlan } from "./plan.ts";
 
@@ -207,9 +206,7 @@ class PullRun {
       const signatures = settled(await Promise.allSettled(judged));
       // Recorded at once (an install may begin before the pull ends, and judges the stored signature);
       // prune drops a signature whose version never got recorded.
-      const entries: Descriptor[] = [];
-      for (const signature of signatures) if (signature) entries.push(await this.#storeSignature(signature));
-      if (entries.length > 0) await this.#recordEntries(entries);
+      await recordSignatures(this.store, signatures.filter((signature) => signature !== undefined));
     }
     // An artifact's own blobs must be fetched to learn what it pins: they are judged first, by the sizes
     // the manifest declares, so nothing is written unless it fits.
@@ -377,26 +374,6 @@ class PullRun {
       [...manifests.filter((existing) => !names.has(byName(existing))), ...entries]
         .sort((a, b) => byName(a).localeCompare(byName(b)))
     );
-  }
-
-  /** Stores a verified signature's blobs and manifest; returns its index.json entry, recorded with what it signs. */
-  async #storeSignature(signature: VerifiedSignature): Promise<Descriptor> {
-    for (const blob of signature.blobs) await this.store.putBlob(blob.digest, blob.bytes);
-    const { manifest } = signature;
-    await this.store.putBlob(manifest.digest, manifest.bytes);
-    return {
-      mediaType: manifest.mediaType,
-      digest: manifest.digest,
-      size: manifest.bytes.length,
-      annotations: {
-        [REF_NAME]: signature.name,
-        [SOURCE_DIGEST]: manifest.digest,
-        [SOURCE_MEDIA_TYPE]: manifest.mediaType,
-        [MANIFEST_DIGEST]: manifest.digest,
-        [SIGNATURE_OF]: signature.signs,
-        [PULLED_AT]: new Date().toISOString(),
-      },
-    };
   }
 
   /** Waits for every download this pull started, whatever their outcome. */

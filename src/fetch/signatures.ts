@@ -12,7 +12,14 @@ import { formatReference, type Reference } from "../oci/reference.ts";
 import type { Manifest, RegistryClient } from "../registry/client.ts";
 import type { Store } from "../store/store.ts";
 import { storedImages } from "../store/images.ts";
-import { REF_NAME } from "../store/annotations.ts";
+import {
+  MANIFEST_DIGEST,
+  PULLED_AT,
+  REF_NAME,
+  SIGNATURE_OF,
+  SOURCE_DIGEST,
+  SOURCE_MEDIA_TYPE,
+} from "../store/annotations.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
 import {
   type CosignSignature,
@@ -226,4 +233,56 @@ async function verifyStoredNow(
   }
   const stored = await storedSignature(store, policy, ref, digest, pending);
   if (!stored) evaluatePolicy(policy, ref, digest, undefined);
+}
+
+/**
+ * Stores verified signatures (their blobs, then their manifests) and records their index.json entries, each
+ * replacing one of the same name. Recorded before what they sign may be: prune drops a signature whose
+ * version never got recorded.
+ */
+export async function recordSignatures(store: Store, signatures: VerifiedSignature[]): Promise<void> {
+  if (signatures.length === 0) return;
+  const entries: Descriptor[] = [];
+  for (const { manifest, blobs, name, signs } of signatures) {
+    for (const blob of blobs) await store.putBlob(blob.digest, blob.bytes);
+    await store.putBlob(manifest.digest, manifest.bytes);
+    entries.push({
+      mediaType: manifest.mediaType,
+      digest: manifest.digest,
+      size: manifest.bytes.length,
+      annotations: {
+        [REF_NAME]: name,
+        [SOURCE_DIGEST]: manifest.digest,
+        [SOURCE_MEDIA_TYPE]: manifest.mediaType,
+        [MANIFEST_DIGEST]: manifest.digest,
+        [SIGNATURE_OF]: signs,
+        [PULLED_AT]: new Date().toISOString(),
+      },
+    });
+  }
+  const byName = (descriptor: Descriptor) => descriptor.annotations?.[REF_NAME] ?? "";
+  const names = new Set(entries.map(byName));
+  await store.updateIndex((manifests) =>
+    [...manifests.filter((existing) => !names.has(byName(existing))), ...entries]
+      .sort((a, b) => byName(a).localeCompare(byName(b)))
+  );
+}
+
+/**
+ * Under a policy, the version installed (`digest`, of the tag `ref`) must have its signature in the store,
+ * for restore to judge it offline: one installed before the policy existed gets its signature fetched,
+ * judged and kept now. Nothing happens when the store holds a passing one, or the policy wants none.
+ */
+export async function ensureSignature(
+  client: RegistryClient,
+  store: Store,
+  policy: Policy | undefined,
+  ref: Reference,
+  digest: string,
+  signal?: AbortSignal,
+): Promise<void> {
+  if (!policy || !needsSignatures(policy, ref)) return;
+  if (await storedSignature(store, policy, ref, digest).catch(() => undefined)) return;
+  const signature = await fetchSignature(client, store, policy, ref, digest, signal);
+  if (signature) await recordSignatures(store, [signature]);
 }

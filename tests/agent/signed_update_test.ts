@@ -9,6 +9,7 @@ import { scratchDir, withServices } from "../harness/env.ts";
 import { ensureCosign } from "../harness/cosign.ts";
 import { harnessCacheDir, run } from "../harness/services.ts";
 import { inScene, publish, status, waitFor, writeConfig } from "./agent_harness.ts";
+import type { Device } from "./agent_harness.ts";
 
 Deno.test({
   name: "agent: an unsigned update is refused before any blob, the running version stays, SIGHUP tries again",
@@ -121,3 +122,70 @@ Deno.test({
       );
     }),
 });
+
+Deno.test({
+  name: "agent: a policy added to a running device keeps the installed version's signature, for restore",
+  ...withServices,
+  fn: () =>
+    inScene(async ({ env, proxy, via, device, start }) => {
+      const dir = await scratchDir("agent-signed-later-");
+      const cosign = await ensureCosign(harnessCacheDir());
+      const cosignEnv = { COSIGN_PASSWORD: "", HOME: dir, DOCKER_CONFIG: `${dir}/docker` };
+      await Deno.mkdir(`${dir}/docker`);
+      await Deno.writeTextFile(`${dir}/docker/config.json`, "{}");
+      await run([cosign, "generate-key-pair"], { cwd: dir, env: cosignEnv });
+      const tag = `${proxy.host}/fleet/later:stable`;
+      const v1 = await publish(tag, { web: via(env.images.appA.ref) });
+      await run([
+        cosign,
+        "sign",
+        "--key",
+        `${dir}/cosign.key`,
+        "--tlog-upload=false",
+        "--allow-http-registry",
+        "--allow-insecure-registry",
+        "-y",
+        `${proxy.host}/fleet/later@${v1.digest}`,
+      ], { env: cosignEnv });
+      await writeConfig(device, [tag]);
+      const agent = start();
+      const app = async () => (await status(device))?.apps.find((candidate) => candidate.name === "later");
+      await waitFor("v1 running", async () => (await app())?.state === "running", 90_000, 200, agent.log);
+      assert.equal(await signatureEntries(device), 0, "no policy, no signature kept");
+
+      const policy = `${dir}/policy.json`;
+      await Deno.writeTextFile(
+        policy,
+        JSON.stringify({
+          default: [{ type: "insecureAcceptAnything" }],
+          transports: {
+            docker: {
+              [`${proxy.host}/fleet`]: [{
+                type: "sigstoreSigned",
+                keyPath: `${dir}/cosign.pub`,
+                signedIdentity: { type: "matchRepository" },
+              }],
+            },
+          },
+        }),
+      );
+      await writeConfig(device, [tag], [`registries: { policy: ${policy} }`]);
+      agent.process.kill("SIGHUP");
+      await waitFor(
+        "the signature kept",
+        async () => await signatureEntries(device) === 1,
+        60_000,
+        200,
+        agent.log,
+      );
+      assert.equal((await app())?.state, "running");
+    }),
+});
+
+/** How many signature entries the device's store records. */
+async function signatureEntries(device: Device): Promise<number> {
+  const index = JSON.parse(await Deno.readTextFile(`${device.store}/index.json`));
+  return index.manifests.filter((entry: { annotations?: Record<string, string> }) =>
+    entry.annotations?.["io.berth.signatureOf"]
+  ).length;
+}
