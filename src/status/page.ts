@@ -115,6 +115,9 @@ function render(status) {
     row("store", bytes(s.bytesUsed) + " in " + s.blobs + " blobs, " + bytes(s.reclaimableBytes) +
       " reclaimable, " + (s.freeBytes === undefined ? "free space unknown" : bytes(s.freeBytes) + " free")),
     row("offline restore", el("span", { id: "offline" }, status.canRestoreOffline ? "yes" : "no")),
+    ...(status.registryHosts || []).map((h) => row(h.mirror ? "mirror" : "registry", el("span", { class: "host" },
+      h.host + ": " + bytes(h.bytesServed) + " served, " + h.errors + " errors" +
+      (h.backoffUntil ? ", skipped until " + new Date(h.backoffUntil).toLocaleTimeString() : "")))),
   ));
   if (status.lastError) {
     view.append(el("p", { class: "reason" }, "last error: " + (status.lastError.app ? status.lastError.app + ": " : "") +

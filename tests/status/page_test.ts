@@ -114,6 +114,8 @@ Deno.test({
       assert.match(dom, /<span id="agent-state" class="state">reconciling<\/span>/);
       assert.match(dom, /<span id="offline">yes<\/span>/);
       assert.match(dom, /178\.8 MiB in 41 blobs/);
+      assert.match(dom, /<span class="host">10\.0\.0\.5:8471: 1\.0 KiB served, 0 errors<\/span>/);
+      assert.match(dom, /<span class="host">registry\.example: 0 B served, 2 errors, skipped until /);
       // data is shown as text, never parsed as HTML
       assert.match(dom, /<strong class="name">&lt;img src=x onerror=alert\(1\)&gt;<\/strong>/);
       assert.ok(
