@@ -25,7 +25,7 @@ import type { Descriptor } from "../oci/descriptor.ts";
 import type { Policy } from "../trust/policy.ts";
 import type { Store } from "../store/store.ts";
 import { type AppRecord, readApps } from "../store/apps.ts";
-import { findStoredImage, readManifest, storedTagDigest } from "../store/images.ts";
+import { storedTagDigest } from "../store/images.ts";
 import { REF_NAME } from "../store/annotations.ts";
 import { pull, type PullEvent, type PullPlan } from "../fetch/pull.ts";
 import { ensureSignature } from "../fetch/signatures.ts";
@@ -33,8 +33,7 @@ import type { BlobLimits } from "../fetch/limits.ts";
 import { Engine } from "../docker/engine.ts";
 import { type Compose, findCompose } from "../docker/compose_cli.ts";
 import { type Device, installedServices, removeApp, runApp, stopApp } from "../app/lifecycle.ts";
-import { appImageRefs, appName, readBundleCompose } from "../app/stored.ts";
-import { parseAppManifest } from "../app/app_manifest.ts";
+import { appName, canRestoreOffline } from "../app/stored.ts";
 import { bundleLimitsFor } from "../app/bundle_format.ts";
 import { pruneStore, reclaimableBytes } from "../app/prune.ts";
 import type { PullHooks } from "../app/install_pull.ts";
@@ -130,10 +129,11 @@ export class Agent {
   reconfigure(settings: AgentSettings): void {
     const registryChanged = JSON.stringify(settings.registry) !== JSON.stringify(this.#settings.registry);
     this.#settings = settings;
-    if (registryChanged) {
-      const old = this.#client;
+    // Unchanged settings keep the client (and the downloads under way); hosts.toml files are read again.
+    if (!registryChanged) this.#client.forgetHosts();
+    else {
+      this.#client.close().catch(() => {});
       this.#client = new RegistryClient(settings.registry);
-      old.close().catch(() => {});
     }
     this.#model.setPollInterval(settings.pollInterval);
     this.#retryFailed = true;
@@ -623,28 +623,4 @@ export class Agent {
     }
     this.#model.setCanRestoreOffline(await canRestoreOffline(this.#store, records).catch(() => false));
   }
-}
-
-/**
- * Whether every installed app could be re-created from the store alone: its app manifest and bundle, and
- * every image it pins with its manifest, config and layers.
- */
-export async function canRestoreOffline(store: Store, records: Record<string, AppRecord>): Promise<boolean> {
-  for (const record of Object.values(records)) {
-    if (!record.installed) continue;
-    if (!(await store.has(record.digest))) return false;
-    const app = parseAppManifest(await store.readBlob(record.digest), record.ref);
-    for (const blob of [app.bundle, ...(app.bundleIndex ? [app.bundleIndex] : [])]) {
-      if (!(await store.has(blob.digest))) return false;
-    }
-    for (const image of appImageRefs(await readBundleCompose(store, app.bundle, record.ref))) {
-      const stored = await findStoredImage(store, image).catch(() => undefined);
-      if (!stored || !(await store.has(stored.manifestDigest))) return false;
-      const { manifest } = await readManifest(store, stored);
-      for (const blob of [manifest.config, ...manifest.layers]) {
-        if (!(await store.has(blob.digest))) return false;
-      }
-    }
-  }
-  return true;
 }

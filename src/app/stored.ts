@@ -11,6 +11,9 @@ import { type ComposeFile, MAX_COMPOSE_FILE_BYTES, parseComposeFile } from "./co
 import { pinnedReferences } from "./compose_pin.ts";
 import { gunzip } from "../util/gzip.ts";
 import { readTar } from "./tar_read.ts";
+import type { AppRecord } from "../store/apps.ts";
+import { findStoredImage, readManifest } from "../store/images.ts";
+import { parseAppManifest } from "./app_manifest.ts";
 
 /** The compose file inside a stored bundle blob. */
 export async function readBundleCompose(
@@ -38,3 +41,27 @@ export function appImageRefs(compose: ComposeFile): string[] {
 }
 
 export { appName } from "./name.ts";
+
+/**
+ * Whether every installed app could be re-created from the store alone: its app manifest and bundle, and
+ * every image it pins with its manifest, config and layers.
+ */
+export async function canRestoreOffline(store: Store, records: Record<string, AppRecord>): Promise<boolean> {
+  for (const record of Object.values(records)) {
+    if (!record.installed) continue;
+    if (!(await store.has(record.digest))) return false;
+    const app = parseAppManifest(await store.readBlob(record.digest), record.ref);
+    for (const blob of [app.bundle, ...(app.bundleIndex ? [app.bundleIndex] : [])]) {
+      if (!(await store.has(blob.digest))) return false;
+    }
+    for (const image of appImageRefs(await readBundleCompose(store, app.bundle, record.ref))) {
+      const stored = await findStoredImage(store, image).catch(() => undefined);
+      if (!stored || !(await store.has(stored.manifestDigest))) return false;
+      const { manifest } = await readManifest(store, stored);
+      for (const blob of [manifest.config, ...manifest.layers]) {
+        if (!(await store.has(blob.digest))) return false;
+      }
+    }
+  }
+  return true;
+}

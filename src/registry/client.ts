@@ -106,6 +106,11 @@ export class RegistryClient extends RegistryConnection {
     throw new Error("unreachable: the last route throws");
   }
 
+  /** Reads the hosts.toml files again at the next request (a reload): the hosts' figures are kept. */
+  forgetHosts(): void {
+    this.#hostLists.clear();
+  }
+
   /**
    * Puts the hosts that served a blob whose bytes did not verify in back-off, so that it is fetched again
    * from another host.

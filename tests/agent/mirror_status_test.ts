@@ -55,6 +55,35 @@ Deno.test({
           ),
         );
         assert.match(metrics, new RegExp(`berth_registry_host_served_bytes_total\\{host="${mirror.host}"`));
+
+        // hosts.toml edited and the agent reloaded: the next version comes from the mirror named now.
+        const second = await startFaultProxy(env.registry);
+        try {
+          await Deno.writeTextFile(
+            `${certsDir}/${proxy.host}/hosts.toml`,
+            `[host."http://${second.host}"]\n`,
+          );
+          const v2 = await publish(tag, { web: via(env.images.appB.ref) });
+          proxy.resetStats();
+          mirror.resetStats();
+          agent.process.kill("SIGHUP");
+          await waitFor(
+            "v2 running",
+            async () => {
+              const current = await status(device);
+              const app = current?.apps.find((candidate) => candidate.name === "mirrored");
+              return app?.state === "running" && app.currentDigest === v2.digest;
+            },
+            90_000,
+            200,
+            agent.log,
+          );
+          assert.ok(second.totalBlobBytes() > 0, "the new mirror served v2");
+          assert.equal(mirror.totalBlobBytes(), 0, "the mirror no longer named served nothing");
+          assert.equal(proxy.stats.requests.length, 0, "nor did the origin");
+        } finally {
+          await second.close();
+        }
       } finally {
         await mirror.close();
       }
