@@ -2,7 +2,7 @@
 import { Store } from "../store/store.ts";
 import { readManifest, storedImages } from "../store/images.ts";
 import { readApps } from "../store/apps.ts";
-import { APP_NAME } from "../store/annotations.ts";
+import { APP_NAME, SIGNATURE_OF } from "../store/annotations.ts";
 import { Engine } from "../docker/engine.ts";
 import { type Context, formatBytes, noteMissingStore } from "./context.ts";
 
@@ -104,11 +104,21 @@ export async function lsCommand(context: Context): Promise<number> {
       image.ref
     ),
   );
-  const images = (await listImages(store)).filter((image) => !appRefs.has(image.ref));
+  // Signatures (kept under a policy) are listed apart: what they sign, not images of their own.
+  const signed = new Map(
+    (await storedImages(store)).flatMap((image) => {
+      const signs = image.entry.annotations?.[SIGNATURE_OF];
+      return signs ? [[image.ref, signs] as const] : [];
+    }),
+  );
+  const images = (await listImages(store)).filter((image) =>
+    !appRefs.has(image.ref) && !signed.has(image.ref)
+  );
   const apps = await listApps(context, store);
   if (context.json) {
     context.emit({
       images,
+      signatures: [...signed].map(([ref, signs]) => ({ ref, signs })),
       apps: apps.map((app) => ({
         ...app,
         installed: app.installed !== undefined,
@@ -139,5 +149,9 @@ export async function lsCommand(context: Context): Promise<number> {
     ]);
   }
   printTable(context, appRows);
+  if (signed.size > 0) {
+    context.say("\nSIGNATURES");
+    printTable(context, [["REFERENCE", "SIGNS"], ...[...signed].map(([ref, signs]) => [ref, signs])]);
+  }
   return 0;
 }

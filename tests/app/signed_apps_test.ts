@@ -282,6 +282,12 @@ Deno.test({
           entry.annotations["io.berth.signatureOf"] === digest
         );
         assert.ok(signature, "the signature is kept in the store beside the app");
+        const listed = JSON.parse((await berth()("--json", "ls")).stdout);
+        assert.deepEqual(listed.signatures, [{
+          ref: `${repo}/shop:sha256-${digest.slice(7)}.sig`,
+          signs: digest,
+        }]);
+        assert.ok(!listed.images.some((image: { ref: string }) => image.ref.endsWith(".sig")));
 
         // Export carries the signature; import judges it before recording anything.
         const media = `${await scratchDir("signed-media-")}/export`;

@@ -36,7 +36,7 @@ Deno.test("ls, fsck and prune of a store that does not exist: empty, exit 0, the
     assert.equal(result.code, 0, result.stderr);
     return JSON.parse(result.stdout);
   };
-  assert.deepEqual(await json("ls"), { images: [], apps: [] });
+  assert.deepEqual(await json("ls"), { images: [], signatures: [], apps: [] });
   const fsck = await json("fsck");
   assert.deepEqual([fsck.ok, fsck.refs, fsck.blobs, fsck.problems], [true, 0, 0, []]);
   assert.deepEqual((await json("prune")).refsRemoved, []);
