@@ -6,8 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { scratchDir, withServices } from "../harness/env.ts";
-import { ensureCosign } from "../harness/cosign.ts";
-import { harnessCacheDir, run } from "../harness/services.ts";
+import { cosignSigner } from "../harness/cosign.ts";
+import { run } from "../harness/services.ts";
 import { inScene, publish, status, waitFor, writeConfig } from "./agent_harness.ts";
 import type { Device } from "./agent_harness.ts";
 
@@ -17,23 +17,8 @@ Deno.test({
   fn: () =>
     inScene(async ({ env, proxy, via, device, start }) => {
       const dir = await scratchDir("agent-signed-");
-      const cosign = await ensureCosign(harnessCacheDir());
-      const cosignEnv = { COSIGN_PASSWORD: "", HOME: dir, DOCKER_CONFIG: `${dir}/docker` };
-      await Deno.mkdir(`${dir}/docker`);
-      await Deno.writeTextFile(`${dir}/docker/config.json`, "{}");
-      await run([cosign, "generate-key-pair"], { cwd: dir, env: cosignEnv });
-      const sign = (digest: string) =>
-        run([
-          cosign,
-          "sign",
-          "--key",
-          `${dir}/cosign.key`,
-          "--tlog-upload=false",
-          "--allow-http-registry",
-          "--allow-insecure-registry",
-          "-y",
-          `${proxy.host}/fleet/signed@${digest}`,
-        ], { env: cosignEnv });
+      const signer = await cosignSigner(dir, ["fleet"]);
+      const sign = (digest: string) => signer.sign(`${proxy.host}/fleet/signed@${digest}`, "fleet");
       const policy = `${dir}/policy.json`;
       await Deno.writeTextFile(
         policy,
@@ -43,7 +28,7 @@ Deno.test({
             docker: {
               [`${proxy.host}/fleet`]: [{
                 type: "sigstoreSigned",
-                keyPath: `${dir}/cosign.pub`,
+                keyPath: signer.publicKey("fleet"),
                 signedIdentity: { type: "matchRepository" },
               }],
             },
@@ -129,24 +114,10 @@ Deno.test({
   fn: () =>
     inScene(async ({ env, proxy, via, device, start }) => {
       const dir = await scratchDir("agent-signed-later-");
-      const cosign = await ensureCosign(harnessCacheDir());
-      const cosignEnv = { COSIGN_PASSWORD: "", HOME: dir, DOCKER_CONFIG: `${dir}/docker` };
-      await Deno.mkdir(`${dir}/docker`);
-      await Deno.writeTextFile(`${dir}/docker/config.json`, "{}");
-      await run([cosign, "generate-key-pair"], { cwd: dir, env: cosignEnv });
+      const signer = await cosignSigner(dir, ["fleet"]);
       const tag = `${proxy.host}/fleet/later:stable`;
       const v1 = await publish(tag, { web: via(env.images.appA.ref) });
-      await run([
-        cosign,
-        "sign",
-        "--key",
-        `${dir}/cosign.key`,
-        "--tlog-upload=false",
-        "--allow-http-registry",
-        "--allow-insecure-registry",
-        "-y",
-        `${proxy.host}/fleet/later@${v1.digest}`,
-      ], { env: cosignEnv });
+      await signer.sign(`${proxy.host}/fleet/later@${v1.digest}`, "fleet");
       await writeConfig(device, [tag]);
       const agent = start();
       const app = async () => (await status(device))?.apps.find((candidate) => candidate.name === "later");
@@ -162,7 +133,7 @@ Deno.test({
             docker: {
               [`${proxy.host}/fleet`]: [{
                 type: "sigstoreSigned",
-                keyPath: `${dir}/cosign.pub`,
+                keyPath: signer.publicKey("fleet"),
                 signedIdentity: { type: "matchRepository" },
               }],
             },

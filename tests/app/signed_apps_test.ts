@@ -7,15 +7,14 @@
  */
 import assert from "node:assert/strict";
 import { writeProject } from "../harness/projects.ts";
-import { type Dockerd, harnessCacheDir, run, startDockerd } from "../harness/services.ts";
+import { type Dockerd, run, startDockerd } from "../harness/services.ts";
 import { type FaultProxy, startFaultProxy } from "../harness/fault_proxy.ts";
-import { ensureCosign } from "../harness/cosign.ts";
+import { type CosignSigner, cosignSigner } from "../harness/cosign.ts";
 import { deviceBerth, runBerth, scratchDir, testEnv, withServices } from "../harness/env.ts";
 
 interface Scene {
   dir: string;
-  cosign: string;
-  cosignEnv: Record<string, string>;
+  signer: CosignSigner;
   origin: FaultProxy;
   /** "<origin>/signed-<id>": apps are published under it, through the proxy. */
   repo: string;
@@ -29,40 +28,14 @@ async function publish(ref: string, image: string): Promise<string> {
   return JSON.parse(published.stdout).digest;
 }
 
-/** cosign sign with key `key` ("one" or "two"), straight at the registry (the proxy forwards the same). */
-async function sign(scene: Scene, name: string, digest: string, key: string): Promise<void> {
-  // Through the proxy: the identity cosign signs is the repository as berth names it.
-  const target = `${scene.repo}/${name}@${digest}`;
-  await run([
-    scene.cosign,
-    "sign",
-    "--key",
-    `${scene.dir}/${key}/cosign.key`,
-    "--tlog-upload=false",
-    "--allow-http-registry",
-    "--allow-insecure-registry",
-    "-y",
-    target,
-  ], { env: scene.cosignEnv });
+/** cosign sign with key `key` ("one" or "two"), through the proxy: the identity is the repository berth names. */
+function sign(scene: Scene, name: string, digest: string, key: string): Promise<void> {
+  return scene.signer.sign(`${scene.repo}/${name}@${digest}`, key);
 }
 
 /** Whether `cosign verify` accepts `name@digest` with `key`. */
-async function cosignAccepts(scene: Scene, name: string, digest: string, key: string): Promise<boolean> {
-  const target = `${scene.repo}/${name}@${digest}`;
-  try {
-    await run([
-      scene.cosign,
-      "verify",
-      "--key",
-      `${scene.dir}/${key}/cosign.pub`,
-      "--insecure-ignore-tlog",
-      "--allow-http-registry",
-      target,
-    ], { env: scene.cosignEnv });
-    return true;
-  } catch {
-    return false;
-  }
+function cosignAccepts(scene: Scene, name: string, digest: string, key: string): Promise<boolean> {
+  return scene.signer.verifies(`${scene.repo}/${name}@${digest}`, key);
 }
 
 /**
@@ -117,7 +90,7 @@ async function policy(
   const file = `${scene.dir}/policy-${crypto.randomUUID().slice(0, 8)}.json`;
   const requirement = {
     type: "sigstoreSigned",
-    keyPath: `${scene.dir}/${key}/cosign.pub`,
+    keyPath: scene.signer.publicKey(key),
     signedIdentity: { type: "matchRepository" },
   };
   await Deno.writeTextFile(
@@ -129,23 +102,10 @@ async function policy(
 
 async function withScene(work: (scene: Scene) => Promise<void>): Promise<void> {
   const dir = await scratchDir("signed-");
-  const cosign = await ensureCosign(harnessCacheDir());
-  const cosignEnv = { COSIGN_PASSWORD: "", HOME: dir, DOCKER_CONFIG: `${dir}/docker` };
-  await Deno.mkdir(`${dir}/docker`);
-  await Deno.writeTextFile(`${dir}/docker/config.json`, "{}");
-  for (const key of ["one", "two"]) {
-    await Deno.mkdir(`${dir}/${key}`);
-    await run([cosign, "generate-key-pair"], { cwd: `${dir}/${key}`, env: cosignEnv });
-  }
+  const signer = await cosignSigner(dir, ["one", "two"]);
   const origin = await startFaultProxy(testEnv()!.registry);
   try {
-    await work({
-      dir,
-      cosign,
-      cosignEnv,
-      origin,
-      repo: `${origin.host}/signed-${crypto.randomUUID().slice(0, 8)}`,
-    });
+    await work({ dir, signer, origin, repo: `${origin.host}/signed-${crypto.randomUUID().slice(0, 8)}` });
   } finally {
     await origin.close();
   }

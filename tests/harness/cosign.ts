@@ -3,7 +3,7 @@
  * fetched with `apt-get download` through a private sources list as compose v2 is (see `ensureComposeV2`),
  * unpacked with `dpkg-deb -x` and kept in a cache directory, so the machine's own packages are not touched.
  */
-import { downloadDebianPackage, run } from "./services.ts";
+import { downloadDebianPackage, harnessCacheDir, run } from "./services.ts";
 
 /** The Debian release whose `cosign` package is cosign 2.x (Debian 12 has none). */
 const COSIGN_SUITE = "trixie";
@@ -76,4 +76,55 @@ async function provisionCosign(cacheDir: string): Promise<string> {
   } finally {
     await Deno.remove(work, { recursive: true }).catch(() => {});
   }
+}
+
+/** Real cosign with a home and docker config of its own, and key pairs made by name. */
+export interface CosignSigner {
+  /** `<dir>/<key>/cosign.pub`. */
+  publicKey(key: string): string;
+  /** `cosign sign` of `target` (host/repo@digest) with key `key`, pushed to its plain-HTTP registry. */
+  sign(target: string, key: string): Promise<void>;
+  /** Whether `cosign verify --insecure-ignore-tlog` accepts `target` with key `key`. */
+  verifies(target: string, key: string): Promise<boolean>;
+}
+
+/**
+ * A signer under `dir` with a key pair per name in `keys` (empty passwords): cosign keeps nothing of the
+ * machine's, its home and docker config are the test's own.
+ */
+export async function cosignSigner(dir: string, keys: string[]): Promise<CosignSigner> {
+  const cosign = await ensureCosign(harnessCacheDir());
+  const env = { COSIGN_PASSWORD: "", HOME: dir, DOCKER_CONFIG: `${dir}/docker` };
+  await Deno.mkdir(`${dir}/docker`, { recursive: true });
+  await Deno.writeTextFile(`${dir}/docker/config.json`, "{}");
+  for (const key of keys) {
+    await Deno.mkdir(`${dir}/${key}`);
+    await run([cosign, "generate-key-pair"], { cwd: `${dir}/${key}`, env });
+  }
+  return {
+    publicKey: (key) => `${dir}/${key}/cosign.pub`,
+    async sign(target, key) {
+      await run([
+        cosign,
+        "sign",
+        "--key",
+        `${dir}/${key}/cosign.key`,
+        "--tlog-upload=false",
+        "--allow-http-registry",
+        "--allow-insecure-registry",
+        "-y",
+        target,
+      ], { env });
+    },
+    async verifies(target, key) {
+      const args = [
+        "verify",
+        "--key",
+        `${dir}/${key}/cosign.pub`,
+        "--insecure-ignore-tlog",
+        "--allow-http-registry",
+      ];
+      return await run([cosign, ...args, target], { env }).then(() => true, () => false);
+    },
+  };
 }
