@@ -19,22 +19,7 @@ Deno.test({
       const dir = await scratchDir("agent-signed-");
       const signer = await cosignSigner(dir, ["fleet"]);
       const sign = (digest: string) => signer.sign(`${proxy.host}/fleet/signed@${digest}`, "fleet");
-      const policy = `${dir}/policy.json`;
-      await Deno.writeTextFile(
-        policy,
-        JSON.stringify({
-          default: [{ type: "insecureAcceptAnything" }],
-          transports: {
-            docker: {
-              [`${proxy.host}/fleet`]: [{
-                type: "sigstoreSigned",
-                keyPath: signer.publicKey("fleet"),
-                signedIdentity: { type: "matchRepository" },
-              }],
-            },
-          },
-        }),
-      );
+      const policy = await writePolicy(dir, `${proxy.host}/fleet`, signer.publicKey("fleet"));
       const tag = `${proxy.host}/fleet/signed:stable`;
       const v1 = await publish(tag, { web: via(env.images.appA.ref) });
       await sign(v1.digest);
@@ -124,22 +109,7 @@ Deno.test({
       await waitFor("v1 running", async () => (await app())?.state === "running", 90_000, 200, agent.log);
       assert.equal(await signatureEntries(device), 0, "no policy, no signature kept");
 
-      const policy = `${dir}/policy.json`;
-      await Deno.writeTextFile(
-        policy,
-        JSON.stringify({
-          default: [{ type: "insecureAcceptAnything" }],
-          transports: {
-            docker: {
-              [`${proxy.host}/fleet`]: [{
-                type: "sigstoreSigned",
-                keyPath: signer.publicKey("fleet"),
-                signedIdentity: { type: "matchRepository" },
-              }],
-            },
-          },
-        }),
-      );
+      const policy = await writePolicy(dir, `${proxy.host}/fleet`, signer.publicKey("fleet"));
       await writeConfig(device, [tag], [`registries: { policy: ${policy} }`]);
       agent.process.kill("SIGHUP");
       await waitFor(
@@ -152,6 +122,21 @@ Deno.test({
       assert.equal((await app())?.state, "running");
     }),
 });
+
+/** A policy under `dir`: `scope` needs a cosign signature with `publicKey` (matchRepository); the rest passes. */
+async function writePolicy(dir: string, scope: string, publicKey: string): Promise<string> {
+  const requirement = {
+    type: "sigstoreSigned",
+    keyPath: publicKey,
+    signedIdentity: { type: "matchRepository" },
+  };
+  const policy = {
+    default: [{ type: "insecureAcceptAnything" }],
+    transports: { docker: { [scope]: [requirement] } },
+  };
+  await Deno.writeTextFile(`${dir}/policy.json`, JSON.stringify(policy));
+  return `${dir}/policy.json`;
+}
 
 /** How many signature entries the device's store records. */
 async function signatureEntries(device: Device): Promise<number> {
