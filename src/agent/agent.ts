@@ -382,7 +382,7 @@ export class Agent {
     const currentDigest = record?.installed ? record.digest : undefined;
     this.#model.setApp(name, refText, { currentDigest, previousDigests: record?.previous ?? [] });
 
-    const digest = ref.digest ?? await this.#resolve(ref, refText, signal);
+    const digest = ref.digest ?? await this.#resolve(ref, refText, record?.updatedAt, signal);
     this.#model.setApp(name, refText, { desiredDigest: digest });
     const device = await this.#device();
 
@@ -434,16 +434,17 @@ export class Agent {
 
   /**
    * The digest the tag names now. With the registry out of reach, the version the store holds for the tag
-   * (fetched earlier, or imported from removable media) stands in: it is what the agent would install.
+   * (imported from removable media, or fetched by hand) stands in — if it was recorded after the installed
+   * version (`installedAt`): an older entry must not take the app back.
    */
-  async #resolve(ref: Reference, refText: string, signal: AbortSignal): Promise<string> {
+  async #resolve(ref: Reference, refText: string, installedAt: string | undefined, signal: AbortSignal) {
     this.#registryRequests++;
     const resolve = () => this.#client.resolveDigest(ref, signal);
     try {
       return (await this.#inPhase("registry request", this.#client.options.deadlineMs, resolve)).digest;
     } catch (error) {
       const offline = error instanceof BerthError && error.transient && !signal.aborted;
-      const stored = offline ? await storedTagDigest(this.#store, refText) : undefined;
+      const stored = offline ? await storedTagDigest(this.#store, refText, installedAt) : undefined;
       if (!stored) throw error;
       this.#log.info(`${refText}: registry out of reach; the store's ${stored} stands in`, {
         digest: stored,

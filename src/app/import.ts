@@ -17,7 +17,7 @@ import type { Descriptor } from "../oci/descriptor.ts";
 import { lstatIfExists } from "../util/fs.ts";
 import { openNoFollow, readNoFollow } from "../store/nofollow.ts";
 import type { Store } from "../store/store.ts";
-import { PULLED_FOR_APP, REF_NAME, SIGNATURE_OF, SOURCE_DIGEST } from "../store/annotations.ts";
+import { PULLED_AT, PULLED_FOR_APP, REF_NAME, SIGNATURE_OF, SOURCE_DIGEST } from "../store/annotations.ts";
 import { parseReference } from "../oci/reference.ts";
 import { verifyStored } from "../fetch/signatures.ts";
 import type { Policy } from "../trust/policy.ts";
@@ -84,8 +84,15 @@ export async function importLayout(
     const digest = annotations[SOURCE_DIGEST] ?? entry.digest;
     await verifyStored(store, policy, parseReference(entryRef(entry)), digest, entries);
   }
+  // Written now, on this device: the agent lets a tag's entry stand in for its registry only when it is
+  // newer than the version installed.
+  const pulledAt = new Date().toISOString();
+  const recorded = entries.map((entry): Descriptor => ({
+    ...entry,
+    annotations: { ...entry.annotations, [PULLED_AT]: pulledAt },
+  }));
   await store.updateIndex((manifests) =>
-    [...manifests.filter((existing) => !names.has(entryRef(existing))), ...entries]
+    [...manifests.filter((existing) => !names.has(entryRef(existing))), ...recorded]
       .sort((a, b) => (a.annotations?.[REF_NAME] ?? "").localeCompare(b.annotations?.[REF_NAME] ?? ""))
   );
   return {

@@ -39,10 +39,17 @@ export async function storedImages(store: Store): Promise<StoredImage[]> {
 
 /**
  * What the store's entry for `ref` (a full reference, as recorded) names: the digest the tag resolved to when
- * it was last fetched or imported; undefined when the store has no entry of that name.
+ * it was last fetched or imported — only when that entry was written after `newerThan` (an ISO time; the
+ * installed version's record), so an old entry never stands in for a newer version. Else undefined.
  */
-export async function storedTagDigest(store: Store, ref: string): Promise<string | undefined> {
-  return (await storedImages(store)).find((image) => image.ref === ref)?.digest;
+export async function storedTagDigest(
+  store: Store,
+  ref: string,
+  newerThan?: string,
+): Promise<string | undefined> {
+  const image = (await storedImages(store)).find((candidate) => candidate.ref === ref);
+  if (!image || (newerThan && !(Date.parse(image.pulledAt ?? "") > Date.parse(newerThan)))) return undefined;
+  return image.digest;
 }
 
 /** Finds a stored reference (given in any form docker accepts) or throws `not_found` saying how to get it. */
