@@ -1,8 +1,8 @@
 /**
  * `berth agent`: runs the reconcile loop as a service, with the status endpoint beside it. Holds the
  * store's writer lock for its whole life (other writing commands fail at once, naming it). SIGHUP reloads
- * the config (a broken one is refused and the old one kept), status.listen, token and hosts included (the
- * peer keys take a restart); SIGTERM and SIGINT stop it cleanly, exit 0. With peer.listen set it also serves
+ * the config (a broken one is refused and the old one kept), status.listen, token and hosts and the peer keys
+ * included; SIGTERM and SIGINT stop it cleanly, exit 0. With peer.listen set it also serves
  * its store read-only to neighbouring devices (status/peer.ts).
  */
 import { BerthError, errorMessage, UsageError } from "../util/errors.ts";
@@ -51,6 +51,27 @@ function startPeers(config: Config, store: Store, log: Logger): PeerServer | und
   return peers;
 }
 
+/**
+ * A reload's peer keys: a new token in force at once; a new address bound before the old one is closed (on
+ * failure the old endpoint stays, and the error says why); none, and the endpoint stops.
+ */
+async function reloadPeers(
+  peers: PeerServer | undefined,
+  was: Config,
+  now: Config,
+  store: Store,
+  log: Logger,
+): Promise<PeerServer | undefined> {
+  if (now.peer.listen === was.peer.listen) {
+    if (now.peer.token !== was.peer.token) peers?.setToken(now.peer.token);
+    return peers;
+  }
+  const next = startPeers(now, store, log);
+  await peers?.close();
+  if (!next) log.info("store no longer served to peers");
+  return next;
+}
+
 /** `berth agent`: runs until SIGTERM/SIGINT (exit 0); the store stays locked for writing meanwhile. */
 export async function agentCommand(context: Context): Promise<number> {
   if (context.args.positional.length > 0) throw new UsageError("agent takes no arguments");
@@ -68,6 +89,8 @@ export async function agentCommand(context: Context): Promise<number> {
   const agent = new Agent(store, settingsOf(context, config, policy), model, log);
   let server: StatusServer | undefined;
   let peers: PeerServer | undefined;
+  /** The config the peer endpoint runs with: the first, then each reload it took. */
+  let peerConfig = config;
   let supervision: SystemdSupervision | undefined;
   const stop = new AbortController();
   const onStop = (signal: string) => () => {
@@ -95,8 +118,11 @@ export async function agentCommand(context: Context): Promise<number> {
           log.error(`config reload: the status endpoint: ${errorMessage(error)}`);
         }
         if (server && server.url !== statusWas) log.info(`status now at ${server.url}`, { was: statusWas });
-        if (fresh.peer.listen !== config.peer.listen || fresh.peer.token !== config.peer.token) {
-          log.warn("config reload: peer.listen and peer.token take a restart");
+        try {
+          peers = await reloadPeers(peers, peerConfig, fresh, store, log);
+          peerConfig = fresh;
+        } catch (error) {
+          log.error(`config reload: the peer endpoint, kept as it was: ${errorMessage(error)}`);
         }
         log.info(`config reloaded from ${context.configPath}`, { apps: fresh.apps.length });
       } catch (error) {

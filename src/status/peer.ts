@@ -367,6 +367,11 @@ export interface PeerServer {
   readonly url: string;
   /** The address bound, in listen syntax (the real port when 0 was asked). */
   readonly listen: string;
+  /**
+   * A new token (a reload), in force for the next request; refused (BerthError "invalid_input") when the
+   * address is beyond loopback and no token is left.
+   */
+  setToken(token: string | undefined): void;
   /** Stops listening and lets answers in flight finish. */
   close(): Promise<void>;
 }
@@ -388,13 +393,15 @@ export function servePeers(
       `${keys.listen} "${listen}": neighbours connect over TCP: give host:port`,
     );
   }
-  if (!isLoopback(address) && options.token === undefined) {
+  const needToken = (token: string | undefined) => {
+    if (isLoopback(address) || token !== undefined) return;
     throw new BerthError(
       "invalid_input",
       `${keys.listen} "${listen}": a non-loopback address needs ${keys.token} (set one, and send it from the ` +
         `neighbours' hosts.toml), or listen on 127.0.0.1:PORT`,
     );
-  }
+  };
+  needToken(options.token);
   let listener: Deno.Listener;
   try {
     listener = Deno.listen({ hostname: address.hostname, port: address.port });
@@ -415,6 +422,10 @@ export function servePeers(
   return {
     url: `http://${host.includes(":") ? `[${host}]` : host}:${bound.port}`,
     listen: formatListen(bound),
+    setToken(token) {
+      needToken(token);
+      settings.token = token;
+    },
     close: () => http.close(),
   };
 }

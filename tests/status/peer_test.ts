@@ -274,24 +274,27 @@ Deno.test({
 });
 
 Deno.test({
-  name: "the agent with peer.listen serves its store at /v2/",
+  name: "the agent with peer.listen serves its store at /v2/; a reload moves it and sets its token",
   ...withServices,
   async fn() {
     const env = testEnv()!;
     const dir = await scratchDir("peer-agent-");
     const port = freePort();
-    await Deno.writeTextFile(
-      `${dir}/config.yml`,
-      [
-        `store: ${dir}/store`,
-        `composeRoot: ${dir}/apps`,
-        `docker: { host: "${env.dockerHost}" }`,
-        "apps: []",
-        `status: { listen: "127.0.0.1:${freePort()}" }`,
-        `peer: { listen: "127.0.0.1:${port}" }`,
-        "",
-      ].join("\n"),
-    );
+    const statusPort = freePort();
+    const writeConfig = (peer: string) =>
+      Deno.writeTextFile(
+        `${dir}/config.yml`,
+        [
+          `store: ${dir}/store`,
+          `composeRoot: ${dir}/apps`,
+          `docker: { host: "${env.dockerHost}" }`,
+          "apps: []",
+          `status: { listen: "127.0.0.1:${statusPort}" }`,
+          `peer: ${peer}`,
+          "",
+        ].join("\n"),
+      );
+    await writeConfig(`{ listen: "127.0.0.1:${port}" }`);
     const agent = new Deno.Command(Deno.execPath(), {
       args: [...RUN_ARGS, "--config", `${dir}/config.yml`, "agent"],
       env: CHILD_ENV,
@@ -309,6 +312,25 @@ Deno.test({
       const answer = await fetch(`http://127.0.0.1:${port}/v2/`);
       assert.equal(answer.status, 200);
       assert.deepEqual(await answer.json(), {});
+
+      // A reload with another address and a token: the new one answers (with the token), the old is gone.
+      const moved = freePort();
+      await writeConfig(`{ listen: "127.0.0.1:${moved}", token: "${TOKEN}" }`);
+      agent.kill("SIGHUP");
+      while (!text.includes(`store served to peers at http://127.0.0.1:${moved}`)) {
+        const { done, value } = await reader.read();
+        if (done) assert.fail(`the agent ended:\n${text}`);
+        text += value;
+      }
+      const refused = await fetch(`http://127.0.0.1:${moved}/v2/`);
+      assert.equal(refused.status, 401);
+      await refused.body?.cancel();
+      const allowed = await fetch(`http://127.0.0.1:${moved}/v2/`, {
+        headers: { Authorization: `Bearer ${TOKEN}` },
+      });
+      assert.equal(allowed.status, 200);
+      await allowed.body?.cancel();
+      await assert.rejects(fetch(`http://127.0.0.1:${port}/v2/`), "the old address no longer answers");
     } finally {
       agent.kill("SIGTERM");
       (async () => {
