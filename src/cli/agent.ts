@@ -72,6 +72,49 @@ async function reloadPeers(
   return next;
 }
 
+/** The endpoints the agent runs, and the config its peer endpoint took last. */
+interface Servers {
+  status?: StatusServer;
+  peers?: PeerServer;
+  peerConfig: Config;
+}
+
+/**
+ * SIGHUP: the config read again as at start (options given on the command line or in the environment still
+ * win) and applied; a broken config or policy is refused and the running one kept.
+ */
+async function reload(context: Context, agent: Agent, servers: Servers, store: Store, log: Logger) {
+  try {
+    const reloaded = await makeContext(context.args);
+    const fresh = reloaded.config;
+    if (reloaded.storePath !== context.storePath) {
+      log.warn(`config reload: store changed to ${reloaded.storePath}; that takes a restart`);
+    }
+    // A policy that does not load refuses the reload, as a broken config does.
+    agent.reconfigure(settingsOf(reloaded, fresh, await contextPolicy(reloaded)));
+    const statusWas = servers.status?.url;
+    try {
+      await servers.status?.reconfigure(fresh.status.listen, fresh.status);
+    } catch (error) {
+      log.error(`config reload: the status endpoint: ${errorMessage(error)}`);
+    }
+    if (servers.status && servers.status.url !== statusWas) {
+      log.info(`status now at ${servers.status.url}`, { was: statusWas });
+    }
+    try {
+      servers.peers = await reloadPeers(servers.peers, servers.peerConfig, fresh, store, log);
+      servers.peerConfig = fresh;
+    } catch (error) {
+      log.error(`config reload: the peer endpoint, kept as it was: ${errorMessage(error)}`);
+    }
+    log.info(`config reloaded from ${context.configPath}`, { apps: fresh.apps.length });
+  } catch (error) {
+    log.error(`config reload refused, keeping the running config: ${errorMessage(error)}`, {
+      reason: error instanceof BerthError ? error.reason : "internal",
+    });
+  }
+}
+
 /** `berth agent`: runs until SIGTERM/SIGINT (exit 0); the store stays locked for writing meanwhile. */
 export async function agentCommand(context: Context): Promise<number> {
   if (context.args.positional.length > 0) throw new UsageError("agent takes no arguments");
@@ -87,10 +130,7 @@ export async function agentCommand(context: Context): Promise<number> {
     log,
   });
   const agent = new Agent(store, settingsOf(context, config, policy), model, log);
-  let server: StatusServer | undefined;
-  let peers: PeerServer | undefined;
-  /** The config the peer endpoint runs with: the first, then each reload it took. */
-  let peerConfig = config;
+  const servers: Servers = { peerConfig: config };
   let supervision: SystemdSupervision | undefined;
   const stop = new AbortController();
   const onStop = (signal: string) => () => {
@@ -101,48 +141,20 @@ export async function agentCommand(context: Context): Promise<number> {
   const onInt = onStop("SIGINT");
   let reloading = Promise.resolve();
   const onHup = () => {
-    reloading = reloading.then(async () => {
-      try {
-        // Read as at start: options given on the command line or in the environment still win.
-        const reloaded = await makeContext(context.args);
-        const fresh = reloaded.config;
-        if (reloaded.storePath !== context.storePath) {
-          log.warn(`config reload: store changed to ${reloaded.storePath}; that takes a restart`);
-        }
-        // A policy that does not load refuses the reload, as a broken config does.
-        agent.reconfigure(settingsOf(reloaded, fresh, await contextPolicy(reloaded)));
-        const statusWas = server?.url;
-        try {
-          await server?.reconfigure(fresh.status.listen, fresh.status);
-        } catch (error) {
-          log.error(`config reload: the status endpoint: ${errorMessage(error)}`);
-        }
-        if (server && server.url !== statusWas) log.info(`status now at ${server.url}`, { was: statusWas });
-        try {
-          peers = await reloadPeers(peers, peerConfig, fresh, store, log);
-          peerConfig = fresh;
-        } catch (error) {
-          log.error(`config reload: the peer endpoint, kept as it was: ${errorMessage(error)}`);
-        }
-        log.info(`config reloaded from ${context.configPath}`, { apps: fresh.apps.length });
-      } catch (error) {
-        log.error(`config reload refused, keeping the running config: ${errorMessage(error)}`, {
-          reason: error instanceof BerthError ? error.reason : "internal",
-        });
-      }
-    });
+    reloading = reloading.then(() => reload(context, agent, servers, store, log));
   };
   Deno.addSignalListener("SIGTERM", onTerm);
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGHUP", onHup);
   try {
-    server = await serveStatus(config.status.listen, model, {
+    servers.status = await serveStatus(config.status.listen, model, {
       token: config.status.token,
       hosts: config.status.hosts,
       warn: (message) => log.warn(message),
     });
-    log.info(`status at ${server.url}`, { version: VERSION, store: store.root, apps: config.apps.length });
-    peers = startPeers(config, store, log);
+    const { url } = servers.status;
+    log.info(`status at ${url}`, { version: VERSION, store: store.root, apps: config.apps.length });
+    servers.peers = startPeers(config, store, log);
     supervision = await SystemdSupervision.start(model, log);
     await agent.run(stop.signal, () => supervision?.ready() ?? Promise.resolve());
     return 0;
@@ -151,8 +163,8 @@ export async function agentCommand(context: Context): Promise<number> {
     // supervisor's after a terminal's Ctrl-C) kills it with 143 or 130 while it closes or exits.
     Deno.removeSignalListener("SIGHUP", onHup);
     await supervision?.stop();
-    await peers?.close();
-    await server?.close();
+    await servers.peers?.close();
+    await servers.status?.close();
     store.close();
     log.info("stopped");
   }
