@@ -16,8 +16,9 @@ import { MAX_MANIFEST_BYTES } from "../oci/manifest.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
 import { lstatIfExists } from "../util/fs.ts";
 import { openNoFollow, readNoFollow } from "../store/nofollow.ts";
+import { recordEntries } from "../store/images.ts";
 import type { Store } from "../store/store.ts";
-import { PULLED_AT, PULLED_FOR_APP, REF_NAME, SIGNATURE_OF, SOURCE_DIGEST } from "../store/annotations.ts";
+import { PULLED_AT, PULLED_FOR_APP, SIGNATURE_OF, SOURCE_DIGEST } from "../store/annotations.ts";
 import { parseReference } from "../oci/reference.ts";
 import { verifyStored } from "../fetch/signatures.ts";
 import type { Policy } from "../trust/policy.ts";
@@ -91,10 +92,7 @@ export async function importLayout(
     ...entry,
     annotations: { ...entry.annotations, [PULLED_AT]: pulledAt },
   }));
-  await store.updateIndex((manifests) =>
-    [...manifests.filter((existing) => !names.has(entryRef(existing))), ...recorded]
-      .sort((a, b) => (a.annotations?.[REF_NAME] ?? "").localeCompare(b.annotations?.[REF_NAME] ?? ""))
-  );
+  await recordEntries(store, recorded);
   return {
     dir,
     refs: [...names].sort(),

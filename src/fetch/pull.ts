@@ -12,6 +12,7 @@ import type { RegistryClient } from "../registry/client.ts";
 import { OCI_INDEX, OCI_MANIFEST } from "../oci/mediatypes.ts";
 import { formatPlatform, normalizePlatform, type Platform } from "../oci/platform.ts";
 import { parseReference, type Reference } from "../oci/reference.ts";
+import { recordEntries } from "../store/images.ts";
 import type { Store } from "../store/store.ts";
 import type { Descriptor } from "../oci/descriptor.ts";
 import {
@@ -363,17 +364,7 @@ class PullRun {
         [PULLED_AT]: new Date().toISOString(),
       },
     };
-    await this.#recordEntries([entry]);
-  }
-
-  /** Adds index.json entries, each replacing one of the same name. */
-  async #recordEntries(entries: Descriptor[]): Promise<void> {
-    const byName = (descriptor: Descriptor) => descriptor.annotations?.[REF_NAME] ?? "";
-    const names = new Set(entries.map(byName));
-    await this.store.updateIndex((manifests) =>
-      [...manifests.filter((existing) => !names.has(byName(existing))), ...entries]
-        .sort((a, b) => byName(a).localeCompare(byName(b)))
-    );
+    await recordEntries(this.store, [entry]);
   }
 
   /** Waits for every download this pull started, whatever their outcome. */

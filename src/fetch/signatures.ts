@@ -11,7 +11,7 @@ import { parseImageManifest } from "../oci/manifest.ts";
 import { formatReference, type Reference } from "../oci/reference.ts";
 import type { Manifest, RegistryClient } from "../registry/client.ts";
 import type { Store } from "../store/store.ts";
-import { storedImages } from "../store/images.ts";
+import { recordEntries, storedImages } from "../store/images.ts";
 import {
   MANIFEST_DIGEST,
   PULLED_AT,
@@ -151,32 +151,26 @@ export function fetchSignature(
   digest: string,
   signal?: AbortSignal,
 ): Promise<VerifiedSignature | undefined> {
-  return namingReason(() => fetchSignatureNow(client, store, policy, ref, digest, signal));
-}
-
-async function fetchSignatureNow(
-  client: RegistryClient,
-  store: Store,
-  policy: Policy,
-  ref: Reference,
-  digest: string,
-  signal?: AbortSignal,
-): Promise<VerifiedSignature | undefined> {
-  if (!needsSignatures(policy, ref)) return judge(policy, ref, digest, undefined, () => Promise.reject());
-  try {
-    const stored = await storedSignature(store, policy, ref, digest);
-    if (stored) return stored;
-  } catch {
+  return namingReason(async () => {
+    if (!needsSignatures(policy, ref)) return judge(policy, ref, digest, undefined, () => Promise.reject());
     // A stored signature that does not pass is fetched again: the registry's may.
-  }
-  const sigRef = signatureRef(ref, digest);
-  let manifest: Manifest | undefined;
-  try {
-    manifest = await client.getManifest(sigRef, signal);
-  } catch (error) {
-    if (!(error instanceof BerthError && error.reason === "not_found")) throw error;
-  }
-  return judge(policy, ref, digest, manifest, (blob, size) => readSmall(client, sigRef, blob, size, signal));
+    const stored = await storedSignature(store, policy, ref, digest).catch(() => undefined);
+    if (stored) return stored;
+    const sigRef = signatureRef(ref, digest);
+    let manifest: Manifest | undefined;
+    try {
+      manifest = await client.getManifest(sigRef, signal);
+    } catch (error) {
+      if (!(error instanceof BerthError && error.reason === "not_found")) throw error;
+    }
+    return judge(
+      policy,
+      ref,
+      digest,
+      manifest,
+      (blob, size) => readSmall(client, sigRef, blob, size, signal),
+    );
+  });
 }
 
 /** The stored, verified signature of `digest`, or undefined when the store has none (the policy judges). */
@@ -211,28 +205,19 @@ export async function verifyStored(
   digest: string,
   pending: Descriptor[] = [],
 ): Promise<void> {
-  if (policy) await namingReason(() => verifyStoredNow(store, policy, ref, digest, pending));
-}
-
-async function verifyStoredNow(
-  store: Store,
-  policy: Policy,
-  ref: Reference,
-  digest: string,
-  pending: Descriptor[],
-): Promise<void> {
-  if (sha256Of(await store.readBlob(digest)) !== digest) {
-    throw new BerthError(
-      "store_invalid",
-      `${formatReference(ref)}: the stored manifest ${digest} was altered (run 'berth fsck')`,
-    );
-  }
-  if (!needsSignatures(policy, ref)) {
-    evaluatePolicy(policy, ref, digest, undefined);
-    return;
-  }
-  const stored = await storedSignature(store, policy, ref, digest, pending);
-  if (!stored) evaluatePolicy(policy, ref, digest, undefined);
+  if (!policy) return;
+  await namingReason(async () => {
+    if (sha256Of(await store.readBlob(digest)) !== digest) {
+      throw new BerthError(
+        "store_invalid",
+        `${formatReference(ref)}: the stored manifest ${digest} was altered (run 'berth fsck')`,
+      );
+    }
+    const stored = needsSignatures(policy, ref)
+      ? await storedSignature(store, policy, ref, digest, pending)
+      : undefined;
+    if (!stored) evaluatePolicy(policy, ref, digest, undefined);
+  });
 }
 
 /**
@@ -260,12 +245,7 @@ export async function recordSignatures(store: Store, signatures: VerifiedSignatu
       },
     });
   }
-  const byName = (descriptor: Descriptor) => descriptor.annotations?.[REF_NAME] ?? "";
-  const names = new Set(entries.map(byName));
-  await store.updateIndex((manifests) =>
-    [...manifests.filter((existing) => !names.has(byName(existing))), ...entries]
-      .sort((a, b) => byName(a).localeCompare(byName(b)))
-  );
+  await recordEntries(store, entries);
 }
 
 /**

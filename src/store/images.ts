@@ -52,6 +52,19 @@ export async function storedTagDigest(
   return image.digest;
 }
 
+/**
+ * Records index.json entries, each replacing the entry of the same name (REF_NAME), kept in name order: the
+ * one way pull, import and signatures write references.
+ */
+export function recordEntries(store: Store, entries: Descriptor[]): Promise<void> {
+  const byName = (descriptor: Descriptor) => descriptor.annotations?.[REF_NAME] ?? "";
+  const names = new Set(entries.map(byName));
+  return store.updateIndex((manifests) =>
+    [...manifests.filter((existing) => !names.has(byName(existing))), ...entries]
+      .sort((a, b) => byName(a).localeCompare(byName(b)))
+  );
+}
+
 /** Finds a stored reference (given in any form docker accepts) or throws `not_found` saying how to get it. */
 export async function findStoredImage(store: Store, input: string): Promise<StoredImage> {
   const name = formatReference(parseReference(input));
