@@ -48,16 +48,27 @@ export interface ArchiveImage {
 
 const hex = (digest: string) => digest.slice("sha256:".length);
 
+/** What the caller of dockerArchive hears, and what it may hold up. */
+export interface ArchiveHooks {
+  /** Sees the size of every piece handed to the engine. */
+  onBytes?: (bytes: number) => void;
+  /** Told why the stream failed on berth's side (a layer that cannot be read or inflated). */
+  failure?: (error: unknown) => void;
+  /**
+   * Awaited after the last file, before the archive's end: the engine applies nothing before the request
+   * ends, so a load may hand over its own layers while those it leaves out are still on their way. A
+   * rejection errors the stream.
+   */
+  beforeEnd?: () => Promise<void>;
+}
+
 /**
  * Streams one archive holding several images (one load request, one pass of the engine over it); a layer
  * shared by several of them is in it once. A layer file that cannot be read (or inflated) errors the stream,
- * and so the load; `failure` is told why. `onBytes` sees the size of every piece handed to the engine.
+ * and so the load.
  */
-export function dockerArchive(
-  images: ArchiveImage[],
-  onBytes?: (bytes: number) => void,
-  failure?: (error: unknown) => void,
-): ReadableStream<Uint8Array> {
+export function dockerArchive(images: ArchiveImage[], hooks: ArchiveHooks = {}): ReadableStream<Uint8Array> {
+  const { onBytes, failure, beforeEnd } = hooks;
   async function* file(name: string, bytes: Uint8Array): AsyncGenerator<Uint8Array> {
     yield tarHeader(name, bytes.length, "file");
     yield bytes;
@@ -101,6 +112,7 @@ export function dockerArchive(
         yield padding(layer.size);
       }
     }
+    await beforeEnd?.();
     yield tarEnd();
   }
   const iterator = pieces();

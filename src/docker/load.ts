@@ -10,7 +10,7 @@ import type { Store } from "../store/store.ts";
 import { readManifest, type StoredImage } from "../store/images.ts";
 import { type ArchiveImage, type ArchiveLayer, chainIds, dockerArchive, gzipStatedSize } from "./archive.ts";
 import type { Engine } from "./engine.ts";
-import { LoadOrder } from "./load_order.ts";
+import { LoadOrder, type OrderedLoad } from "./load_order.ts";
 
 /** One image of a load: the stored reference and the engine's ID for it (the config digest). */
 export interface LoadedImage {
@@ -65,8 +65,9 @@ export async function syncEngine(engine: Engine): Promise<void> {
 /** A gzip layer is inflated by berth when it unpacks to at least this many times its size. */
 const WORTH_INFLATING = 1.2;
 
-/** Load requests sent at once (measured on 2 cores: see docs/performance.md). */
-const LOAD_PARALLEL = 2;
+/** Load requests running at once, and of them uploading (measured on 2 cores: see docs/performance.md). */
+const LOAD_PARALLEL = 3;
+const LOAD_UPLOADS = 1;
 
 /** How loads run: the liveness hook. */
 export interface LoadOptions {
@@ -75,10 +76,11 @@ export interface LoadOptions {
 }
 
 /**
- * Loads stored images into the engine, one load request per image, several at once (LoadOrder keeps a
- * layer chain from being sent by two of them). Images the engine has (by ID) are only tagged; layers
- * whose chains it holds are listed but not sent; if the engine refuses such an archive, the image is sent
- * whole once more before giving up. Images may be added while others load (install --pull does, as they
+ * Loads stored images into the engine, one load request per image, several at once, one uploading
+ * (LoadOrder: a layer chain is sent by one of them; an image on a base another is sending uploads its own
+ * layers and ends its request after that one). Images the engine has (by ID) are only tagged; layers whose
+ * chains it holds, or another load sends, are listed but not sent; if the engine refuses such an archive,
+ * or the load bringing its base fails, the image is sent whole once more before giving up. Images may be added while others load (install --pull does, as they
  * arrive); `finish` waits for all of them.
  */
 export class ImageLoader {
@@ -88,6 +90,8 @@ export class ImageLoader {
   #layersSent = 0;
   #bytesSent = 0;
   #sentAny = false;
+  /** Each running load's send, which the loads leaving its chains out wait for. */
+  #ended = new Map<OrderedLoad<Pending>, Promise<void>>();
   /** loadAll calls still queueing their images. */
   #held = 0;
 
@@ -145,7 +149,7 @@ export class ImageLoader {
     const { image, tag } = request;
     this.#known ??= engineChains(this.engine);
     const known = await this.#known;
-    this.#order ??= new LoadOrder<Pending>(known, LOAD_PARALLEL);
+    this.#order ??= new LoadOrder<Pending>(known, LOAD_PARALLEL, LOAD_UPLOADS);
     const { manifest } = await readManifest(this.store, image);
     const configDigest = manifest.config.digest;
     const existing = await this.engine.inspectImage(configDigest);
@@ -163,7 +167,10 @@ export class ImageLoader {
     if (this.#held > 0 || !order) return;
     for (let next = order.next(); next; next = order.next()) {
       const started = next;
-      this.#send(started.item.toSend, order.known).then(
+      const sending = this.#send(started, order);
+      // Set before the next load starts: a load that leaves this one's chains out waits for it.
+      this.#ended.set(started, sending);
+      sending.then(
         () => {
           order.done(started, true);
           started.item.resolve();
@@ -172,33 +179,56 @@ export class ImageLoader {
           order.done(started, false);
           started.item.reject(error);
         },
-      ).finally(() => this.#pump());
+      ).finally(() => {
+        this.#ended.delete(started);
+        this.#pump();
+      });
     }
   }
 
-  /** Sends one image; a refusal of an archive with layers left out is answered by sending it whole. */
-  async #send(item: ToSend, known: Set<string>): Promise<void> {
+  /**
+   * Sends one image: the chains LoadOrder gave it, its request ended once the loads bringing the others
+   * have succeeded. A refusal of an archive with layers left out, or a failed load it built on, is
+   * answered by sending it whole, as stored, once.
+   */
+  async #send(started: OrderedLoad<Pending>, order: LoadOrder<Pending>): Promise<void> {
     this.#sentAny = true;
+    const item = started.item.toSend;
+    const before = Promise.all(order.after(started).map((load) => this.#ended.get(load)));
+    before.catch(() => {}); // awaited at the archive's end; a failure there is handled as the stream's
     let sent: { bytesSent: number; layersSent: number };
     try {
-      sent = await sendArchive(this.engine, [item], known, this.options.onProgress);
+      sent = await sendArchive(this.engine, item, new Set(order.sends(started)), {
+        onProgress: this.options.onProgress,
+        beforeEnd: async () => {
+          order.uploaded(started);
+          this.#pump();
+          await before.catch((error) => {
+            throw new BaseNotLoaded(errorMessage(error));
+          });
+        },
+      });
     } catch (error) {
-      // The engine may have dropped a layer since we looked, or a layer did not inflate (to the size its
-      // gzip trailer states): send everything, as stored, once before giving up; the engine then judges
-      // the layers itself.
+      // The engine may have dropped a layer since we looked, the load bringing a base failed, or a layer
+      // did not inflate (to the size its gzip trailer states): send everything, as stored, once before
+      // giving up; the engine then judges the layers itself.
       const inflating = item.archive.layers.some((layer) => layer.uncompressedSize !== undefined);
       const retry = error instanceof ArchiveFailure
-        ? inflating
+        ? inflating || error.cause instanceof BaseNotLoaded
         : error instanceof BerthError && error.reason === "engine_error";
       if (!retry) throw error;
       for (const layer of item.archive.layers) layer.uncompressedSize = undefined;
       try {
-        sent = await sendArchive(this.engine, [item], new Set(), this.options.onProgress);
+        sent = await sendArchive(this.engine, item, new Set(item.chains), {
+          onProgress: this.options.onProgress,
+        });
       } catch (second) {
         throw second instanceof BerthError
           ? second
           : new BerthError("engine_error", errorMessage(second), { cause: second });
       }
+    } finally {
+      order.uploaded(started);
     }
     this.#layersSent += sent.layersSent;
     this.#bytesSent += sent.bytesSent;
@@ -291,44 +321,50 @@ async function archiveImage(
   };
 }
 
+/** How sendArchive streams: the liveness hook, and what to await before the archive ends. */
+interface SendOptions {
+  onProgress?: () => void;
+  beforeEnd?: () => Promise<void>;
+}
+
 /**
- * Sends one docker-archive of `toSend` to the engine; layers whose chain is in `known` are listed but not
- * sent. Returns the bytes and the distinct layers sent.
+ * Sends one docker-archive of `item` to the engine, with the layers of the chains in `sends`; the others
+ * are listed but left out. Returns the bytes and the distinct layers sent.
  */
 async function sendArchive(
   engine: Engine,
-  toSend: ToSend[],
-  known: Set<string> = new Set(),
-  onProgress?: () => void,
+  item: ToSend,
+  sends: Set<string>,
+  options: SendOptions = {},
 ): Promise<{ bytesSent: number; layersSent: number }> {
-  for (const item of toSend) {
-    item.archive.layers.forEach((layer, position) => (layer.send = !known.has(item.chains[position])));
-  }
+  item.archive.layers.forEach((layer, position) => (layer.send = sends.has(item.chains[position])));
   let bytesSent = 0;
   let streamFailure: { error: unknown } | undefined;
-  const what = toSend.map((item) => item.request.image.ref).join(", ");
+  const what = item.request.image.ref;
   try {
     await engine.loadImage(
-      dockerArchive(
-        toSend.map((item) => item.archive),
-        (bytes) => {
+      dockerArchive([item.archive], {
+        onBytes: (bytes) => {
           bytesSent += bytes;
-          onProgress?.();
+          options.onProgress?.();
         },
-        (error) => (streamFailure = { error }),
-      ),
+        failure: (error) => (streamFailure = { error }),
+        beforeEnd: options.beforeEnd,
+      }),
       what,
     );
   } catch (error) {
-    // Our side of the stream failed (a layer that cannot be read or inflated), not the engine.
+    // Our side of the stream failed (a layer that cannot be read or inflated, a base not loaded), not the
+    // engine.
     if (streamFailure) throw new ArchiveFailure(what, streamFailure.error);
     throw error;
   }
-  const sent = new Set(
-    toSend.flatMap((item) => item.archive.layers.filter((layer) => layer.send).map((layer) => layer.digest)),
-  );
+  const sent = new Set(item.archive.layers.filter((layer) => layer.send).map((layer) => layer.digest));
   return { bytesSent, layersSent: sent.size };
 }
+
+/** The load bringing a base an image's request left out failed: the image is sent whole instead. */
+class BaseNotLoaded extends Error {}
 
 /** A load cut short because berth could not produce the archive (a layer not readable or not inflatable). */
 class ArchiveFailure extends BerthError {

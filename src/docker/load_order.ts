@@ -1,10 +1,16 @@
 /**
- * Which image loads may run at once. dockerd applies each layer of a load in a process of its own, so
- * several load requests overlap that work; but a layer that two concurrent requests both carry is unpacked
- * twice (the engine only finds the twin when it registers the second). So a layer chain is sent by one
- * request at a time: an image whose missing chains another request is sending waits until that one ends,
- * and then sends only what is still missing — shared bases go first, once. Of the loads that may start,
- * an image that is the base of another goes first, then the one with the most to send.
+ * Which image loads may run, and when. dockerd takes a load request in two phases: it stores the whole
+ * archive it is sent in a temporary directory (the upload), and only once the request body has ended does it
+ * apply the layers (the apply), each in a process of its own. Both are CPU work, berth's side of an upload
+ * too (it inflates gzip layers on its one thread), so one load uploads at a time while others apply.
+ *
+ * A layer that two concurrent requests both carry is unpacked twice (the engine only finds the twin when it
+ * registers the second), so each missing layer chain is sent by one load only. A load whose missing chains
+ * another running load is sending does not wait for it to end: it uploads its own layers at once, leaves
+ * those chains out, and ends its request only after that other load has succeeded (LoadOrder says which
+ * loads it waits for; the engine skips listed layers whose chains it holds). So the images on a shared base
+ * upload while the base applies. Of the loads that may start, an image that is the base of another goes
+ * first, then the one with the most to send.
  */
 
 /** An image waiting to be loaded: the chain ID of each of its layers, base first, and their sizes. */
@@ -18,12 +24,20 @@ export interface OrderedLoad<T> {
 /** Picks the loads that may start, given the chains the engine holds and those being sent. */
 export class LoadOrder<T> {
   #waiting: OrderedLoad<T>[] = [];
-  #sending = new Set<string>();
-  /** Running loads, each with the chains it marked as being sent. */
+  /** Each chain being sent, and the running load sending it. */
+  #sending = new Map<string, OrderedLoad<T>>();
+  /** Running loads, each with the chains it sends itself. */
   #marked = new Map<OrderedLoad<T>, string[]>();
+  /** Running loads, each with the running loads whose chains it leaves out and waits for. */
+  #after = new Map<OrderedLoad<T>, OrderedLoad<T>[]>();
+  /** Running loads still uploading. */
+  #uploading = new Set<OrderedLoad<T>>();
 
-  /** `known`: the chains the engine holds (grown as loads succeed); at most `parallel` loads at once. */
-  constructor(readonly known: Set<string>, readonly parallel: number) {}
+  /**
+   * `known`: the chains the engine holds (grown as loads succeed); at most `parallel` loads at once, of
+   * which at most `uploads` are uploading.
+   */
+  constructor(readonly known: Set<string>, readonly parallel: number, readonly uploads = parallel) {}
 
   /** Queues an image, behind those queued before it. */
   add(load: OrderedLoad<T>): void {
@@ -41,37 +55,61 @@ export class LoadOrder<T> {
   }
 
   /**
-   * The first queued image that may start now (a free slot, and none of its missing chains being sent),
-   * taken off the queue and counted as running; its missing chains are marked as being sent.
+   * The queued image that should start now, if there is room: taken off the queue and counted as running
+   * and uploading; the chains it sends itself are marked as being sent.
    */
   next(): OrderedLoad<T> | undefined {
-    if (this.#marked.size >= this.parallel) return undefined;
-    // An image that is the base of another waiting one first (alone, so that the images on it then go side
-    // by side), then the largest: the longest load should not be the one that starts last.
+    if (this.#marked.size >= this.parallel || this.#uploading.size >= this.uploads) return undefined;
+    // An image that is the base of another waiting one first (the images on it then upload while it
+    // applies), then the largest: the longest load should not be the one that starts last.
     let at = -1;
     let best = -1;
     this.#waiting.forEach((load, index) => {
-      const missing = this.missing(load);
-      if (!missing.every((chain) => !this.#sending.has(chain))) return;
-      const isBase = missing.length > 0 &&
-        this.#waiting.some((other) =>
-          other !== load && missing.every((chain) => other.chains.includes(chain))
-        );
-      const score = (isBase ? Number.MAX_SAFE_INTEGER / 2 : 0) + this.#bytesToSend(load);
+      const sends = this.#ownChains(load);
+      const isBase = sends.length > 0 &&
+        this.#waiting.some((other) => other !== load && sends.every((chain) => other.chains.includes(chain)));
+      const score = (isBase ? Number.MAX_SAFE_INTEGER / 2 : 0) + this.#bytesToSend(load, sends);
       if (score > best) [at, best] = [index, score];
     });
     if (at < 0) return undefined;
     const [load] = this.#waiting.splice(at, 1);
-    const marked = this.missing(load);
-    for (const chain of marked) this.#sending.add(chain);
-    this.#marked.set(load, marked);
+    const sends = this.#ownChains(load);
+    const after = new Set<OrderedLoad<T>>();
+    for (const chain of this.missing(load)) {
+      const sender = this.#sending.get(chain);
+      if (sender) after.add(sender);
+    }
+    for (const chain of sends) this.#sending.set(chain, load);
+    this.#marked.set(load, sends);
+    this.#after.set(load, [...after]);
+    this.#uploading.add(load);
     return load;
   }
 
-  /** What `load` would send: the sizes of its layers whose chains the engine does not hold. */
-  #bytesToSend(load: OrderedLoad<T>): number {
+  /** The chains a running `load` sends itself; the other chains it lists are the engine's or on their way. */
+  sends(load: OrderedLoad<T>): string[] {
+    return this.#marked.get(load) ?? [];
+  }
+
+  /** The running loads (when `load` started) whose chains `load` leaves out: its request ends after theirs. */
+  after(load: OrderedLoad<T>): OrderedLoad<T>[] {
+    return this.#after.get(load) ?? [];
+  }
+
+  /** A running load has handed the engine all it sends (the engine applies once its request ends). */
+  uploaded(load: OrderedLoad<T>): void {
+    this.#uploading.delete(load);
+  }
+
+  /** The chains `load` would send itself: missing from the engine and not being sent by another load. */
+  #ownChains(load: OrderedLoad<T>): string[] {
+    return this.missing(load).filter((chain) => !this.#sending.has(chain));
+  }
+
+  /** What `load` would send: the sizes of the layers of `sends`. */
+  #bytesToSend(load: OrderedLoad<T>, sends: string[]): number {
     return load.chains.reduce(
-      (sum, chain, position) => this.known.has(chain) ? sum : sum + (load.sizes?.[position] ?? 1),
+      (sum, chain, position) => sends.includes(chain) ? sum + (load.sizes?.[position] ?? 1) : sum,
       0,
     );
   }
@@ -85,6 +123,8 @@ export class LoadOrder<T> {
   done(load: OrderedLoad<T>, succeeded: boolean): void {
     for (const chain of this.#marked.get(load) ?? []) this.#sending.delete(chain);
     this.#marked.delete(load);
+    this.#after.delete(load);
+    this.#uploading.delete(load);
     if (succeeded) { for (const chain of load.chains) this.known.add(chain); }
   }
 }

@@ -88,6 +88,83 @@ Deno.test({
 });
 
 Deno.test({
+  name: "images on one base, loaded at once: the base is sent once; when its load fails, the others go whole",
+  ...withServices,
+  async fn() {
+    const { appA, appB, big } = testEnv()!.images;
+    const store = await scratchDir("load-shared-");
+    const pulled = await runBerth(["--store", store, "pull", appA.ref, appB.ref, big.ref]);
+    assert.equal(pulled.code, 0, pulled.stderr);
+    const load = async (host: string) =>
+      await runBerth([
+        "--store",
+        store,
+        "--docker-host",
+        host,
+        "--json",
+        "load",
+        big.ref,
+        appA.ref,
+        appB.ref,
+      ]);
+    const images = async (host: string) =>
+      (await run(["docker", "-H", host, "image", "ls", "-q", "--no-trunc"])).trim().split("\n").filter(
+        Boolean,
+      )
+        .sort();
+
+    // big goes first (the most to send) with the busybox base; app-a and app-b send their own layers while
+    // it applies, and end their requests after it.
+    const clean = await startDockerd(await scratchDir("load-shared-engine-"));
+    try {
+      const result = await load(clean.host);
+      assert.equal(result.code, 0, result.stderr);
+      const loaded = JSON.parse(result.stdout) as { layersSent: number };
+      assert.equal(loaded.layersSent, 7, "the base once, two layers of each image");
+      assert.deepEqual(
+        await images(clean.host),
+        [appA.configDigest, appB.configDigest, big.configDigest].sort(),
+      );
+    } finally {
+      await clean.stop();
+    }
+
+    // Damage big's top layer after it was verified: big's load (bringing the base) fails in the engine, and
+    // app-a and app-b, which left the base out, are sent whole and load.
+    const path = `${store}/blobs/sha256/${big.layers[2].digest.slice(7)}`;
+    await Deno.chmod(path, 0o644);
+    const bytes = await Deno.readFile(path);
+    bytes.fill(0, bytes.length / 2, bytes.length / 2 + 4096);
+    await Deno.writeFile(path, bytes);
+    const engine = await startDockerd(await scratchDir("load-shared-bad-engine-"));
+    try {
+      const result = await load(engine.host);
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /docker engine failed to load .*big:1/);
+      assert.deepEqual(await images(engine.host), [appA.configDigest, appB.configDigest].sort());
+      for (const image of [appA, appB]) {
+        const listing = await run([
+          "docker",
+          "-H",
+          engine.host,
+          "run",
+          "--rm",
+          "--network",
+          "none",
+          image.configDigest,
+          "/bin/busybox",
+          "ls",
+          "/bin/busybox",
+        ]);
+        assert.match(listing, /busybox/);
+      }
+    } finally {
+      await engine.stop();
+    }
+  },
+});
+
+Deno.test({
   name: "an engine error inside the load's 200 answer fails the load with the engine's message",
   ...withServices,
   async fn() {
