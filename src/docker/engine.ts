@@ -164,10 +164,21 @@ export class Engine {
     return (await response.json()) as EngineImage;
   }
 
-  /** Every image the engine holds, intermediate ones included. */
-  async listImages(): Promise<{ Id: string; RepoTags: string[] | null }[]> {
-    const response = await this.request("/images/json?all=1", { what: "image list" });
+  /** Every image the engine holds, intermediate ones included; with `filters`, those the engine matches. */
+  async listImages(filters?: Record<string, string[]>): Promise<{ Id: string; RepoTags: string[] | null }[]> {
+    const query = filters ? `&filters=${encodeURIComponent(JSON.stringify(filters))}` : "";
+    const response = await this.request(`/images/json?all=1${query}`, { what: "image list" });
     return (await response.json()) as { Id: string; RepoTags: string[] | null }[];
+  }
+
+  /** Removes an image by ID, without force; one already gone or still used by a container is left as it is. */
+  async removeImage(id: string): Promise<void> {
+    const response = await this.request(`/images/${encodeURIComponent(id)}`, {
+      method: "DELETE",
+      what: `removal of image ${id}`,
+      accept: [409],
+    });
+    await response.body?.cancel();
   }
 
   /**

@@ -11,6 +11,7 @@ import { readManifest, type StoredImage } from "../store/images.ts";
 import { type ArchiveImage, type ArchiveLayer, chainIds, dockerArchive, gzipStatedSize } from "./archive.ts";
 import type { Engine } from "./engine.ts";
 import { LoadOrder, type OrderedLoad } from "./load_order.ts";
+import { STAND_IN_LABEL, standInConfig, stepEnds } from "./load_steps.ts";
 
 /** One image of a load: the stored reference and the engine's ID for it (the config digest). */
 export interface LoadedImage {
@@ -135,12 +136,17 @@ export class ImageLoader {
     const { image, toSend } = prepared;
     if (!toSend) return image;
     const order = this.#order!;
-    await new Promise<void>((resolve, reject) => {
-      const sizes = toSend.archive.layers.map((layer) => layer.uncompressedSize ?? layer.size);
-      order.add({ item: { toSend, resolve, reject }, chains: toSend.chains, sizes });
-      queued();
-      this.#pump();
-    });
+    const steps = loadSteps(toSend, order.known).map((step) =>
+      new Promise<void>((resolve, reject) => {
+        const sizes = step.archive.layers.map((layer) => layer.uncompressedSize ?? layer.size);
+        order.add({ item: { toSend: step, resolve, reject }, chains: step.chains, sizes });
+      })
+    );
+    queued();
+    this.#pump();
+    // The image is in once its top step is: a failed step below it makes the top one go whole.
+    for (const below of steps.slice(0, -1)) below.catch(() => {});
+    await steps.at(-1);
     return image;
   }
 
@@ -235,12 +241,16 @@ export class ImageLoader {
   }
 
   /**
-   * Waits for every load; throws the first failure once all have ended. Then flushes the engine (once, if
-   * anything was sent) and checks that each image sent is there under its ID.
+   * Waits for every load and removes the stand-ins of stepped loads; throws the first failure once all have
+   * ended. Then flushes the engine (once, if anything was sent) and checks that each image sent is there
+   * under its ID.
    */
   async finish(): Promise<LoadResult> {
     const settled = await Promise.allSettled(this.#loads);
     const failed = settled.find((result): result is PromiseRejectedResult => result.status === "rejected");
+    // Stand-ins go whatever happened, and those a killed load left with them. Not removed, they are only
+    // untagged images: the next load tries again.
+    await removeStandIns(this.engine).catch(() => {});
     if (failed) throw failed.reason;
     const images = settled.map((result) => (result as PromiseFulfilledResult<LoadedImage>).value);
     if (this.#sentAny) await syncEngine(this.engine);
@@ -319,6 +329,43 @@ async function archiveImage(
     archive: { config, configDigest, repoTags: [request.tag], layers },
     chains: chainIds(diffIds),
   };
+}
+
+/**
+ * An image's archive cut into steps (load_steps.ts), each a load of its own: the steps below the top carry a
+ * stand-in config and no tag. Layers whose chains the engine holds count nothing towards a step.
+ */
+function loadSteps(toSend: ToSend, known: Set<string>): ToSend[] {
+  const { archive, chains, request } = toSend;
+  const sizes = archive.layers.map((layer, position) =>
+    known.has(chains[position]) ? 0 : layer.uncompressedSize ?? layer.size
+  );
+  const ends = stepEnds(sizes);
+  if (ends.length === 1) return [toSend];
+  const image = JSON.parse(new TextDecoder().decode(archive.config));
+  const diffIds: string[] = image.rootfs.diff_ids;
+  return ends.map((end) => {
+    const layers = archive.layers.slice(0, end).map((layer) => ({ ...layer }));
+    const top = end === archive.layers.length;
+    const standIn = top ? undefined : standInConfig(image, diffIds.slice(0, end));
+    return {
+      request,
+      archive: {
+        config: standIn?.config ?? archive.config,
+        configDigest: standIn?.digest ?? archive.configDigest,
+        repoTags: top ? archive.repoTags : [],
+        layers,
+      },
+      chains: chains.slice(0, end),
+    };
+  });
+}
+
+/** Removes the stand-in images of stepped loads, this one's and any a killed load left behind. */
+async function removeStandIns(engine: Engine): Promise<void> {
+  for (const image of await engine.listImages({ label: [STAND_IN_LABEL] })) {
+    await engine.removeImage(image.Id);
+  }
 }
 
 /** How sendArchive streams: the liveness hook, and what to await before the archive ends. */

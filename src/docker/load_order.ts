@@ -9,8 +9,9 @@
  * another running load is sending does not wait for it to end: it uploads its own layers at once, leaves
  * those chains out, and ends its request only after that other load has succeeded (LoadOrder says which
  * loads it waits for; the engine skips listed layers whose chains it holds). So the images on a shared base
- * upload while the base applies. Of the loads that may start, an image that is the base of another goes
- * first, then the one with the most to send.
+ * upload while the base applies. An image waits for a queued load that sends part of its base to start
+ * first; of the others, an image that is the base of another goes first, then the one with the most to
+ * send.
  */
 
 /** An image waiting to be loaded: the chain ID of each of its layers, base first, and their sizes. */
@@ -60,27 +61,32 @@ export class LoadOrder<T> {
    */
   next(): OrderedLoad<T> | undefined {
     if (this.#marked.size >= this.parallel || this.#uploading.size >= this.uploads) return undefined;
-    // An image that is the base of another waiting one first (the images on it then upload while it
+    // Not an image whose base another waiting load would send (it would send that base itself); of the
+    // others, one that is the base of another waiting one first (the images on it then upload while it
     // applies), then the largest: the longest load should not be the one that starts last.
     let at = -1;
     let best = -1;
+    const sends = this.#waiting.map((load) => this.#ownChains(load));
+    const isBaseOf = (base: number, load: number) =>
+      base !== load && sends[base].length > 0 &&
+      this.#waiting[base].chains.length < this.#waiting[load].chains.length &&
+      sends[base].every((chain) => this.#waiting[load].chains.includes(chain));
     this.#waiting.forEach((load, index) => {
-      const sends = this.#ownChains(load);
-      const isBase = sends.length > 0 &&
-        this.#waiting.some((other) => other !== load && sends.every((chain) => other.chains.includes(chain)));
-      const score = (isBase ? Number.MAX_SAFE_INTEGER / 2 : 0) + this.#bytesToSend(load, sends);
+      if (this.#waiting.some((_, other) => isBaseOf(other, index))) return;
+      const isBase = this.#waiting.some((_, other) => isBaseOf(index, other));
+      const score = (isBase ? Number.MAX_SAFE_INTEGER / 2 : 0) + this.#bytesToSend(load, sends[index]);
       if (score > best) [at, best] = [index, score];
     });
     if (at < 0) return undefined;
     const [load] = this.#waiting.splice(at, 1);
-    const sends = this.#ownChains(load);
+    const own = sends[at];
     const after = new Set<OrderedLoad<T>>();
     for (const chain of this.missing(load)) {
       const sender = this.#sending.get(chain);
       if (sender) after.add(sender);
     }
-    for (const chain of sends) this.#sending.set(chain, load);
-    this.#marked.set(load, sends);
+    for (const chain of own) this.#sending.set(chain, load);
+    this.#marked.set(load, own);
     this.#after.set(load, [...after]);
     this.#uploading.add(load);
     return load;

@@ -74,3 +74,21 @@ Deno.test("load order: a load may send a chain on top of one another load is sen
   assert.deepEqual(order.sends(top), ["b/m/t"]);
   assert.deepEqual(order.after(top), [mid]);
 });
+
+Deno.test("load order: the steps of one image go bottom up, however large the upper ones are", () => {
+  const order = new LoadOrder<string>(new Set(), 3, 1);
+  order.add({ item: "top", chains: ["c0", "c1", "c2", "c3"], sizes: [2, 100, 100, 60] });
+  order.add({ item: "middle", chains: ["c0", "c1", "c2"], sizes: [2, 100, 100] });
+  order.add({ item: "bottom", chains: ["c0", "c1"], sizes: [2, 100] });
+  const bottom = order.next()!;
+  assert.equal(bottom.item, "bottom");
+  order.uploaded(bottom);
+  const middle = order.next()!;
+  assert.equal(middle.item, "middle");
+  assert.deepEqual(order.sends(middle), ["c2"]);
+  assert.deepEqual(order.after(middle), [bottom]);
+  order.uploaded(middle);
+  const top = order.next()!;
+  assert.deepEqual(order.sends(top), ["c3"]);
+  assert.deepEqual(order.after(top), [bottom, middle], "c0 to c2 come with the steps below");
+});

@@ -5,7 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { run, startDockerd } from "../harness/services.ts";
-import { runBerth, scratchDir, testEnv, withServices } from "../harness/env.ts";
+import { runBerth, scratchDir, spawnBerth, testEnv, withServices } from "../harness/env.ts";
+import { Engine } from "../../src/docker/engine.ts";
+import { STAND_IN_LABEL } from "../../src/docker/load_steps.ts";
 
 Deno.test({
   name: "load streams stored images into an empty engine, sending shared layers once",
@@ -107,14 +109,14 @@ Deno.test({
         appA.ref,
         appB.ref,
       ]);
+    // Every image of the engine, stand-ins (untagged) included.
     const images = async (host: string) =>
-      (await run(["docker", "-H", host, "image", "ls", "-q", "--no-trunc"])).trim().split("\n").filter(
-        Boolean,
-      )
-        .sort();
+      (await run(["docker", "-H", host, "image", "ls", "-aq", "--no-trunc"])).trim().split("\n")
+        .filter(Boolean).sort();
 
-    // big goes first (the most to send) with the busybox base; app-a and app-b send their own layers while
-    // it applies, and end their requests after it.
+    // big goes first (the most to send), in two steps: the busybox base and its 32 MiB layer, then its
+    // 8 MiB layer; app-a and app-b send their own layers while the first step applies, and end their
+    // requests after it. No stand-in of big's first step is left.
     const clean = await startDockerd(await scratchDir("load-shared-engine-"));
     try {
       const result = await load(clean.host);
@@ -129,9 +131,9 @@ Deno.test({
       await clean.stop();
     }
 
-    // Damage big's top layer after it was verified: big's load (bringing the base) fails in the engine, and
-    // app-a and app-b, which left the base out, are sent whole and load.
-    const path = `${store}/blobs/sha256/${big.layers[2].digest.slice(7)}`;
+    // Damage big's 32 MiB layer after it was verified: the load of big's first step (the base and that
+    // layer) fails in the engine, and app-a and app-b, which left the base out, are sent whole and load.
+    const path = `${store}/blobs/sha256/${big.layers[1].digest.slice(7)}`;
     await Deno.chmod(path, 0o644);
     const bytes = await Deno.readFile(path);
     bytes.fill(0, bytes.length / 2, bytes.length / 2 + 4096);
@@ -160,6 +162,65 @@ Deno.test({
       }
     } finally {
       await engine.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "a stepped load killed -9 leaves a stand-in image; the next load removes it and brings the image",
+  ...withServices,
+  async fn() {
+    const { big } = testEnv()!.images;
+    const store = await scratchDir("load-kill-");
+    assert.equal((await runBerth(["--store", store, "pull", big.ref])).code, 0);
+    const dockerd = await startDockerd(await scratchDir("load-kill-engine-"));
+    const engine = await Engine.connect(dockerd.host);
+    const standIns = async () =>
+      (await engine.listImages({ label: [STAND_IN_LABEL] })).map((image) => image.Id);
+    try {
+      // big loads in two steps (the base and 32 MiB, then 8 MiB): kill berth once the first step's
+      // stand-in is in the engine. A round whose load ended before the kill landed is run again.
+      let left: string[] = [];
+      for (let round = 0; round < 5 && left.length === 0; round++) {
+        const child = spawnBerth(["--store", store, "--docker-host", dockerd.host, "load", big.ref]);
+        const exited = child.status.then(() => true);
+        while ((await standIns()).length === 0 && !(await Promise.race([exited, Promise.resolve(false)]))) {
+          await new Promise((resolve) => setTimeout(resolve, 2));
+        }
+        child.kill("SIGKILL");
+        const status = await child.status;
+        await child.stderr.cancel();
+        left = status.signal === "SIGKILL" ? await standIns() : [];
+        if (left.length === 0) {
+          const all = (await run(["docker", "-H", dockerd.host, "image", "ls", "-aq"])).trim().split("\n");
+          if (all[0]) await run(["docker", "-H", dockerd.host, "rmi", "-f", ...all]);
+        }
+      }
+      assert.equal(left.length, 1, "a kill landed while the stand-in was in the engine");
+      assert.equal(await engine.inspectImage(big.configDigest), undefined, "big itself is not there");
+
+      const again = await runBerth(["--store", store, "--docker-host", dockerd.host, "load", big.ref]);
+      assert.equal(again.code, 0, again.stderr);
+      assert.deepEqual(await standIns(), [], "the stand-in is gone");
+      const all = (await run(["docker", "-H", dockerd.host, "image", "ls", "-aq", "--no-trunc"])).trim();
+      assert.equal(all, big.configDigest);
+      const listing = await run([
+        "docker",
+        "-H",
+        dockerd.host,
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        big.ref,
+        "/bin/busybox",
+        "ls",
+        "/bin/busybox",
+      ]);
+      assert.match(listing, /busybox/);
+    } finally {
+      engine.close();
+      await dockerd.stop();
     }
   },
 });
