@@ -9,6 +9,24 @@ import { runBerth, scratchDir, spawnBerth, testEnv, withServices } from "../harn
 import { Engine } from "../../src/docker/engine.ts";
 import { STAND_IN_LABEL } from "../../src/docker/load_steps.ts";
 
+/** The image is whole: a container of it runs busybox from its base layer. */
+async function assertRuns(host: string, image: string): Promise<void> {
+  const listing = await run([
+    "docker",
+    "-H",
+    host,
+    "run",
+    "--rm",
+    "--network",
+    "none",
+    image,
+    "/bin/busybox",
+    "ls",
+    "/bin/busybox",
+  ]);
+  assert.match(listing, /busybox/);
+}
+
 Deno.test({
   name: "load streams stored images into an empty engine, sending shared layers once",
   ...withServices,
@@ -69,17 +87,7 @@ Deno.test({
 
       // Every loaded image is whole: it runs.
       for (const image of [appA, appB, big]) {
-        const listing = await docker(
-          "run",
-          "--rm",
-          "--network",
-          "none",
-          image.ref,
-          "/bin/busybox",
-          "ls",
-          "/bin/busybox",
-        );
-        assert.match(listing, /busybox/);
+        await assertRuns(dockerd.host, image.ref);
       }
       const ids = (await docker("image", "ls", "-q", "--no-trunc")).trim().split("\n").sort();
       assert.deepEqual(ids, [appA.configDigest, appB.configDigest, big.configDigest].sort());
@@ -145,20 +153,7 @@ Deno.test({
       assert.match(result.stderr, /docker engine failed to load .*big:1/);
       assert.deepEqual(await images(engine.host), [appA.configDigest, appB.configDigest].sort());
       for (const image of [appA, appB]) {
-        const listing = await run([
-          "docker",
-          "-H",
-          engine.host,
-          "run",
-          "--rm",
-          "--network",
-          "none",
-          image.configDigest,
-          "/bin/busybox",
-          "ls",
-          "/bin/busybox",
-        ]);
-        assert.match(listing, /busybox/);
+        await assertRuns(engine.host, image.configDigest);
       }
     } finally {
       await engine.stop();
@@ -204,20 +199,7 @@ Deno.test({
       assert.deepEqual(await standIns(), [], "the stand-in is gone");
       const all = (await run(["docker", "-H", dockerd.host, "image", "ls", "-aq", "--no-trunc"])).trim();
       assert.equal(all, big.configDigest);
-      const listing = await run([
-        "docker",
-        "-H",
-        dockerd.host,
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        big.ref,
-        "/bin/busybox",
-        "ls",
-        "/bin/busybox",
-      ]);
-      assert.match(listing, /busybox/);
+      await assertRuns(dockerd.host, big.ref);
     } finally {
       engine.close();
       await dockerd.stop();
