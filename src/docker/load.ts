@@ -77,12 +77,13 @@ export interface LoadOptions {
 }
 
 /**
- * Loads stored images into the engine, one load request per image, several at once, one uploading
- * (LoadOrder: a layer chain is sent by one of them; an image on a base another is sending uploads its own
- * layers and ends its request after that one). Images the engine has (by ID) are only tagged; layers whose
- * chains it holds, or another load sends, are listed but not sent; if the engine refuses such an archive,
- * or the load bringing its base fails, the image is sent whole once more before giving up. Images may be added while others load (install --pull does, as they
- * arrive); `finish` waits for all of them.
+ * Loads stored images into the engine: one load request per image, or per step of an image with large
+ * layers (load_steps.ts); several at once, one uploading (LoadOrder: a layer chain is sent by one of them;
+ * an image on a base another is sending uploads its own layers and ends its request after that one). Images
+ * the engine has (by ID) are only tagged; layers whose chains it holds, or another load sends, are listed
+ * but not sent; if the engine refuses such an archive, or the load bringing its base fails, the image is
+ * sent whole once more before giving up. Images may be added while others load (install --pull does, as
+ * they arrive); `finish` waits for all of them.
  */
 export class ImageLoader {
   #known?: Promise<Set<string>>;
