@@ -6,6 +6,7 @@
 import { BerthError, errorMessage } from "../util/errors.ts";
 import { type AppStatus, type Status, STATUS_SCHEMA_VERSION, StatusSchema } from "../agent/status_schema.ts";
 import { connectHost, formatListen, parseListen } from "../util/listen_address.ts";
+import { UNIX_SOCKET_ORIGIN, unixSocketClient } from "../util/unix_http.ts";
 import { DEFAULT_STATUS_LISTEN } from "../config/defaults.ts";
 import { type Context, formatBytes, shortDigest } from "./context.ts";
 
@@ -29,8 +30,8 @@ export async function fetchAgentStatus(listen: string, token?: string): Promise<
   let client: Deno.HttpClient | undefined;
   let url: string;
   if (address.transport === "unix") {
-    client = Deno.createHttpClient({ proxy: { transport: "unix", path: address.path } });
-    url = "http://berth/status"; // the host is not used on a unix socket
+    client = unixSocketClient(address.path);
+    url = `${UNIX_SOCKET_ORIGIN}/status`;
   } else {
     const host = connectHost(address);
     url = `http://${host.includes(":") ? `[${host}]` : host}:${address.port}/status`;

@@ -4,6 +4,7 @@
  * info, image inspect and list, and the streamed image load.
  */
 import { BerthError, errorMessage } from "../util/errors.ts";
+import { UNIX_SOCKET_ORIGIN, unixSocketClient } from "../util/unix_http.ts";
 
 /** The newest Engine API berth is written against (dockerd 20.10). */
 const MAX_API_VERSION = "1.41";
@@ -74,8 +75,8 @@ export class Engine {
     let base: string;
     let client: Deno.HttpClient | undefined;
     if (host.startsWith("unix://")) {
-      client = Deno.createHttpClient({ proxy: { transport: "unix", path: host.slice("unix://".length) } });
-      base = "http://docker";
+      client = unixSocketClient(host.slice("unix://".length));
+      base = UNIX_SOCKET_ORIGIN;
     } else if (host.startsWith("tcp://") || host.startsWith("http://")) {
       base = `http://${host.replace(/^(tcp|http):\/\//, "")}`;
     } else {
