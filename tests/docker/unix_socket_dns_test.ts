@@ -2,8 +2,10 @@
  * Requests over a unix socket (the engine's, the agent's status socket) name no host to look up. Deno's fetch
  * resolves a URL's host name even when its client dials a unix socket, so a made-up name sent one DNS query per
  * request; on a device whose resolver does not answer (offline, the very case restore is for) each engine
- * request waited out the resolver's timeout. Here berth runs in a mount namespace whose resolv.conf names a
- * resolver that never answers, and whose /etc/hosts is empty: it must send it nothing.
+ * request waited out the resolver's timeout; and a NO_PROXY naming the host (`*` names every name) made fetch
+ * skip the socket for a TCP connection. Here berth runs in a mount namespace whose resolv.conf names a
+ * resolver that never answers, whose /etc/hosts is empty, with `NO_PROXY=*`: it must reach both sockets and
+ * send the resolver nothing.
  */
 import assert from "node:assert/strict";
 import { startDockerd } from "../harness/services.ts";
@@ -38,7 +40,8 @@ async function berthWithResolver(dir: string, args: string[]): Promise<{ code: n
       ...RUN_ARGS,
       ...args,
     ],
-    env: CHILD_ENV,
+    // A proxy that is closed, and a NO_PROXY that matches every name: the socket must be used all the same.
+    env: { ...CHILD_ENV, HTTP_PROXY: "http://127.0.0.1:9", HTTPS_PROXY: "http://127.0.0.1:9", NO_PROXY: "*" },
     stdout: "null",
     stderr: "piped",
   }).output();
@@ -46,7 +49,7 @@ async function berthWithResolver(dir: string, args: string[]): Promise<{ code: n
 }
 
 Deno.test({
-  name: "requests over a unix socket look up no host name: a resolver that never answers costs nothing",
+  name: "requests over a unix socket look up no name and ignore NO_PROXY: a silent resolver costs nothing",
   ...withServices,
   async fn() {
     const { appA } = testEnv()!.images;
