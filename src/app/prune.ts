@@ -295,7 +295,7 @@ export async function pruneStore(store: Store, engine: Engine, options: PruneOpt
       if (await engine.inspectImage(tag)) imagesRemoved.push(tag);
       continue;
     }
-    const outcome = await engine.removeImageTag(tag);
+    const outcome = await engine.removeImage(tag);
     if (outcome === "removed") imagesRemoved.push(tag);
     if (outcome === "in_use") {
       imagesInUse.push(tag);

@@ -172,26 +172,16 @@ export class Engine {
     return (await response.json()) as { Id: string; RepoTags: string[] | null }[];
   }
 
-  /** Removes an image by ID, without force; one already gone or still used by a container is left as it is. */
-  async removeImage(id: string): Promise<void> {
-    const response = await this.request(`/images/${encodeURIComponent(id)}`, {
-      method: "DELETE",
-      what: `removal of image ${id}`,
-      accept: [409],
-    });
-    await response.body?.cancel();
-  }
-
   /**
-   * Removes the tag `repo:tag` without force (DELETE /images/{tag}): an image with other tags only loses
-   * this one; an image with no other tag is deleted with the layers no other image uses. The engine refuses
-   * (409) when a container (running or not) uses an image this is the last tag of: "in_use", nothing
-   * changed. "absent" when the engine has no such tag.
+   * Removes an image tag (`repo:tag`) or an untagged image (by ID) without force (DELETE /images/{name}): an
+   * image with other tags only loses this one; an image with no other tag is deleted with the layers no
+   * other image uses. The engine refuses (409) when a container (running or not) uses an image this is the
+   * last name of: "in_use", nothing changed. "absent" when the engine has no such tag or image.
    */
-  async removeImageTag(tag: string): Promise<"removed" | "absent" | "in_use"> {
-    const response = await this.request(`/images/${encodeURIComponent(tag)}`, {
+  async removeImage(name: string): Promise<"removed" | "absent" | "in_use"> {
+    const response = await this.request(`/images/${encodeURIComponent(name)}`, {
       method: "DELETE",
-      what: `removal of image tag ${tag}`,
+      what: `removal of image ${name}`,
       accept: [409],
     });
     await response.body?.cancel();

@@ -11,7 +11,7 @@ import { readManifest, type StoredImage } from "../store/images.ts";
 import { type ArchiveImage, type ArchiveLayer, chainIds, dockerArchive, gzipStatedSize } from "./archive.ts";
 import type { Engine } from "./engine.ts";
 import { LoadOrder, type OrderedLoad } from "./load_order.ts";
-import { STAND_IN_LABEL, standInConfig, stepEnds } from "./load_steps.ts";
+import { type PlatformFields, STAND_IN_LABEL, standInConfig, stepEnds } from "./load_steps.ts";
 
 /** One image of a load: the stored reference and the engine's ID for it (the config digest). */
 export interface LoadedImage {
@@ -294,6 +294,8 @@ interface ToSend {
   request: LoadRequest;
   archive: ArchiveImage;
   chains: string[];
+  /** The image config as parsed once: its platform and diff IDs, for the stand-ins of its steps. */
+  parsedConfig: PlatformFields & { rootfs: { diff_ids: string[] } };
 }
 
 /** An image's archive entry, its layers streamed from the store; its config must list their diff IDs. */
@@ -304,9 +306,11 @@ async function archiveImage(
 ): Promise<ToSend> {
   const configDigest = manifest.config.digest;
   const config = await store.readBlob(configDigest);
+  let parsed: ToSend["parsedConfig"];
   let diffIds: string[];
   try {
-    diffIds = JSON.parse(new TextDecoder().decode(config)).rootfs.diff_ids;
+    parsed = JSON.parse(new TextDecoder().decode(config));
+    diffIds = parsed.rootfs.diff_ids;
     if (!Array.isArray(diffIds) || diffIds.length !== manifest.layers.length) throw new Error("count");
   } catch {
     throw new BerthError(
@@ -329,6 +333,7 @@ async function archiveImage(
     request,
     archive: { config, configDigest, repoTags: [request.tag], layers },
     chains: chainIds(diffIds),
+    parsedConfig: parsed,
   };
 }
 
@@ -337,18 +342,16 @@ async function archiveImage(
  * stand-in config and no tag. Layers whose chains the engine holds count nothing towards a step.
  */
 function loadSteps(toSend: ToSend, known: Set<string>): ToSend[] {
-  const { archive, chains, request } = toSend;
+  const { archive, chains, request, parsedConfig } = toSend;
   const sizes = archive.layers.map((layer, position) =>
     known.has(chains[position]) ? 0 : layer.uncompressedSize ?? layer.size
   );
   const ends = stepEnds(sizes);
   if (ends.length === 1) return [toSend];
-  const image = JSON.parse(new TextDecoder().decode(archive.config));
-  const diffIds: string[] = image.rootfs.diff_ids;
   return ends.map((end) => {
     const layers = archive.layers.slice(0, end).map((layer) => ({ ...layer }));
     const top = end === archive.layers.length;
-    const standIn = top ? undefined : standInConfig(image, diffIds.slice(0, end));
+    const standIn = top ? undefined : standInConfig(parsedConfig, parsedConfig.rootfs.diff_ids.slice(0, end));
     return {
       request,
       archive: {
@@ -358,6 +361,7 @@ function loadSteps(toSend: ToSend, known: Set<string>): ToSend[] {
         layers,
       },
       chains: chains.slice(0, end),
+      parsedConfig,
     };
   });
 }

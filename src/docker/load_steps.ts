@@ -35,7 +35,7 @@ export function stepEnds(sizes: number[], minBytes = STEP_MIN_BYTES): number[] {
 }
 
 /** The platform fields of an image config a stand-in keeps, so the engine takes it as it takes the image. */
-interface PlatformFields {
+export interface PlatformFields {
   architecture?: unknown;
   os?: unknown;
   variant?: unknown;
